@@ -1,0 +1,365 @@
+"""The networks of PAPER.md: a fully connected net and the plain / residual conv net.
+
+Every model carries its :class:`ModelConfig` (``model.config``) so that checkpoints can rebuild it,
+and exposes :meth:`iter_taps`, a generator that runs the forward pass and yields the activations
+the bundle metric measures (PAPER.md, "Where activations are tapped") one at a time, so a consumer
+never holds all of them at once.
+
+Choices the specification leaves open (written down here, as PAPER.md asks):
+
+* Initialisation: He-uniform (``kaiming_uniform_`` for ReLU, bound ``sqrt(6 / fan_in)``) for every
+  dense and conv weight, zero biases, batch-norm scale 1 and shift 0. Convolutions followed by a
+  batch norm have no bias.
+* Width multiplier: a stage of ``f`` filters gets ``max(1, round(f * width))`` filters.
+* Residual branch tap: ``s_k = 1 / sqrt(var(z_k) + 1e-6)`` uses the population variance (divide
+  by the number of elements), as ``tf.math.reduce_variance`` does.
+* A network whose stages all hold 0 blocks (possible during auto-tune) taps its stem output, so
+  that a^(L) is always defined.
+* Removing a residual block (lesion study) replaces it by :class:`RemovedBlock`, whose output is
+  ``ReLU(shortcut(x))``; a plain block has no shortcut and cannot be removed that way.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DEPTH_TABLE",
+    "MODEL_KINDS",
+    "STAGE_FILTERS",
+    "ModelConfig",
+    "Tap",
+    "FNN",
+    "ConvNet",
+    "BasicBlock",
+    "RemovedBlock",
+    "blocks_for_depth",
+    "depth_for_blocks",
+    "build_model",
+    "remove_blocks",
+    "count_parameters",
+]
+
+#: depth -> residual/plain blocks per stage (depth = 2 * blocks + 2)
+DEPTH_TABLE: dict[int, tuple[int, int, int, int]] = {
+    4: (1, 0, 0, 0),
+    10: (1, 1, 1, 1),
+    20: (2, 2, 3, 2),
+    30: (3, 3, 5, 3),
+    50: (3, 6, 12, 3),
+    76: (3, 6, 25, 3),
+    100: (3, 12, 31, 3),
+    120: (3, 12, 41, 3),
+}
+MODEL_KINDS = ("fnn", "plain", "residual")
+STAGE_FILTERS = (64, 128, 256, 512)
+STEM_FILTERS = 64
+BRANCH_VAR_EPS = 1e-6
+
+
+def blocks_for_depth(depth: int) -> tuple[int, int, int, int]:
+    """Blocks per stage for a depth of the paper's table."""
+    try:
+        return DEPTH_TABLE[depth]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown depth {depth!r}; valid depths are {', '.join(map(str, DEPTH_TABLE))}"
+        ) from None
+
+
+def depth_for_blocks(blocks: Iterable[int]) -> int:
+    """Layer count of a conv net: two convs per block, plus the stem and the classifier."""
+    return 2 * sum(blocks) + 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model.
+
+    ``kind`` is ``fnn``, ``plain`` or ``residual``. Conv nets use ``blocks`` (per stage) and
+    ``width`` (multiplier); the FNN uses ``fnn_width`` units in each of ``fnn_depth`` hidden layers.
+    ``removed`` lists the (global) indices of residual blocks replaced by their shortcut.
+    """
+
+    kind: str
+    num_classes: int
+    in_channels: int = 1
+    input_size: int = 8
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    width: float = 1.0
+    fnn_width: int = 0
+    fnn_depth: int = 0
+    removed: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; valid kinds are {', '.join(MODEL_KINDS)}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.in_channels < 1 or self.input_size < 1:
+            raise ValueError(
+                f"in_channels and input_size must be >= 1, got {self.in_channels}, {self.input_size}"
+            )
+        if self.kind == "fnn":
+            if self.fnn_width < 1 or self.fnn_depth < 1:
+                raise ValueError(
+                    f"an fnn needs fnn_width >= 1 and fnn_depth >= 1, got {self.fnn_width}, {self.fnn_depth}"
+                )
+        else:
+            blocks = tuple(int(b) for b in self.blocks)
+            if len(blocks) != 4 or any(b < 0 for b in blocks):
+                raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {self.blocks!r}")
+            object.__setattr__(self, "blocks", blocks)
+            if not self.width > 0:
+                raise ValueError(f"width multiplier must be > 0, got {self.width}")
+            bad = [i for i in self.removed if not 0 <= i < sum(blocks)]
+            if bad:
+                raise ValueError(f"removed block indices {bad} outside 0..{sum(blocks) - 1}")
+            if self.removed and self.kind != "residual":
+                raise ValueError("only residual blocks can be removed (a plain block has no shortcut)")
+        object.__setattr__(self, "removed", tuple(sorted(set(int(i) for i in self.removed))))
+
+    @property
+    def depth(self) -> int:
+        """Number of weight layers (hidden + output for the FNN; 2*blocks+2 for conv nets)."""
+        if self.kind == "fnn":
+            return self.fnn_depth + 1
+        return depth_for_blocks(self.blocks)
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name, e.g. ``residual-50`` or ``fnn-32x4``."""
+        if self.kind == "fnn":
+            return f"fnn-{self.fnn_width}x{self.fnn_depth}"
+        tail = f"-minus{len(self.removed)}" if self.removed else ""
+        return f"{self.kind}-{self.depth}{tail}"
+
+
+@dataclass
+class Tap:
+    """One measured activation.
+
+    ``kind``: ``hidden`` (FNN layer), ``branch`` (residual branch, scaled as PAPER.md says),
+    ``output`` (block output) or ``stem``. ``block``/``stage`` locate the block (None for FNN/stem).
+    """
+
+    name: str
+    index: int
+    kind: str
+    block: int | None
+    stage: int | None
+    activation: torch.Tensor
+
+
+def _he_uniform(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=0.0, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class FNN(nn.Module):
+    """``depth`` dense layers of ``width`` units with ReLU, then a linear output layer."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        in_features = config.in_channels * config.input_size**2
+        sizes = [in_features] + [config.fnn_width] * config.fnn_depth
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head = nn.Linear(sizes[-1], config.num_classes)
+        _he_uniform(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.head(x)
+
+    def iter_taps(self, x: torch.Tensor) -> Iterator[Tap]:
+        """Yield every hidden layer's output (after ReLU); the logits are not tapped."""
+        x = x.flatten(1)
+        for i, layer in enumerate(self.hidden):
+            x = F.relu(layer(x))
+            yield Tap(f"dense{i + 1}", i, "hidden", i, None, x)
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, then (residual) + shortcut and ReLU, or (plain) ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int, residual: bool):
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(cin, cout, 3, stride)
+        self.conv2, self.bn2 = _conv_bn(cout, cout, 3, 1)
+        self.residual = residual
+        self.shortcut: nn.Module | None = None
+        if residual:
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(*_conv_bn(cin, cout, 1, stride))
+            else:
+                self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        if self.shortcut is not None:
+            b = b + self.shortcut(x)
+        return F.relu(b)
+
+    def forward_taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(output, branch_tap)``; the branch tap is None for a plain block.
+
+        The branch tap is the residual branch after its second batch norm, before the addition,
+        multiplied by ``s1 * s2`` with ``s_k = 1 / sqrt(var(z_k) + 1e-6)``, ``z_k`` the output of the
+        k-th convolution (population variance over the whole batch tensor).
+        """
+        z1 = self.conv1(x)
+        z2 = self.conv2(F.relu(self.bn1(z1)))
+        b = self.bn2(z2)
+        if self.shortcut is None:
+            return F.relu(b), None
+        s1 = torch.rsqrt(z1.var(unbiased=False) + BRANCH_VAR_EPS)
+        s2 = torch.rsqrt(z2.var(unbiased=False) + BRANCH_VAR_EPS)
+        tap = b * (s1 * s2)
+        return F.relu(b + self.shortcut(x)), tap
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output once removed: ``ReLU(shortcut(x))``."""
+        if self.shortcut is None:
+            raise ValueError("a plain block has no shortcut and cannot be removed")
+        return F.relu(self.shortcut(x))
+
+
+class RemovedBlock(nn.Module):
+    """What is left of a removed residual block: ``ReLU(shortcut(x))``."""
+
+    def __init__(self, shortcut: nn.Module):
+        super().__init__()
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.shortcut(x))
+
+
+class ConvNet(nn.Module):
+    """The plain or residual conv net of PAPER.md (stem, four stages, GAP, linear classifier)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.kind not in ("plain", "residual"):
+            raise ValueError(f"ConvNet needs kind 'plain' or 'residual', got {config.kind!r}")
+        self.config = config
+        residual = config.kind == "residual"
+
+        def ch(f: int) -> int:
+            return max(1, int(round(f * config.width)))
+
+        stem: list[nn.Module] = [*_conv_bn(config.in_channels, ch(STEM_FILTERS), 7, 2), nn.ReLU()]
+        if config.input_size > 50:
+            stem.append(nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(*stem)
+
+        blocks: list[nn.Module] = []
+        self.block_stage: list[int] = []
+        cin = ch(STEM_FILTERS)
+        for s, (n, f) in enumerate(zip(config.blocks, STAGE_FILTERS)):
+            for j in range(n):
+                stride = 2 if (j == 0 and s > 0) else 1
+                blocks.append(BasicBlock(cin, ch(f), stride, residual))
+                self.block_stage.append(s)
+                cin = ch(f)
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(cin, config.num_classes)
+        _he_uniform(self)
+        for i in config.removed:
+            self.blocks[i] = RemovedBlock(self.blocks[i].shortcut)
+
+    def features(self, x: torch.Tensor, removed: Iterable[int] = ()) -> torch.Tensor:
+        """Activation before global pooling: a^(L). ``removed`` gives the lesioned forward."""
+        removed = frozenset(removed)
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block.lesioned(x) if (i in removed and isinstance(block, BasicBlock)) else block(x)
+        return x
+
+    def forward(self, x: torch.Tensor, removed: Iterable[int] = ()) -> torch.Tensor:
+        """Logits. With ``removed``, the lesioned forward of PAPER.md (blocks become ReLU(shortcut(x)))."""
+        return self.fc(self.features(x, removed).mean(dim=(2, 3)))
+
+    def iter_taps(self, x: torch.Tensor) -> Iterator[Tap]:
+        """Yield the taps of PAPER.md in order: per residual block its branch then its output;
+        per plain (or removed) block its output."""
+        x = self.stem(x)
+        if len(self.blocks) == 0:
+            yield Tap("stem", 0, "stem", None, None, x)
+            return
+        index = 0
+        per_stage = [0, 0, 0, 0]
+        for i, block in enumerate(self.blocks):
+            s = self.block_stage[i]
+            name = f"stage{s + 1}.block{per_stage[s] + 1}"
+            per_stage[s] += 1
+            if isinstance(block, BasicBlock):
+                x, branch = block.forward_taps(x)
+                if branch is not None:
+                    yield Tap(f"{name}.branch", index, "branch", i, s, branch)
+                    index += 1
+                    del branch
+            else:
+                x = block(x)
+            yield Tap(f"{name}.out", index, "output", i, s, x)
+            index += 1
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """Build the model a config describes (freshly initialised with the global torch RNG)."""
+    if config.kind == "fnn":
+        return FNN(config)
+    return ConvNet(config)
+
+
+def remove_blocks(model: ConvNet, indices: Iterable[int]) -> ConvNet:
+    """A genuinely smaller copy of ``model`` without the residual blocks ``indices``.
+
+    Each removed block becomes ``ReLU(shortcut(x))`` (its projection shortcut, if any, is kept with
+    its trained weights). The copy's output equals ``model(x, removed=indices)``; ``model`` is left
+    unchanged.
+    """
+    if not isinstance(model, ConvNet):
+        raise ValueError(f"block removal needs a ConvNet, got {type(model).__name__}")
+    indices = sorted(set(int(i) for i in indices))
+    n = len(model.blocks)
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"block indices {bad} outside 0..{n - 1}")
+    if model.config.kind != "residual":
+        raise ValueError("only residual blocks can be removed (a plain block has no shortcut)")
+    smaller = copy.deepcopy(model)
+    for i in indices:
+        block = smaller.blocks[i]
+        if isinstance(block, BasicBlock):
+            smaller.blocks[i] = RemovedBlock(block.shortcut)
+    smaller.config = replace(model.config, removed=tuple(sorted(set(model.config.removed) | set(indices))))
+    return smaller
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,325 @@
+"""Run the claim notebooks through papermill: ``python -m reproduce``.
+
+::
+
+    python -m reproduce list
+    python -m reproduce run [--scale smoke|cpu|paper] [--seed N] [--root DIR] [NOTEBOOK ...]
+
+``list`` prints the notebooks of ``<root>/notebooks`` (files named ``NN_name.ipynb``), one per
+line, with the first markdown heading of each as its title.
+
+``run`` executes all of them, or the named ones, in order. A notebook can be named by its stem
+(``03_depth_vgg_vs_resnet``), by a unique prefix of the stem (``03``), or by a path to an
+``.ipynb`` file. Every name is checked before anything runs. Each notebook gets the parameters
+``{"scale": ..., "seed": ...}`` (papermill injects them after the cell tagged ``parameters``),
+runs in a ``python3`` kernel whose working directory is the notebook's folder, and is written
+executed to ``<root>/results/<scale>/executed/<stem>.ipynb``. A notebook that fails is recorded
+and the rest still run; a summary table ends the run, and the exit status is 1 if any failed.
+
+Choices made here:
+
+* The kernel's environment gets ``MPLBACKEND=agg`` (no display is needed) and
+  ``REPRODUCE_SCALE=<scale>``: the notebooks let that variable override their ``scale``
+  parameter, so setting it to the requested scale keeps a stray value in the caller's shell
+  from silently running another scale than the one the output folder is named after.
+* The repository root is the folder above this package (``--root`` overrides it), so the
+  runner works from an editable install or a checkout without installing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .scales import SCALE_ENV, SCALE_NAMES
+
+__all__ = [
+    "RunRecord",
+    "default_root",
+    "find_notebooks",
+    "notebook_title",
+    "resolve_notebooks",
+    "run_notebooks",
+    "format_summary",
+    "build_parser",
+    "main",
+]
+
+#: the kernel papermill starts for every notebook
+KERNEL_NAME = "python3"
+#: longest failure reason shown in the summary table
+_REASON_WIDTH = 70
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The outcome of one notebook run."""
+
+    notebook: str
+    """The notebook's stem, e.g. ``03_depth_vgg_vs_resnet``."""
+    ok: bool
+    seconds: float
+    output: Path
+    """Where the executed notebook was written (partially, when the run failed)."""
+    reason: str = ""
+    """Short reason of a failure; empty when ``ok``."""
+
+    @property
+    def status(self) -> str:
+        """``ok`` or ``failed: <short reason>``."""
+        return "ok" if self.ok else f"failed: {self.reason}"
+
+
+def default_root() -> Path:
+    """The repository root: the folder that holds the ``reproduce`` package."""
+    return Path(__file__).resolve().parent.parent
+
+
+def find_notebooks(root: Path) -> list[Path]:
+    """The notebooks of ``root/notebooks``, sorted by name (``NN_name.ipynb``).
+
+    Only the folder itself is searched (not ``.ipynb_checkpoints`` or other subfolders).
+    A missing folder gives an empty list.
+    """
+    folder = Path(root) / "notebooks"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.ipynb") if p.is_file())
+
+
+def notebook_title(path: Path) -> str:
+    """The text of the first markdown heading of the notebook, or ``""`` if it has none."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.get("cell_type") != "markdown":
+            continue
+        for line in cell.get("source", "").splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                return stripped.lstrip("#").strip()
+    return ""
+
+
+def resolve_notebooks(names: Sequence[str], available: Sequence[Path]) -> list[Path]:
+    """Map each name to a notebook; all of ``available`` when ``names`` is empty.
+
+    A name matches, in this order: a path to an existing ``.ipynb`` file (any name ending in
+    ``.ipynb`` or containing a path separator is taken as a path); the exact stem of an available
+    notebook; the single available notebook whose stem starts with the name. Repeated
+    notebooks are run once, in the order first named. Raises ValueError naming the unknown or
+    ambiguous name and the available notebooks.
+    """
+    if not names:
+        return list(available)
+    by_stem = {p.stem: p for p in available}
+    choices = ", ".join(by_stem) or "(none)"
+    resolved: list[Path] = []
+    for name in names:
+        path = _resolve_one(name, by_stem, choices)
+        if path not in resolved:
+            resolved.append(path)
+    return resolved
+
+
+def _resolve_one(name: str, by_stem: Mapping[str, Path], choices: str) -> Path:
+    if name.endswith(".ipynb") or os.sep in name or "/" in name:
+        path = Path(name).expanduser()
+        if path.is_file() and path.suffix == ".ipynb":
+            resolved = path.resolve()
+            # prefer the listed path object when it is one of the available notebooks
+            for candidate in by_stem.values():
+                if candidate.resolve() == resolved:
+                    return candidate
+            return resolved
+        if path.name == name and path.stem in by_stem:
+            # "03_x.ipynb" given without its folder
+            return by_stem[path.stem]
+        raise ValueError(f"notebook {name!r} not found; available notebooks: {choices}")
+    if name in by_stem:
+        return by_stem[name]
+    matches = [stem for stem in by_stem if stem.startswith(name)]
+    if len(matches) == 1:
+        return by_stem[matches[0]]
+    if not matches:
+        raise ValueError(f"unknown notebook {name!r}; available notebooks: {choices}")
+    raise ValueError(
+        f"notebook name {name!r} is ambiguous, it matches {', '.join(matches)}; "
+        f"available notebooks: {choices}"
+    )
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _short(text: str, width: int = _REASON_WIDTH) -> str:
+    """First non-empty line of ``text``, cut to ``width`` characters."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def run_notebooks(
+    paths: Sequence[Path],
+    scale: str,
+    seed: int,
+    out_dir: Path,
+    *,
+    progress_bar: bool = True,
+) -> list[RunRecord]:
+    """Execute each notebook with papermill and record how it went.
+
+    Each notebook runs with parameters ``{"scale": scale, "seed": seed}`` in a ``python3``
+    kernel started in the notebook's folder, with ``MPLBACKEND=agg`` and
+    ``REPRODUCE_SCALE=scale`` in its environment; the executed copy goes to
+    ``out_dir/<stem>.ipynb``. A failing notebook (papermill's execution error or any other
+    exception) is recorded as failed and the next one runs.
+    """
+    if scale not in SCALE_NAMES:
+        raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALE_NAMES)}")
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records: list[RunRecord] = []
+    env = {"MPLBACKEND": "agg", SCALE_ENV: scale}
+    for path in paths:
+        path = Path(path)
+        output = out_dir / f"{path.stem}.ipynb"
+        start = time.perf_counter()
+        reason = ""
+        try:
+            with _environment(env):
+                papermill.execute_notebook(
+                    str(path),
+                    str(output),
+                    parameters={"scale": scale, "seed": seed},
+                    kernel_name=KERNEL_NAME,
+                    cwd=str(path.parent),
+                    progress_bar=progress_bar,
+                )
+        except PapermillExecutionError as err:
+            reason = _short(f"{err.ename}: {err.evalue}") + f" (cell {err.exec_count})"
+        except Exception as err:  # noqa: BLE001 - one broken notebook must not stop the rest
+            reason = _short(f"{type(err).__name__}: {err}")
+        records.append(
+            RunRecord(
+                notebook=path.stem,
+                ok=not reason,
+                seconds=time.perf_counter() - start,
+                output=output,
+                reason=reason,
+            )
+        )
+    return records
+
+
+def format_summary(records: Sequence[RunRecord]) -> str:
+    """A plain-text table (notebook, status, seconds, output) and a closing count line."""
+    header = ("notebook", "status", "seconds", "output")
+    rows = [(r.notebook, r.status, f"{r.seconds:.1f}", str(r.output)) for r in records]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(w) if i == 2 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    n_ok = sum(r.ok for r in records)
+    total = f"{len(records)} notebook(s): {n_ok} ok, {len(records) - n_ok} failed"
+    return "\n".join([line(header), rule, *(line(row) for row in rows), total])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m reproduce`` command line."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="repository root holding notebooks/ and results/ "
+        "(default: the folder above the reproduce package)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m reproduce",
+        description="Run the notebooks that reproduce the paper's claims.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run}")
+    sub.add_parser("list", parents=[common], help="list the notebooks with their titles")
+    run = sub.add_parser("run", parents=[common], help="execute notebooks with papermill")
+    run.add_argument(
+        "--scale",
+        choices=SCALE_NAMES,
+        default="cpu",
+        help="experiment size (default: %(default)s)",
+    )
+    run.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    run.add_argument(
+        "notebooks",
+        nargs="*",
+        metavar="NOTEBOOK",
+        help="stem, number prefix or path of a notebook (default: all)",
+    )
+    return parser
+
+
+def _usage_error(message: str) -> int:
+    """Report a bad command line the way argparse does; status 2."""
+    print(f"python -m reproduce run: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m reproduce``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    root = (args.root or default_root()).resolve()
+    available = find_notebooks(root)
+
+    if args.command == "list":
+        for path in available:
+            try:
+                title = notebook_title(path)
+            except Exception as err:  # noqa: BLE001 - list the rest all the same
+                title = f"(unreadable: {_short(str(err), 40)})"
+            print(f"{path.stem}  {title}".rstrip())
+        return 0
+
+    if not available and not args.notebooks:
+        return _usage_error(f"no notebooks found in {root / 'notebooks'}")
+    try:
+        paths = resolve_notebooks(args.notebooks, available)
+    except ValueError as err:
+        return _usage_error(str(err))
+
+    out_dir = root / "results" / args.scale / "executed"
+    records = run_notebooks(paths, args.scale, args.seed, out_dir)
+    print()
+    print(format_summary(records))
+    return 0 if all(r.ok for r in records) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The notebook runner: listing, name resolution, the command line and a real papermill run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from reproduce import runner
+from reproduce.runner import (
+    RunRecord,
+    find_notebooks,
+    format_summary,
+    notebook_title,
+    resolve_notebooks,
+    run_notebooks,
+)
+
+
+def _write_notebook(path: Path, cells: list) -> Path:
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fake repository root with three notebooks (written out of order) and a checkpoint."""
+    nbs = tmp_path / "notebooks"
+    _write_notebook(nbs / "10_tenth.ipynb", [new_markdown_cell("Intro text\n\n## Tenth claim")])
+    _write_notebook(
+        nbs / "01_bundles.ipynb",
+        [new_code_cell("x = 1"), new_markdown_cell("# Claim 1: conflicting bundles\nmore")],
+    )
+    _write_notebook(nbs / "02_no_title.ipynb", [new_code_cell("# not a heading, code")])
+    _write_notebook(nbs / ".ipynb_checkpoints" / "01_bundles-checkpoint.ipynb", [])
+    (nbs / "README.md").write_text("not a notebook")
+    return tmp_path
+
+
+def test_find_notebooks_sorted_and_only_top_level(repo: Path) -> None:
+    stems = [p.stem for p in find_notebooks(repo)]
+    assert stems == ["01_bundles", "02_no_title", "10_tenth"]
+
+
+def test_find_notebooks_without_folder_is_empty(tmp_path: Path) -> None:
+    assert find_notebooks(tmp_path) == []
+
+
+def test_titles_come_from_first_markdown_heading(repo: Path) -> None:
+    nbs = repo / "notebooks"
+    assert notebook_title(nbs / "01_bundles.ipynb") == "Claim 1: conflicting bundles"
+    assert notebook_title(nbs / "10_tenth.ipynb") == "Tenth claim"
+    assert notebook_title(nbs / "02_no_title.ipynb") == ""
+
+
+def test_list_command_prints_stem_and_title(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    assert runner.main(["list", "--root", str(repo)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "01_bundles  Claim 1: conflicting bundles",
+        "02_no_title",
+        "10_tenth  Tenth claim",
+    ]
+
+
+def test_resolve_by_stem_prefix_and_path(repo: Path) -> None:
+    available = find_notebooks(repo)
+    nbs = repo / "notebooks"
+    assert resolve_notebooks([], available) == available
+    assert resolve_notebooks(["10_tenth"], available) == [nbs / "10_tenth.ipynb"]
+    assert resolve_notebooks(["02"], available) == [nbs / "02_no_title.ipynb"]
+    assert resolve_notebooks(["01_bundles.ipynb"], available) == [nbs / "01_bundles.ipynb"]
+    assert resolve_notebooks([str(nbs / "10_tenth.ipynb")], available) == [nbs / "10_tenth.ipynb"]
+    # order as named, repeats run once
+    assert resolve_notebooks(["10", "01", "10_tenth"], available) == [
+        nbs / "10_tenth.ipynb",
+        nbs / "01_bundles.ipynb",
+    ]
+
+
+def test_resolve_accepts_a_notebook_outside_the_folder(tmp_path: Path, repo: Path) -> None:
+    extra = _write_notebook(tmp_path / "elsewhere" / "mine.ipynb", [])
+    assert resolve_notebooks([str(extra)], find_notebooks(repo)) == [extra.resolve()]
+
+
+def test_resolve_unknown_name_lists_choices(repo: Path) -> None:
+    available = find_notebooks(repo)
+    with pytest.raises(ValueError) as info:
+        resolve_notebooks(["01", "99_missing"], available)
+    message = str(info.value)
+    assert "'99_missing'" in message
+    for stem in ("01_bundles", "02_no_title", "10_tenth"):
+        assert stem in message
+
+
+def test_resolve_ambiguous_prefix_is_an_error(repo: Path) -> None:
+    with pytest.raises(ValueError, match="ambiguous.*01_bundles.*02_no_title"):
+        resolve_notebooks(["0"], find_notebooks(repo))
+
+
+def test_resolve_missing_path_is_an_error(repo: Path) -> None:
+    with pytest.raises(ValueError, match="not found"):
+        resolve_notebooks([str(repo / "nowhere" / "x.ipynb")], find_notebooks(repo))
+
+
+def test_run_command_rejects_bad_names_before_running_anything(
+    repo: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("run_notebooks called despite a bad name")
+
+    monkeypatch.setattr(runner, "run_notebooks", must_not_run)
+    assert runner.main(["run", "--root", str(repo), "01", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "10_tenth" in err
+    assert not (repo / "results").exists()
+
+
+def test_run_command_rejects_unknown_scale(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        runner.main(["run", "--root", str(repo), "--scale", "huge"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'huge'" in err
+    for name in ("smoke", "cpu", "paper"):
+        assert name in err
+
+
+def test_run_notebooks_rejects_unknown_scale(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'tiny'.*smoke, cpu, paper"):
+        run_notebooks([], "tiny", 0, tmp_path)
+
+
+def test_format_summary_table() -> None:
+    records = [
+        RunRecord("01_a", ok=True, seconds=1.25, output=Path("out/01_a.ipynb")),
+        RunRecord("02_b", ok=False, seconds=3.0, output=Path("out/02_b.ipynb"), reason="boom"),
+    ]
+    lines = format_summary(records).splitlines()
+    assert lines[0].split() == ["notebook", "status", "seconds", "output"]
+    assert lines[2].split() == ["01_a", "ok", "1.2", "out/01_a.ipynb"]
+    assert lines[3].split() == ["02_b", "failed:", "boom", "3.0", "out/02_b.ipynb"]
+    assert lines[-1] == "2 notebook(s): 1 ok, 1 failed"
+
+
+# --- a real papermill run through a python3 kernel (a few seconds) ---------------------------
+
+
+def _parameters_cell(source: str):
+    cell = new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+@pytest.fixture
+def tiny_repo(tmp_path: Path) -> Path:
+    nbs = tmp_path / "notebooks"
+    _write_notebook(
+        nbs / "01_writes.ipynb",
+        [
+            _parameters_cell('scale = "cpu"\nseed = 0'),
+            # relative path: the kernel must run in the notebook's folder
+            new_code_cell(
+                "import os, pathlib\n"
+                "pathlib.Path('written.txt').write_text(\n"
+                "    f\"{scale} {seed} {os.environ['MPLBACKEND']} {os.environ['REPRODUCE_SCALE']}\")"
+            ),
+        ],
+    )
+    _write_notebook(
+        nbs / "02_raises.ipynb",
+        [_parameters_cell('scale = "cpu"'), new_code_cell("raise RuntimeError('planted failure')")],
+    )
+    return tmp_path
+
+
+def test_run_executes_injects_parameters_and_continues_past_failure(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPRODUCE_SCALE", "paper")  # a stray value must not win over --scale
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nbs = tiny_repo / "notebooks"
+    out = tiny_repo / "results" / "smoke" / "executed"
+    # failing notebook first: the second one must still run
+    records = run_notebooks(
+        [nbs / "02_raises.ipynb", nbs / "01_writes.ipynb"], "smoke", 7, out, progress_bar=False
+    )
+
+    assert [(r.notebook, r.ok) for r in records] == [("02_raises", False), ("01_writes", True)]
+    assert "RuntimeError" in records[0].reason and "planted failure" in records[0].reason
+    assert (nbs / "written.txt").read_text() == "smoke 7 agg smoke"
+    for record in records:
+        assert record.output == out / f"{record.notebook}.ipynb"
+        assert record.output.is_file()
+    executed = nbformat.read(str(out / "01_writes.ipynb"), as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "smoke" in injected[0].source
+
+    summary = format_summary(records)
+    assert "failed: RuntimeError: planted failure" in summary
+    assert summary.splitlines()[-1] == "2 notebook(s): 1 ok, 1 failed"
+    # the caller's environment is restored afterwards
+    import os
+
+    assert os.environ["REPRODUCE_SCALE"] == "paper" and "MPLBACKEND" not in os.environ
+
+
+def test_run_command_end_to_end_exit_status(
+    tiny_repo: Path, capsys: pytest.CaptureFixture
+) -> None:
+    status = runner.main(["run", "--root", str(tiny_repo), "--scale", "smoke", "01"])
+    assert status == 0
+    assert (tiny_repo / "notebooks" / "written.txt").read_text().startswith("smoke 0 ")
+    assert (tiny_repo / "results" / "smoke" / "executed" / "01_writes.ipynb").is_file()
+    out = capsys.readouterr().out
+    assert "01_writes" in out and "1 notebook(s): 1 ok, 0 failed" in out
+
+    assert runner.main(["run", "--root", str(tiny_repo), "--scale", "smoke"]) == 1
