@@ -1,0 +1,156 @@
+"""Where results and figures go, and the small helpers every claim notebook shares.
+
+* :func:`project_root` -- the repository root (``$REPRODUCE_ROOT``, else the first folder at or
+  above the working directory that holds both ``notebooks/`` and ``reproduce/``, else the working
+  directory, e.g. in Colab).
+* :func:`results_dir` -- ``<root>/results/<scale>/<experiment>/...`` (git-ignored; reused runs).
+* :func:`run_dir` -- the folder of one training run, named by a label and a hash of its configs,
+  so that a changed preset never silently reuses a stale run.
+* :func:`save_figure` -- ``figures/<scale>/<stem>[-<what>].png`` and ``.pdf``.
+* :func:`write_claims` -- ``figures/<scale>/<stem>-claims.csv`` with columns
+  ``claim,paper,measured,holds``.
+* :func:`setup_notebook` -- resolve the scale (``$REPRODUCE_SCALE`` wins), print the preset,
+  set a quiet plotting style.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from .scales import Scale, resolve_scale
+from .training import atomic_write_bytes, atomic_write_text, config_hash
+
+__all__ = [
+    "Claim",
+    "project_root",
+    "results_dir",
+    "run_dir",
+    "figures_dir",
+    "save_figure",
+    "write_claims",
+    "write_table",
+    "setup_notebook",
+    "ROOT_ENV",
+]
+
+ROOT_ENV = "REPRODUCE_ROOT"
+
+
+def project_root() -> Path:
+    """The repository root (see module docstring)."""
+    env = os.environ.get(ROOT_ENV, "").strip()
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "reproduce").is_dir():
+            return folder
+    return here
+
+
+def _scale_name(scale: Scale | str) -> str:
+    return scale.name if isinstance(scale, Scale) else str(scale)
+
+
+def results_dir(scale: Scale | str, *parts: str) -> Path:
+    """``<root>/results/<scale>/<parts...>`` (created)."""
+    path = project_root() / "results" / _scale_name(scale)
+    for p in parts:
+        path = path / p
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_dir(scale: Scale | str, experiment: str, label: str, *configs: Any) -> Path:
+    """Folder of one run: ``results/<scale>/<experiment>/<label>-<hash of configs>``."""
+    return results_dir(scale, experiment) / f"{label}-{config_hash(*configs)}"
+
+
+def figures_dir(scale: Scale | str) -> Path:
+    """``<root>/figures/<scale>`` (created)."""
+    path = project_root() / "figures" / _scale_name(scale)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(fig: Any, scale: Scale | str, stem: str, what: str | None = None,
+                formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Save a matplotlib figure as ``figures/<scale>/<stem>[-<what>].<fmt>`` (atomically)."""
+    name = f"{stem}-{what}" if what else stem
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        path = figures_dir(scale) / f"{name}.{fmt}"
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of a notebook's claims table. ``holds`` comes from a rule stated before the run."""
+
+    claim: str
+    paper: str
+    measured: str
+    holds: bool
+
+
+def write_claims(claims: Iterable[Claim], scale: Scale | str, stem: str) -> pd.DataFrame:
+    """Write ``figures/<scale>/<stem>-claims.csv`` (columns claim,paper,measured,holds); return it."""
+    frame = pd.DataFrame([asdict(c) for c in claims], columns=["claim", "paper", "measured", "holds"])
+    if frame.empty:
+        raise ValueError("a claims table needs at least one claim")
+    frame["holds"] = frame["holds"].astype(bool)
+    atomic_write_text(figures_dir(scale) / f"{stem}-claims.csv", frame.to_csv(index=False))
+    return frame
+
+
+def write_table(frame: pd.DataFrame, scale: Scale | str, name: str) -> Path:
+    """Write a result table as ``figures/<scale>/<name>.csv`` and a markdown copy ``.md``."""
+    path = figures_dir(scale) / f"{name}.csv"
+    atomic_write_text(path, frame.to_csv(index=False))
+    try:
+        md = frame.to_markdown(index=False)
+    except ImportError:  # tabulate is optional
+        md = frame.to_string(index=False)
+    atomic_write_text(figures_dir(scale) / f"{name}.md", md + "\n")
+    return path
+
+
+def setup_notebook(scale: str = "cpu", **overrides: Any) -> Scale:
+    """Resolve the preset a notebook runs at, apply overrides (e.g. ``datasets=("mnist",)``), print it.
+
+    ``$REPRODUCE_SCALE`` overrides ``scale`` (that is how nbval runs notebooks at ``smoke``).
+    Overrides whose value is None are ignored, so notebook parameters can default to None.
+    """
+    import matplotlib
+
+    if "ipykernel" not in os.environ.get("JPY_PARENT_PID", "") and not _in_notebook():
+        matplotlib.use("agg")
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid")
+    preset = resolve_scale(scale)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes:
+        preset = preset.replace(**changes)
+    print(preset.describe())
+    return preset
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+    except ImportError:
+        return False

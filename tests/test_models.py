@@ -1,0 +1,189 @@
+import pytest
+import torch
+from torch import nn
+
+from reproduce.models import (
+    DEPTH_TABLE,
+    BasicBlock,
+    ConvNet,
+    FNN,
+    ModelConfig,
+    RemovedBlock,
+    blocks_for_depth,
+    build_model,
+    count_parameters,
+    depth_for_blocks,
+    remove_blocks,
+)
+
+
+def conv_cfg(kind="residual", blocks=(1, 1, 1, 1), size=8, channels=1, width=1 / 16, classes=10):
+    return ModelConfig(kind, classes, channels, size, blocks, width)
+
+
+# --- depth table -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "depth, blocks",
+    [(4, (1, 0, 0, 0)), (10, (1, 1, 1, 1)), (20, (2, 2, 3, 2)), (30, (3, 3, 5, 3)), (50, (3, 6, 12, 3)),
+     (76, (3, 6, 25, 3)), (100, (3, 12, 31, 3)), (120, (3, 12, 41, 3))],
+)
+def test_depth_table(depth, blocks):
+    assert blocks_for_depth(depth) == blocks
+    # depth = 2 * blocks + 2, checked by hand for every row of PAPER.md's table
+    assert depth_for_blocks(blocks) == depth == 2 * sum(blocks) + 2
+
+
+def test_unknown_depth_names_choices():
+    with pytest.raises(ValueError, match=r"unknown depth 33.*4, 10, 20"):
+        blocks_for_depth(33)
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="unknown model kind 'vgg'.*fnn, plain, residual"):
+        ModelConfig("vgg", 10)
+    with pytest.raises(ValueError, match="4 non-negative"):
+        ModelConfig("plain", 10, blocks=(1, 2, 3))
+    with pytest.raises(ValueError, match="fnn_width"):
+        ModelConfig("fnn", 10)
+    with pytest.raises(ValueError, match="only residual"):
+        ModelConfig("plain", 10, blocks=(1, 1, 1, 1), removed=(0,))
+
+
+# --- shapes --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, channels", [(8, 1), (28, 1), (32, 3), (128, 3)])
+@pytest.mark.parametrize("kind", ["plain", "residual"])
+def test_output_shapes(size, channels, kind):
+    model = build_model(conv_cfg(kind, (1, 1, 1, 1), size, channels)).eval()
+    x = torch.randn(2, channels, size, size)
+    assert model(x).shape == (2, 10)
+    # stem stride 2 (+ max-pool stride 2 only above 50 px), then three stride-2 stages
+    stem = (size + 1) // 2
+    if size > 50:
+        stem = (stem + 1) // 2
+    spatial = stem
+    for _ in range(3):
+        spatial = (spatial + 1) // 2
+    assert model.features(x).shape == (2, 32, spatial, spatial)  # 512 * 1/16 = 32 filters
+
+
+def test_maxpool_only_above_50px():
+    assert not any(isinstance(m, nn.MaxPool2d) for m in build_model(conv_cfg(size=32)).modules())
+    assert any(isinstance(m, nn.MaxPool2d) for m in build_model(conv_cfg(size=64)).modules())
+
+
+def test_fnn_shapes_and_init():
+    cfg = ModelConfig("fnn", 10, 1, 8, fnn_width=16, fnn_depth=3)
+    model = build_model(cfg)
+    assert isinstance(model, FNN)
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    assert model(torch.randn(5, 64)).shape == (5, 10)
+    first = model.hidden[0]
+    assert torch.all(first.bias == 0)
+    assert first.weight.abs().max() <= (6 / 64) ** 0.5  # He-uniform bound sqrt(6 / fan_in)
+    taps = list(model.iter_taps(torch.randn(5, 64)))
+    assert [t.name for t in taps] == ["dense1", "dense2", "dense3"]
+    assert all(t.activation.shape == (5, 16) and (t.activation >= 0).all() for t in taps)
+
+
+def test_width_multiplier_and_param_count():
+    # FNN 64 -> 16 -> 10: (64*16 + 16) + (16*10 + 10) parameters, by hand
+    fnn = build_model(ModelConfig("fnn", 10, 1, 8, fnn_width=16, fnn_depth=1))
+    assert count_parameters(fnn) == 64 * 16 + 16 + 16 * 10 + 10
+    # depth-4 plain net at width 1/16: stem conv 7x7 1->4 + BN(4); one block 4->4 (two 3x3 + 2 BN); fc 4->10
+    plain4 = build_model(conv_cfg("plain", (1, 0, 0, 0)))
+    expected = 7 * 7 * 1 * 4 + 2 * 4 + 2 * (3 * 3 * 4 * 4 + 2 * 4) + 4 * 10 + 10
+    assert count_parameters(plain4) == expected
+
+
+# --- taps ----------------------------------------------------------------------------------
+
+def test_residual_taps_order_and_branch_scaling():
+    torch.manual_seed(0)
+    model = build_model(conv_cfg("residual", (2, 1, 0, 0))).eval()
+    x = torch.randn(6, 1, 8, 8)
+    taps = list(model.iter_taps(x))
+    assert [t.name for t in taps] == [
+        "stage1.block1.branch", "stage1.block1.out", "stage1.block2.branch", "stage1.block2.out",
+        "stage2.block1.branch", "stage2.block1.out"]
+    assert [t.index for t in taps] == list(range(6))
+    assert [t.block for t in taps] == [0, 0, 1, 1, 2, 2]
+    # the branch tap by hand: bn2(conv2(relu(bn1(conv1(h))))) * s1 * s2 with population variances
+    h = model.stem(x)
+    blk = model.blocks[0]
+    z1 = blk.conv1(h)
+    z2 = blk.conv2(torch.relu(blk.bn1(z1)))
+    s1 = 1 / torch.sqrt(((z1 - z1.mean()) ** 2).mean() + 1e-6)
+    s2 = 1 / torch.sqrt(((z2 - z2.mean()) ** 2).mean() + 1e-6)
+    torch.testing.assert_close(taps[0].activation, blk.bn2(z2) * s1 * s2)
+    # the output tap is the block's output, and the last tap is a^(L)
+    torch.testing.assert_close(taps[1].activation, blk(h))
+    torch.testing.assert_close(taps[-1].activation, model.features(x))
+
+
+def test_plain_taps_one_per_block():
+    model = build_model(conv_cfg("plain", (1, 2, 0, 1))).eval()
+    taps = list(model.iter_taps(torch.randn(3, 1, 8, 8)))
+    assert [t.kind for t in taps] == ["output"] * 4
+    assert [t.stage for t in taps] == [0, 1, 1, 3]
+
+
+def test_empty_net_taps_stem():
+    model = build_model(conv_cfg("plain", (0, 0, 0, 0))).eval()
+    x = torch.randn(3, 1, 8, 8)
+    taps = list(model.iter_taps(x))
+    assert [t.name for t in taps] == ["stem"]
+    assert model(x).shape == (3, 10)
+
+
+# --- removal -------------------------------------------------------------------------------
+
+def test_zeroed_branch_equals_shortcut_path():
+    torch.manual_seed(1)
+    block = BasicBlock(4, 8, stride=2, residual=True).eval()
+    with torch.no_grad():
+        block.bn2.weight.zero_()
+        block.bn2.bias.zero_()
+    x = torch.randn(3, 4, 6, 6)
+    torch.testing.assert_close(block(x), torch.relu(block.shortcut(x)))
+    torch.testing.assert_close(block(x), block.lesioned(x))
+    ident = BasicBlock(4, 4, stride=1, residual=True).eval()
+    with torch.no_grad():
+        ident.bn2.weight.zero_()
+        ident.bn2.bias.zero_()
+    torch.testing.assert_close(ident(x), torch.relu(x))
+
+
+def test_removal_gives_smaller_equivalent_net():
+    torch.manual_seed(2)
+    model = build_model(conv_cfg("residual", (2, 2, 2, 1))).eval()
+    # put the batch norms in a non-trivial state
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 1, 8, 8))
+    model.eval()
+    removed = [1, 2, 5]  # an identity block, a projection block (stage 2, stride 2), a projection block
+    smaller = remove_blocks(model, removed)
+    assert count_parameters(smaller) < count_parameters(model)
+    assert isinstance(smaller.blocks[1], RemovedBlock) and isinstance(smaller.blocks[2], RemovedBlock)
+    assert smaller.config.removed == (1, 2, 5)
+    x = torch.randn(7, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(smaller(x), model(x, removed=removed), rtol=0, atol=0)
+        # the original is unchanged and differs from the lesioned forward
+        assert not torch.allclose(model(x), smaller(x))
+    # a config carrying `removed` rebuilds the same smaller architecture
+    rebuilt = build_model(smaller.config)
+    rebuilt.load_state_dict(smaller.state_dict())
+    assert count_parameters(rebuilt) == count_parameters(smaller)
+
+
+def test_removal_errors():
+    res = build_model(conv_cfg("residual"))
+    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
+        remove_blocks(res, [4])
+    with pytest.raises(ValueError, match="only residual"):
+        remove_blocks(build_model(conv_cfg("plain")), [0])
+    assert isinstance(build_model(conv_cfg("residual")), ConvNet)
+    assert set(DEPTH_TABLE) == {4, 10, 20, 30, 50, 76, 100, 120}

@@ -1,0 +1,141 @@
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from reproduce.models import ModelConfig
+from reproduce.training import Lookahead, TrainConfig, final_test_accuracy, load_run, train
+
+
+def toy_data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 1, 4, 4, generator=g) + y[:, None, None, None].float()
+    ds = TensorDataset(x, y)
+    return SimpleNamespace(name="toy", train=ds, train_eval=ds, test=TensorDataset(x[:30], y[:30]),
+                           num_classes=3)
+
+
+FNN = ModelConfig("fnn", 3, 1, 4, fnn_width=8, fnn_depth=2)
+CONV = ModelConfig("residual", 3, 1, 4, (1, 1, 0, 0), width=1 / 16)
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("mcfg", [FNN, CONV], ids=["fnn", "residual"])
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, mcfg):
+    data, cfg = toy_data(), TrainConfig(epochs=4, batch_size=16, seed=3)
+    straight = train(mcfg, data, cfg, tmp_path / "a", progress=False)
+    assert straight.status == "finished" and straight.epochs_done == 4
+
+    part = train(mcfg, data, cfg, tmp_path / "b", progress=False, stop_after=2)  # "killed" after epoch 2
+    assert part.status == "running" and part.epochs_done == 2
+    assert len(json.loads((tmp_path / "b" / "run.json").read_text())) > 0
+    resumed = train(mcfg, data, cfg, tmp_path / "b", progress=False)
+    assert resumed.resumed_from == 2 and resumed.status == "finished"
+    assert same_weights(straight.model, resumed.model)
+    assert [r["test_acc"] for r in straight.history] == [r["test_acc"] for r in resumed.history]
+    # the metrics file holds one JSON line per epoch
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path):
+    data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
+    first = train(FNN, data, cfg, tmp_path, progress=False)
+    calls = []
+    again = train(FNN, data, cfg, tmp_path, progress=False, callbacks=[lambda m, e, r: calls.append(e)])
+    assert calls == [] and again.resumed_from == 2
+    assert same_weights(first.model, again.model)
+    loaded = load_run(tmp_path)
+    assert loaded.status == "finished" and same_weights(first.model, loaded.model)
+
+
+def test_truncated_checkpoint_is_recomputed(tmp_path):
+    data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
+    reference = train(FNN, data, cfg, tmp_path / "ref", progress=False)
+    train(FNN, data, cfg, tmp_path / "run", progress=False, stop_after=1)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    blob = ckpt.read_bytes()
+    ckpt.write_bytes(blob[: len(blob) // 2])  # a crash mid-write of a non-atomic writer
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        rerun = train(FNN, data, cfg, tmp_path / "run", progress=False)
+    assert rerun.resumed_from == 0 and rerun.status == "finished"
+    assert same_weights(reference.model, rerun.model)
+    assert load_run(tmp_path / "run").epochs_done == 2
+
+
+def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
+    data = toy_data()
+    data.train.tensors[0][5] = float("nan")  # a poisoned sample: the loss of its batch is NaN
+    res = train(FNN, data, TrainConfig(epochs=3, batch_size=16), tmp_path, progress=False)
+    assert res.status == "diverged" and res.diverged_epoch == 1
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged_epoch"] == 1
+
+
+def test_divergence_in_a_later_epoch(tmp_path):
+    def poison(model, epoch, record):
+        if epoch == 1:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+
+    res = train(FNN, toy_data(), TrainConfig(epochs=4, batch_size=16), tmp_path, progress=False,
+                callbacks=[poison])
+    assert res.status == "diverged" and res.diverged_epoch == 2
+    assert final_test_accuracy(res.history, 3) == res.history[0]["test_acc"]
+    # reloading a diverged run does not train again
+    assert train(FNN, toy_data(), TrainConfig(epochs=4, batch_size=16), tmp_path, progress=False).status == "diverged"
+
+
+def test_callback_can_stop_and_add_metrics(tmp_path):
+    def cb(model, epoch, record):
+        record["custom"] = epoch * 10
+        if epoch == 2:
+            record["stop"] = "planted"
+
+    res = train(FNN, toy_data(), TrainConfig(epochs=5, batch_size=16), tmp_path, progress=False, callbacks=[cb])
+    assert res.status == "stopped" and res.stop_reason == "planted" and res.epochs_done == 2
+    assert [r["custom"] for r in res.history] == [10, 20]
+
+
+def test_other_config_in_folder_is_refused(tmp_path):
+    train(FNN, toy_data(), TrainConfig(epochs=1, batch_size=16), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different configuration.*epochs"):
+        train(FNN, toy_data(), TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False)
+
+
+def test_lookahead_syncs_every_k_steps():
+    # inner SGD with lr 1 on loss = sum(w) moves w by -1 per step; lookahead k=2, alpha=0.5
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = Lookahead(torch.optim.SGD([w], lr=1.0), k=2, alpha=0.5)
+    seen = []
+    for _ in range(4):
+        opt.zero_grad()
+        w.sum().backward()
+        opt.step()
+        seen.append(w.item())
+    # step1: -1; step2: fast -2 -> slow 0 + 0.5*(-2 - 0) = -1; step3: -2; step4: fast -3 -> slow -1 + 0.5*(-3+1) = -2
+    assert seen == [-1.0, -1.0, -2.0, -2.0]
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(epochs=1, lr=0)
+
+
+def test_radam_decoupled_weight_decay_is_used():
+    from reproduce.training import make_optimizer
+
+    model = torch.nn.Linear(2, 2)
+    opt = make_optimizer(model, TrainConfig(epochs=1))
+    group = opt.param_groups[0]
+    assert isinstance(opt.optimizer, torch.optim.RAdam)
+    assert group["decoupled_weight_decay"] and group["weight_decay"] == 1e-2 and group["eps"] == 1e-6
