@@ -1,0 +1,438 @@
+"""Claim 1: conflicting bundles at a^(L) bound the training accuracy; one bundle = untrainable.
+
+Two pieces of PAPER.md's theory, made measurable:
+
+* **The accuracy bound.** All samples of one bundle at the last hidden layer a^(L) receive (up to
+  the resolution of the bundle metric) the same output, so no training accuracy above
+  ``(1/N) sum_b max_c n_bc`` is reachable. :func:`bound_check` measures the bundles of a^(L) on a
+  set of training samples and the eval-mode accuracy of the *same* model on the *same* samples;
+  :class:`TrainingBoundCallback` does it after every epoch of :func:`reproduce.training.train`.
+  Samples of one bundle are equal only up to the metric's resolution (``t_i == t_j`` in float32,
+  not ``a_i == a_j``), so the bound being respected is a real check, not a tautology.
+* **The worst case.** :func:`collapse_layer` turns one hidden layer of an FNN into a dead ReLU
+  layer (weights 0, bias -1: its output is 0 for every input, so a^(L) holds a single bundle).
+  A dead ReLU layer passes no gradient, so its weights get none; the optimiser's decoupled weight
+  decay only shrinks the bias geometrically towards 0 (``-1 * (1 - lr*wd)^steps``), which never
+  reaches 0, so the layer stays dead for the whole run. :func:`train_worst_case` trains such a
+  network (or the same network intact) and records every epoch's training accuracy, which for
+  the collapsed network can never exceed the majority-class frequency.
+
+Choices the specification leaves open (written down here, as PAPER.md asks):
+
+* The bound is compared in integer counts: ``correct`` (samples whose argmax logit is their label)
+  against ``sum_b max_c n_bc`` recomputed from the bundle ids, so no float rounding enters.
+* Ties between logits are broken by ``argmax`` (the first maximal class), as in ``evaluate``.
+* :func:`train_worst_case` is a short loop of its own (the collapse has to happen between the
+  model's initialisation and the optimiser's creation, so that Lookahead's slow weights start
+  collapsed too; :func:`reproduce.training.train` builds its model from the config). It uses the
+  same optimiser (:func:`reproduce.training.make_optimizer`), the same initialisation
+  (``torch.manual_seed(seed)`` then :func:`reproduce.models.build_model`) and reshuffles every
+  epoch from a generator seeded by ``(seed, epoch)``. Its per-epoch records are cached as JSON
+  (written atomically) in the run folder; an unreadable or incomplete cache is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from .bundles import bundle_stats, weight_amplitude
+from .models import FNN, ModelConfig, build_model
+from .training import TrainConfig, atomic_write_text, evaluate, make_optimizer, resolve_device
+
+__all__ = [
+    "BoundCheck",
+    "bound_check",
+    "TrainingBoundCallback",
+    "dataset_tensors",
+    "majority_frequency",
+    "collapse_layer",
+    "layer_is_dead",
+    "WorstCaseRun",
+    "train_worst_case",
+    "worst_case_frame",
+    "BoundSummary",
+    "bound_summary",
+    "WorstCaseSummary",
+    "worst_case_summary",
+]
+
+#: bias given to a collapsed layer (any negative value kills every ReLU when the weights are 0)
+COLLAPSE_BIAS = -1.0
+#: version of the cached worst-case records (bump when the record layout changes)
+_CACHE_FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------
+# the accuracy bound
+
+
+@dataclass(frozen=True)
+class BoundCheck:
+    """a^(L) bundles and the training accuracy of one model on one sample set.
+
+    ``correct`` samples are classified right; no more than ``bound_correct`` (``sum_b max_c n_bc``)
+    can be. ``accuracy`` and ``max_accuracy`` are the same counts divided by ``num_samples``.
+    """
+
+    num_samples: int
+    correct: int
+    bound_correct: int
+    num_bundles: int
+    entropy: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.num_samples
+
+    @property
+    def max_accuracy(self) -> float:
+        return self.bound_correct / self.num_samples
+
+    @property
+    def respected(self) -> bool:
+        """True iff the measured accuracy does not exceed the bound."""
+        return self.correct <= self.bound_correct
+
+
+def _last_activation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if hasattr(model, "features") and hasattr(model, "iter_taps"):
+        return model.features(x)
+    last = None
+    for tap in model.iter_taps(x):
+        last = tap.activation
+    if last is None:
+        raise ValueError(f"{type(model).__name__}.iter_taps yielded no tap")
+    return last
+
+
+def bound_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
+                batch_size: int) -> BoundCheck:
+    """Measure a^(L)'s bundles on ``(x, y)`` and the model's accuracy on the same samples.
+
+    The model runs in eval mode under ``no_grad`` (its mode is restored). ``lr``/``batch_size``
+    are the training run's, ``w_max`` is the model's (:func:`reproduce.bundles.weight_amplitude`).
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y) or len(x) == 0:
+        raise ValueError("x and y must be non-empty tensors with the same number of samples")
+    if not hasattr(model, "iter_taps"):
+        raise ValueError(f"bound_check needs a model of this package (with iter_taps), got {type(model).__name__}")
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            activation = _last_activation(model, x)
+            logits = model(x)
+            stats = bundle_stats(activation, y, num_classes=num_classes, lr=lr, batch_size=batch_size,
+                                 weight_amplitude=weight_amplitude(model))
+    finally:
+        model.train(was_training)
+    ids = stats.bundle_ids.to(torch.int64).cpu()
+    labels = y.to(torch.int64).cpu()
+    counts = torch.bincount(ids * num_classes + labels, minlength=stats.num_bundles * num_classes)
+    bound_correct = int(counts.view(stats.num_bundles, num_classes).max(dim=1).values.sum())
+    correct = int((logits.argmax(dim=1).cpu() == labels).sum())
+    return BoundCheck(num_samples=len(labels), correct=correct, bound_correct=bound_correct,
+                      num_bundles=int(stats.num_bundles), entropy=float(stats.entropy))
+
+
+class TrainingBoundCallback:
+    """Training callback ``cb(model, epoch, record)``: :func:`bound_check` on ``(x, y)``.
+
+    Adds ``bound_samples``, ``bound_correct`` (accuracy in counts), ``bound_limit``
+    (``sum_b max_c n_bc``), ``bound_accuracy``, ``bound_max_accuracy``, ``bound_num_bundles`` and
+    ``bound_entropy`` to the epoch record. Pass the whole unaugmented training set as ``(x, y)``.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float, batch_size: int):
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y) or len(x) == 0:
+            raise ValueError("x and y must be non-empty tensors with the same number of samples")
+        self.x, self.y = x, y
+        self.num_classes, self.lr, self.batch_size = int(num_classes), float(lr), int(batch_size)
+
+    def __call__(self, model: nn.Module, epoch: int, record: dict) -> None:
+        chk = bound_check(model, self.x, self.y, num_classes=self.num_classes, lr=self.lr,
+                          batch_size=self.batch_size)
+        record.update(bound_samples=chk.num_samples, bound_correct=chk.correct, bound_limit=chk.bound_correct,
+                      bound_accuracy=chk.accuracy, bound_max_accuracy=chk.max_accuracy,
+                      bound_num_bundles=chk.num_bundles, bound_entropy=chk.entropy)
+
+
+def dataset_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """All samples of ``ds`` as ``(x float32, y int64)`` tensors (a TensorDataset is not copied)."""
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[0].to(torch.float32), ds.tensors[1].to(torch.int64)
+    if len(ds) == 0:
+        raise ValueError("the dataset is empty")
+    xs, ys = [], []
+    for xb, yb in DataLoader(ds, batch_size=1024, shuffle=False):
+        xs.append(xb.to(torch.float32))
+        ys.append(torch.as_tensor(yb).to(torch.int64))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def majority_frequency(labels: torch.Tensor | Sequence[int], num_classes: int) -> float:
+    """Frequency of the most frequent class: the accuracy bound of a single bundle."""
+    y = torch.as_tensor(labels, dtype=torch.int64).flatten()
+    if y.numel() == 0:
+        raise ValueError("labels are empty")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range [{int(y.min())}, {int(y.max())}]")
+    return int(torch.bincount(y, minlength=num_classes).max()) / y.numel()
+
+
+# --------------------------------------------------------------------------------------------
+# the worst case
+
+
+def _check_collapse_index(model: nn.Module, index: int) -> None:
+    if not isinstance(model, FNN):
+        raise ValueError(f"collapse_layer needs an FNN, got {type(model).__name__}")
+    n = len(model.hidden)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+        raise ValueError(f"collapse index must be an int in [0, {n - 1}] (hidden layers of {model.config.label}), "
+                         f"got {index!r}")
+
+
+def collapse_layer(model: FNN, index: int, bias: float = COLLAPSE_BIAS) -> FNN:
+    """Make hidden layer ``index`` of ``model`` output 0 for every input (in place; returns it).
+
+    Its weights become 0 and its biases ``bias`` (< 0), so ``ReLU(W x + b) = 0``: every input falls
+    into one bundle from this layer on (PAPER.md's worst case).
+    """
+    _check_collapse_index(model, index)
+    if not bias < 0:
+        raise ValueError(f"bias must be < 0 for the layer to be dead, got {bias!r}")
+    with torch.no_grad():
+        model.hidden[index].weight.zero_()
+        model.hidden[index].bias.fill_(float(bias))
+    return model
+
+
+def layer_is_dead(model: FNN, index: int, x: torch.Tensor) -> bool:
+    """True iff hidden layer ``index`` outputs exactly 0 for every sample of ``x`` (eval mode)."""
+    _check_collapse_index(model, index)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for tap in model.iter_taps(x.to(device)):
+                if tap.index == index:
+                    return bool((tap.activation == 0).all())
+    finally:
+        model.train(was_training)
+    raise AssertionError("unreachable: the index was checked")
+
+
+@dataclass
+class WorstCaseRun:
+    """One run of :func:`train_worst_case`: its per-epoch records (and the model, unless cached).
+
+    Every record holds ``epoch``, ``train_acc``, ``train_loss``, ``test_acc``, ``test_loss``, the
+    keys of :class:`TrainingBoundCallback` (on the whole unaugmented training set), ``dead``
+    (collapsed layer outputs 0 for every training sample; None for an intact net),
+    ``collapsed_weight_absmax``/``collapsed_bias_max`` and ``seconds``.
+    """
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    collapse: int | None
+    majority: float
+    history: list[dict]
+    model: nn.Module | None = None
+    run_dir: Path | None = None
+    cached: bool = False
+
+    @property
+    def label(self) -> str:
+        return "collapsed" if self.collapse is not None else "intact"
+
+
+def _cache_key(mcfg: ModelConfig, tcfg: TrainConfig, collapse: int | None, data_name: str) -> dict:
+    return {"format": _CACHE_FORMAT, "model_config": asdict(mcfg), "train_config": asdict(tcfg),
+            "collapse": collapse, "data": data_name}
+
+
+def _read_cache(path: Path, key: dict, epochs: int) -> dict | None:
+    try:
+        blob = json.loads(path.read_text())
+        if blob.get("key") != json.loads(json.dumps(key)) or len(blob.get("history", ())) != epochs:
+            return None
+        return blob
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def train_worst_case(model_config: ModelConfig, data: Any, train_config: TrainConfig, *,
+                     collapse: int | None, run_dir: str | Path | None = None, device: str | None = "auto",
+                     progress: bool = True, desc: str | None = None) -> WorstCaseRun:
+    """Train an FNN whose hidden layer ``collapse`` is dead from the start (or, with ``collapse=None``,
+    the same network intact) and record every epoch (see :class:`WorstCaseRun`).
+
+    With ``run_dir`` the records are cached in ``run_dir/history.json`` and a later call with the
+    same configuration returns them without training (``model`` is then None).
+    """
+    mcfg, tcfg = model_config, train_config
+    if mcfg.kind != "fnn":
+        raise ValueError(f"the worst-case study uses an FNN, got model kind {mcfg.kind!r}")
+    if collapse is not None and not (isinstance(collapse, (int, np.integer)) and 0 <= collapse < mcfg.fnn_depth):
+        raise ValueError(f"collapse must be None or an int in [0, {mcfg.fnn_depth - 1}], got {collapse!r}")
+    data_name = getattr(data, "name", type(data).__name__)
+    x_train, y_train = dataset_tensors(data.train_eval)
+    majority = majority_frequency(y_train, data.num_classes)
+    key = _cache_key(mcfg, tcfg, None if collapse is None else int(collapse), data_name)
+    cache = Path(run_dir) / "history.json" if run_dir is not None else None
+    if cache is not None:
+        blob = _read_cache(cache, key, tcfg.epochs)
+        if blob is not None:
+            return WorstCaseRun(mcfg, tcfg, collapse, majority, blob["history"], None, Path(run_dir), True)
+
+    dev = resolve_device(device)
+    torch.manual_seed(tcfg.seed)
+    model = build_model(mcfg)
+    if collapse is not None:
+        collapse_layer(model, int(collapse))
+    model.to(dev)
+    opt = make_optimizer(model, tcfg)  # after the collapse: Lookahead's slow weights start collapsed
+    bound = TrainingBoundCallback(x_train, y_train, num_classes=data.num_classes, lr=tcfg.lr,
+                                  batch_size=tcfg.batch_size)
+    from tqdm.auto import tqdm
+
+    history: list[dict] = []
+    bar = tqdm(range(1, tcfg.epochs + 1), desc=desc or f"{mcfg.label} {'collapsed' if collapse is not None else 'intact'}",
+               unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + epoch)
+        model.train()
+        diverged = False
+        for xb, yb in DataLoader(data.train, batch_size=tcfg.batch_size, shuffle=True, generator=gen):
+            xb, yb = xb.to(dev), torch.as_tensor(yb).to(dev)
+            loss = F.cross_entropy(model(xb), yb)
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        record: dict[str, Any] = {"epoch": epoch}
+        if diverged:
+            record.update(diverged=True, seconds=time.perf_counter() - t0)
+            history.append(record)
+            break
+        record["train_loss"], record["train_acc"] = evaluate(model, data.train_eval, device=dev)
+        record["test_loss"], record["test_acc"] = evaluate(model, data.test, device=dev)
+        bound(model, epoch, record)
+        if collapse is not None:
+            layer = model.hidden[int(collapse)]
+            record["dead"] = layer_is_dead(model, int(collapse), x_train)
+            record["collapsed_weight_absmax"] = float(layer.weight.detach().abs().max())
+            record["collapsed_bias_max"] = float(layer.bias.detach().max())
+        else:
+            record["dead"] = None
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+    bar.close()
+    if cache is not None and len(history) == tcfg.epochs:
+        atomic_write_text(cache, json.dumps({"key": key, "history": history}, indent=1) + "\n")
+    return WorstCaseRun(mcfg, tcfg, collapse, majority, history, model, Path(run_dir) if run_dir else None, False)
+
+
+def worst_case_frame(runs: Sequence[WorstCaseRun]) -> pd.DataFrame:
+    """Long table of several :class:`WorstCaseRun` s: one row per (run, epoch), with a ``network``
+    column (``collapsed``/``intact``) and the run's ``majority`` frequency."""
+    rows = []
+    for run in runs:
+        for rec in run.history:
+            rows.append({"network": run.label, "collapse": run.collapse, "majority": run.majority, **rec})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# the claims' rules
+
+
+@dataclass(frozen=True)
+class BoundSummary:
+    """Claim 1(a) over a per-epoch table with ``bound_correct``/``bound_limit`` columns.
+
+    ``pairs``: (network, epoch) measurements; ``respected``: those with accuracy <= bound;
+    ``below_one``: those whose bound is < 1 (a^(L) has conflicting bundles on the training set);
+    ``tight``: those with accuracy == bound < 1; ``min_gap``: the smallest ``bound - accuracy``.
+    ``holds`` is the rule: every pair respects the bound (integer counts, no tolerance).
+    """
+
+    pairs: int
+    respected: int
+    below_one: int
+    tight: int
+    min_gap: float
+
+    @property
+    def holds(self) -> bool:
+        return self.pairs > 0 and self.respected == self.pairs
+
+
+def bound_summary(epochs: pd.DataFrame) -> BoundSummary:
+    """Apply claim 1(a)'s rule to a table with columns ``bound_samples``, ``bound_correct``,
+    ``bound_limit`` (one row per network and epoch, e.g. :attr:`reproduce.fnn_map.FnnMap.epochs`)."""
+    missing = [c for c in ("bound_samples", "bound_correct", "bound_limit") if c not in epochs.columns]
+    if missing:
+        raise ValueError(f"the table lacks columns {missing}")
+    e = epochs.dropna(subset=["bound_correct", "bound_limit", "bound_samples"])
+    n, correct, limit = (e[c].astype("int64") for c in ("bound_samples", "bound_correct", "bound_limit"))
+    below = limit < n
+    gap = (limit - correct) / n
+    return BoundSummary(pairs=int(len(e)), respected=int((correct <= limit).sum()), below_one=int(below.sum()),
+                        tight=int((below & (correct == limit)).sum()),
+                        min_gap=float(gap.min()) if len(e) else float("nan"))
+
+
+@dataclass(frozen=True)
+class WorstCaseSummary:
+    """Claim 1(b): the collapsed net against the same net intact.
+
+    ``holds`` is the rule: the collapsed layer was dead after every epoch, the collapsed net's
+    training accuracy never exceeded the majority-class frequency (no tolerance: it is exact), and
+    the intact net's final training accuracy exceeds it.
+    """
+
+    majority: float
+    epochs: int
+    collapsed_max_train_acc: float
+    collapsed_final_train_acc: float
+    dead_every_epoch: bool
+    intact_final_train_acc: float
+
+    @property
+    def holds(self) -> bool:
+        return (self.dead_every_epoch and self.collapsed_max_train_acc <= self.majority
+                and self.intact_final_train_acc > self.majority)
+
+
+def worst_case_summary(collapsed: WorstCaseRun, intact: WorstCaseRun) -> WorstCaseSummary:
+    """Apply claim 1(b)'s rule (see :class:`WorstCaseSummary`)."""
+    if collapsed.collapse is None or intact.collapse is not None:
+        raise ValueError("pass the collapsed run first and the intact run second")
+    c_acc = [r.get("train_acc") for r in collapsed.history]
+    i_acc = [r.get("train_acc") for r in intact.history]
+    if not c_acc or not i_acc or None in c_acc:
+        raise ValueError("both runs need at least one finished epoch (the collapsed run must not diverge)")
+    return WorstCaseSummary(
+        majority=collapsed.majority, epochs=len(c_acc), collapsed_max_train_acc=max(c_acc),
+        collapsed_final_train_acc=c_acc[-1], dead_every_epoch=all(r.get("dead") is True for r in collapsed.history),
+        intact_final_train_acc=float("nan") if i_acc[-1] is None else i_acc[-1],
+    )

@@ -1,0 +1,170 @@
+"""Tests of reproduce.fnn_map: the width x depth sweep, its tables and the boundary drawing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from reproduce.data import DataBundle, load_dataset
+from reproduce.fnn_map import (
+    EPOCH_COLUMNS,
+    MAP_COLUMNS,
+    accuracy_grid,
+    boundary_segments,
+    fnn_config,
+    sweep,
+)
+from reproduce.reporting import ROOT_ENV
+from reproduce.scales import get_scale
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "reproduce").mkdir()
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path))
+    return tmp_path
+
+
+def _tiny_preset(**changes):
+    values = dict(fnn_widths=(2, 8), fnn_depths=(1, 3), fnn_epochs=1, train_limit=100, sample_size=32,
+                  last_epochs=1)
+    return get_scale("smoke").replace(**{**values, **changes})
+
+
+def test_sweep_table_shape_and_columns(root):
+    preset = _tiny_preset()
+    data = load_dataset("digits", flat=True, train_limit=preset.train_limit)
+    result = sweep(preset, data, seed=0, progress=False)
+    table = result.table
+    assert list(table.columns) == list(MAP_COLUMNS)
+    assert list(result.epochs.columns) == list(EPOCH_COLUMNS)
+    assert len(table) == 4 and len(result.epochs) == 4  # 2 x 2 networks, one epoch each
+    assert set(zip(table["width"], table["depth"])) == {(2, 1), (8, 1), (2, 3), (8, 3)}
+    assert set(table["status"]) == {"finished"}
+    assert result.sample_size == 32 and result.train_samples == 100
+    assert (result.epochs["bound_samples"] == 100).all()
+    assert (table["a_L_num_bundles"] <= 32).all() and (table["a_L_num_bundles"] >= 1).all()
+    assert table["test_acc"].between(0, 1).all()
+    # conflicting <=> entropy > 0
+    assert (table["a_L_conflicting"] == (table["a_L_entropy"] > 0)).all()
+    # parameters of the 8x3 net: (64*8+8) + 2*(8*8+8) + (8*10+10)
+    assert table.set_index("label").loc["fnn-8x3", "parameters"] == 520 + 144 + 90
+    runs = sorted(p.name for p in (root / "results" / "smoke" / "fnn_map").iterdir())
+    assert len(runs) == 4 and all(r.startswith("fnn-") for r in runs)
+
+    # a second sweep reuses the finished runs: same numbers, checkpoints untouched
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "results").rglob("checkpoint.pt")}
+    again = sweep(preset, data, seed=0, progress=False)
+    pd.testing.assert_frame_equal(again.table, table)
+    assert {p: p.stat().st_mtime_ns for p in (root / "results").rglob("checkpoint.pt")} == stamps
+
+
+def test_identical_inputs_give_one_conflicting_bundle(root):
+    """Planted: every training input is the zero vector, so every layer maps all samples to one
+    activation; a^(L) holds one bundle, the bound is the majority frequency (12 of 20) and no
+    network can exceed it."""
+    y = torch.tensor([3] * 12 + [1] * 5 + [0] * 3)
+    x = torch.zeros(20, 4)
+    ds = TensorDataset(x, y)
+    data = DataBundle("zeros", ds, ds, ds, num_classes=4, in_channels=1, image_size=2)
+    preset = _tiny_preset(sample_size=20, batch_size=10)
+    result = sweep(preset, data, seed=0, widths=(1, 4), depths=(2,), progress=False)
+    t = result.table
+    assert list(t["a_L_num_bundles"]) == [1, 1]
+    assert t["a_L_conflicting"].all()
+    assert np.allclose(t["a_L_max_accuracy"], 12 / 20)
+    assert np.allclose(t["bound_max_accuracy"], 12 / 20)
+    assert (result.epochs["bound_limit"] == 12).all()
+    assert (result.epochs["bound_correct"] <= 12).all()
+    assert t["bound_respected"].all()
+
+
+def test_sweep_rejects_bad_grid(root):
+    preset = _tiny_preset()
+    data = load_dataset("digits", flat=True, train_limit=preset.train_limit)
+    with pytest.raises(ValueError, match="widths"):
+        sweep(preset, data, widths=(0, 2), progress=False)
+    with pytest.raises(ValueError, match="depths"):
+        sweep(preset, data, depths=(), progress=False)
+
+
+def test_fnn_config_matches_data():
+    data = load_dataset("digits", flat=True, train_limit=50)
+    cfg = fnn_config(data, 16, 4)
+    assert (cfg.kind, cfg.fnn_width, cfg.fnn_depth, cfg.num_classes, cfg.input_size) == ("fnn", 16, 4, 10, 8)
+
+
+def test_accuracy_grid_orientation():
+    table = pd.DataFrame({"width": [8, 2, 8, 2], "depth": [3, 3, 1, 1], "test_acc": [0.4, 0.3, 0.2, 0.1]})
+    grid = accuracy_grid(table)
+    assert list(grid.index) == [1, 3] and list(grid.columns) == [2, 8]
+    assert grid.to_numpy().tolist() == [[0.1, 0.2], [0.3, 0.4]]
+    with pytest.raises(ValueError, match="unknown column"):
+        accuracy_grid(table, "nope")
+
+
+def _norm(segments):
+    return sorted(tuple(sorted(s)) for s in segments)
+
+
+def test_boundary_segments_hand_computed():
+    mask = np.array([[True, False], [True, True]])
+    # (0,0)|(0,1) differ: vertical edge x=1, y in [0,1]; (0,1)/(1,1) differ: horizontal edge y=1, x in [1,2]
+    assert _norm(boundary_segments(mask)) == _norm([((1.0, 0.0), (1.0, 1.0)), ((1.0, 1.0), (2.0, 1.0))])
+    assert boundary_segments(np.ones((3, 4), dtype=bool)) == []
+    assert boundary_segments(np.zeros((2, 2), dtype=bool)) == []
+    # a single True cell in the middle of a 3x3 grid is enclosed by its four edges
+    mid = np.zeros((3, 3), dtype=bool)
+    mid[1, 1] = True
+    assert _norm(boundary_segments(mid)) == _norm([((1.0, 1.0), (2.0, 1.0)), ((1.0, 2.0), (2.0, 2.0)),
+                                                    ((1.0, 1.0), (1.0, 2.0)), ((2.0, 1.0), (2.0, 2.0))])
+
+
+def test_boundary_segments_treats_missing_as_false_and_rejects_1d():
+    frame = pd.DataFrame([[True, None], [np.nan, True]], dtype=object)
+    assert _norm(boundary_segments(frame)) == _norm(boundary_segments(np.array([[True, False], [False, True]])))
+    with pytest.raises(ValueError, match="2-D"):
+        boundary_segments(np.array([True, False]))
+
+
+def test_conflict_statistics_hand_computed():
+    from reproduce.fnn_map import conflict_statistics
+
+    table = pd.DataFrame({
+        "test_acc": [0.1, 0.2, 0.15, 0.8, 0.9, 0.85, 0.95, np.nan],
+        "a_L_entropy": [2.0, 1.0, 1.5, 0.0, 0.0, 0.0, 0.0, 3.0],
+    })
+    s = conflict_statistics(table)
+    assert (s.n_conflicting, s.n_clean) == (3, 4)  # the NaN-accuracy net is left out
+    assert s.mean_acc_conflicting == pytest.approx(0.15) and s.mean_acc_clean == pytest.approx(0.875)
+    # every conflicting net is below every clean one: U = 0, exact one-sided p = 1 / C(7, 3) = 1/35
+    assert s.p_mannwhitney == pytest.approx(1 / 35)
+    assert s.separates
+    # entropy ranks (ties averaged) against accuracy ranks: hand-computed Spearman rho
+    ent_rank = np.array([7, 5, 6, 2.5, 2.5, 2.5, 2.5])
+    acc_rank = np.array([1, 3, 2, 4, 6, 5, 7])
+    assert s.spearman_rho == pytest.approx(np.corrcoef(ent_rank, acc_rank)[0, 1])
+    assert s.spearman_rho < 0 and s.correlates
+
+
+def test_conflict_statistics_with_one_group_does_not_hold():
+    from reproduce.fnn_map import conflict_statistics
+
+    s = conflict_statistics(pd.DataFrame({"test_acc": [0.5, 0.6, 0.7], "a_L_entropy": [0.0, 0.0, 0.0]}))
+    assert s.n_conflicting == 0 and np.isnan(s.p_mannwhitney) and not s.separates
+    assert np.isnan(s.spearman_rho) and not s.correlates
+
+
+def test_conflict_mask_is_plain_bool_grid():
+    from reproduce.fnn_map import conflict_mask
+
+    table = pd.DataFrame({"width": [2, 8, 2, 8], "depth": [1, 1, 3, 3], "a_L_conflicting": [True, False, None, True]})
+    mask = conflict_mask(table)
+    assert mask.dtypes.map(lambda d: d == bool).all()
+    assert mask.to_numpy().tolist() == [[True, False], [False, True]]
