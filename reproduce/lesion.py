@@ -1,0 +1,689 @@
+"""The lesion study (PAPER.md "Lesion study", claim 4).
+
+Train a residual net, find its *conflicting* blocks at the final epoch (a block whose branch tap
+has bundle entropy ``H > 0``, measured by :func:`reproduce.bundles.measure_model` on the
+measurement samples), then for ``k = 1, 2, ...`` remove ``k`` blocks drawn at random from
+
+* ``conflicting``     -- the conflicting blocks,
+* ``non-conflicting`` -- the other blocks,
+* ``all``             -- every block,
+
+``draws`` times per ``k`` (``k`` runs up to the size of the set) and evaluate the test accuracy of
+each lesioned net. Every lesioned net is a genuinely smaller network
+(:func:`reproduce.models.remove_blocks`); once per study the smaller net's logits are checked
+against the lesioned forward ``model(x, removed=...)`` on one test batch
+(:func:`check_smaller_matches_lesioned`, raises :class:`LesionMismatchError`; the probe is the
+first draw of ``k = ceil(n / 2)`` blocks from all ``n`` blocks).
+
+This project's addition (PAPER.md, "Measured at small scale": on small data the residual branches
+may never bundle, so the set of conflicting blocks can be empty) is a continuous diagnostic, the
+**distance to bundling** of a block (:func:`distance_to_bundling`), and a lesion that removes the
+``k`` blocks closest to bundling against the ``k`` farthest (:func:`ranked_plan`).
+
+Choices the specification leaves open (written down here, as PAPER.md asks):
+
+* The lesion acts on the weights of the last epoch; the full net's accuracy in every comparison is
+  the test accuracy of those same weights (not the average over the last epochs of training).
+* Draws: ``k`` distinct blocks, uniformly without replacement, from the set; the ``draws`` draws of
+  one ``k`` are independent of each other (two draws may coincide, e.g. always when ``k`` is the
+  set size). The generator of set ``s`` and size ``k`` is ``numpy.random.default_rng([seed,
+  crc32(s), k])``, so a draw does not depend on which other sets or sizes are drawn.
+* The table has ``k >= 1`` only; the full net is reported separately (``full_accuracy``).
+* Standard deviations are over draws with ``ddof = 1`` (0 for a single draw).
+* Largest removable fraction: the largest ``k / num_blocks`` whose *mean* accuracy over the draws
+  stays within ``tolerance`` (1 point) of the full net, ``mean >= full - tolerance`` (the largest
+  such ``k``, whether or not every smaller ``k`` also qualifies). It is taken over the
+  conflicting set when that set is non-empty, else over all blocks (the ``set`` it used is
+  returned with it).
+* Distance to bundling of a block: over pairs of measurement samples with **different labels**
+  (only such a pair can form a *conflicting* bundle), the smallest max-norm distance
+  ``max_c |a_ic - a_jc|`` of the branch tap, times ``lr / bs`` (the mapping of PAPER.md's
+  ``t = w_max - a * lr / bs``) and divided by one resolution step, the float32 spacing at
+  ``w_max`` (``numpy.spacing(float32(w_max))``). A distance well below 1 means the pair is about
+  to fall into one bundle; the probe of PAPER.md measured 57-900 steps. The same quantity over all
+  pairs (``distance_all``) is reported as well. Computed in float64 from the float32 activations.
+* Ranked lesion: ``closest`` removes the ``k`` blocks of smallest distance, ``farthest`` the ``k``
+  of largest (ties broken by block index); one deterministic draw per ``k``.
+* Inference time: :func:`reproduce.efficiency.inference_time` (median seconds per batch of 64 after
+  warm-up, eval mode, ``no_grad``, on the model's device, random input).
+* Finished lesion tables are cached next to the training run (``lesion-<hash>.csv``) and reused
+  only when they hold exactly the planned draws; the equality check runs on every call.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from .bundles import BundleCallback, bundles_frame, measure_model, weight_amplitude
+from .data import DataBundle, load_dataset, measurement_samples
+from .efficiency import inference_time
+from .models import DEPTH_TABLE, ConvNet, ModelConfig, blocks_for_depth, count_parameters, remove_blocks
+from .reporting import Claim, run_dir
+from .scales import Scale
+from .training import RunResult, TrainConfig, atomic_write_text, config_hash, evaluate, train
+
+__all__ = [
+    "SET_NAMES",
+    "RANKED_SET_NAMES",
+    "TABLE_COLUMNS",
+    "LesionConfig",
+    "LesionResult",
+    "LesionMismatchError",
+    "draw_blocks",
+    "lesion_plan",
+    "ranked_plan",
+    "check_smaller_matches_lesioned",
+    "evaluate_lesions",
+    "summarize",
+    "removable_fraction",
+    "resolution_step",
+    "distance_to_bundling",
+    "branch_distances",
+    "block_diagnostics",
+    "BranchDistanceCallback",
+    "conflict_history",
+    "compare_full_vs_pruned",
+    "lesion_claims",
+    "run_lesion_study",
+]
+
+#: the three sets blocks are drawn from
+SET_NAMES = ("conflicting", "non-conflicting", "all")
+#: the sets of the ranked lesion (this project's addition)
+RANKED_SET_NAMES = ("closest", "farthest")
+#: columns of a lesion table
+TABLE_COLUMNS = ("set", "k", "draw", "removed", "fraction", "parameters", "test_acc")
+#: the paper's lesion study runs on CIFAR-10
+PAPER_DATASET = "cifar10"
+
+
+class LesionMismatchError(RuntimeError):
+    """The genuinely smaller net does not compute the lesioned forward."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class LesionConfig:
+    """Sizes of one lesion study (read from a :class:`Scale` by :meth:`from_scale`)."""
+
+    dataset: str
+    depth: int
+    epochs: int
+    draws: int
+    width: float
+    batch_size: int
+    lr: float
+    sample_size: int
+    train_limit: int | None = None
+    seed: int = 0
+    #: "within 1 point": accuracies are fractions, so 0.01
+    tolerance: float = 0.01
+    timing_batch: int = 64
+    timing_repeats: int = 20
+    timing_warmup: int = 3
+
+    def __post_init__(self) -> None:
+        if self.depth not in DEPTH_TABLE:
+            raise ValueError(f"unknown depth {self.depth!r}; valid depths are {', '.join(map(str, DEPTH_TABLE))}")
+        for name in ("epochs", "draws", "batch_size", "sample_size", "timing_batch", "timing_repeats"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed!r}")
+        if not 0 <= self.tolerance < 1:
+            raise ValueError(f"tolerance must be in [0, 1) (a fraction of accuracy), got {self.tolerance!r}")
+
+    @classmethod
+    def from_scale(cls, scale: Scale, *, seed: int = 0, dataset: str | None = None, **overrides: Any) -> "LesionConfig":
+        """The study of a preset: ``lesion_depth``, ``lesion_epochs``, ``lesion_draws``, ``width``, ...
+
+        ``dataset`` defaults to CIFAR-10 when the preset lists it (the paper's lesion study),
+        else to the preset's first dataset.
+        """
+        if dataset is None:
+            dataset = PAPER_DATASET if PAPER_DATASET in scale.datasets else scale.dataset
+        values = dict(dataset=dataset, depth=scale.lesion_depth, epochs=scale.lesion_epochs,
+                      draws=scale.lesion_draws, width=scale.width, batch_size=scale.batch_size, lr=scale.lr,
+                      sample_size=scale.sample_size, train_limit=scale.train_limit, seed=seed)
+        values.update(overrides)
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- draws
+
+
+def _stream(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def draw_blocks(candidates: Iterable[int], k: int, draws: int, *, seed: int, stream: int = 0) -> list[tuple[int, ...]]:
+    """``draws`` random sets of ``k`` distinct blocks from ``candidates`` (each sorted ascending).
+
+    Reproducible: the generator is ``numpy.random.default_rng([seed, stream, k])``. ValueError
+    when ``k`` is outside ``1..len(candidates)``.
+    """
+    pool = np.array(sorted(set(int(c) for c in candidates)), dtype=np.int64)
+    if isinstance(k, bool) or not 1 <= int(k) <= len(pool):
+        raise ValueError(f"k must be in 1..{len(pool)} (the size of the candidate set), got {k!r}")
+    if int(draws) < 1:
+        raise ValueError(f"draws must be >= 1, got {draws!r}")
+    if int(seed) < 0 or int(stream) < 0:
+        raise ValueError(f"seed and stream must be >= 0, got {seed!r}, {stream!r}")
+    rng = np.random.default_rng([int(seed), int(stream), int(k)])
+    return [tuple(int(i) for i in np.sort(rng.choice(pool, size=int(k), replace=False))) for _ in range(int(draws))]
+
+
+def lesion_plan(sets: Mapping[str, Sequence[int]], draws: int, *, seed: int) -> pd.DataFrame:
+    """Rows ``set, k, draw, removed`` for ``k = 1..len(set)`` and ``draws`` draws per ``k``.
+
+    An empty set contributes no rows. ``removed`` holds tuples of block indices.
+    """
+    rows = []
+    for name, members in sets.items():
+        members = sorted(set(int(m) for m in members))
+        for k in range(1, len(members) + 1):
+            for d, removed in enumerate(draw_blocks(members, k, draws, seed=seed, stream=_stream(name))):
+                rows.append({"set": name, "k": k, "draw": d, "removed": removed})
+    return pd.DataFrame(rows, columns=["set", "k", "draw", "removed"])
+
+
+def ranked_plan(distances: Mapping[int, float]) -> pd.DataFrame:
+    """Rows ``set, k, draw, removed``: ``closest`` removes the ``k`` blocks of smallest distance,
+    ``farthest`` the ``k`` of largest, for ``k = 1..len(distances)`` (ties broken by block index)."""
+    items = [(float(d), int(b)) for b, d in distances.items()]
+    if any(math.isnan(d) for d, _ in items):
+        raise ValueError("distances must not be NaN")
+    closest = [b for _, b in sorted(items)]
+    farthest = [b for _, b in sorted(items, key=lambda t: (-t[0], t[1]))]
+    rows = []
+    for name, order in (("closest", closest), ("farthest", farthest)):
+        for k in range(1, len(order) + 1):
+            rows.append({"set": name, "k": k, "draw": 0, "removed": tuple(sorted(order[:k]))})
+    return pd.DataFrame(rows, columns=["set", "k", "draw", "removed"])
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _eval_mode(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    return modes
+
+
+def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
+    for m, mode in modes:
+        m.training = mode
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_smaller_matches_lesioned(model: ConvNet, smaller: nn.Module, removed: Iterable[int], x: torch.Tensor,
+                                   *, rtol: float = 1e-5, atol: float = 1e-5) -> float:
+    """Raise :class:`LesionMismatchError` unless ``smaller(x)`` equals ``model(x, removed=removed)``.
+
+    Both in eval mode under ``no_grad`` (modes restored); ``torch.allclose(rtol, atol)``. Returns
+    the largest absolute difference of the logits.
+    """
+    removed = tuple(sorted(set(int(i) for i in removed)))
+    modes = _eval_mode(model) + _eval_mode(smaller)
+    try:
+        with torch.no_grad():
+            x = x.to(_device(model))
+            expected = model(x, removed=removed)
+            got = smaller(x.to(_device(smaller))).to(expected.device)
+    finally:
+        _restore(modes)
+    if got.shape != expected.shape:
+        raise LesionMismatchError(f"smaller net gives logits of shape {tuple(got.shape)}, "
+                                  f"the lesioned forward {tuple(expected.shape)}")
+    diff = float((got - expected).abs().max()) if got.numel() else 0.0
+    if not torch.allclose(got, expected, rtol=rtol, atol=atol):
+        raise LesionMismatchError(f"smaller net without blocks {list(removed)} differs from the lesioned "
+                                  f"forward by up to {diff:.3g} (rtol={rtol}, atol={atol})")
+    return diff
+
+
+def _first_batch(ds: Dataset, n: int) -> torch.Tensor:
+    n = min(int(n), len(ds))
+    if n < 1:
+        raise ValueError("cannot check the lesion on an empty test set")
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[0][:n]
+    return torch.stack([torch.as_tensor(ds[i][0]) for i in range(n)])
+
+
+def evaluate_lesions(model: ConvNet, test: Dataset, plan: pd.DataFrame, *, progress: bool = False,
+                     desc: str = "lesions") -> pd.DataFrame:
+    """Test accuracy of the genuinely smaller net of every row of ``plan`` (columns TABLE_COLUMNS).
+
+    ``fraction`` is ``k / num_blocks``; ``parameters`` counts the smaller net's parameters. Equal
+    ``removed`` tuples are evaluated once.
+    """
+    from tqdm.auto import tqdm
+
+    n = len(model.blocks)
+    done: dict[tuple[int, ...], tuple[int, float]] = {}
+    accs, params = [], []
+    for removed in tqdm(list(plan["removed"]), desc=desc, disable=not progress, leave=False):
+        removed = tuple(removed)
+        if removed not in done:
+            smaller = remove_blocks(model, removed)
+            done[removed] = (count_parameters(smaller), evaluate(smaller, test)[1])
+            del smaller
+        params.append(done[removed][0])
+        accs.append(done[removed][1])
+    table = plan.copy()
+    table["fraction"] = table["k"] / n
+    table["parameters"] = params
+    table["test_acc"] = accs
+    return table[list(TABLE_COLUMNS)].reset_index(drop=True)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per ``set`` and ``k``: ``fraction``, ``mean``, ``std`` (ddof 1; 0 for one draw), ``draws``."""
+    cols = ["set", "k", "fraction", "mean", "std", "draws"]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    g = table.groupby(["set", "k"], sort=False)
+    out = g.agg(fraction=("fraction", "first"), mean=("test_acc", "mean"), std=("test_acc", "std"),
+                draws=("test_acc", "size")).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out[cols]
+
+
+def removable_fraction(summary: pd.DataFrame, full_accuracy: float, *, set_name: str, num_blocks: int,
+                       tolerance: float = 0.01) -> tuple[float, int]:
+    """``(k / num_blocks, k)`` for the largest ``k`` of ``set_name`` whose mean accuracy is at least
+    ``full_accuracy - tolerance``; ``(0.0, 0)`` when no ``k`` qualifies or the set has no rows."""
+    if num_blocks < 1:
+        raise ValueError(f"num_blocks must be >= 1, got {num_blocks!r}")
+    rows = summary[summary["set"] == set_name]
+    ok = rows[rows["mean"] >= full_accuracy - tolerance - 1e-12]
+    if ok.empty:
+        return 0.0, 0
+    k = int(ok["k"].max())
+    return k / num_blocks, k
+
+
+# --------------------------------------------------------------------------- distance to bundling
+
+
+def resolution_step(weight_amplitude: float) -> float:
+    """One float32 resolution step at ``w_max``: ``numpy.spacing(float32(w_max))``."""
+    w = float(weight_amplitude)
+    if not (math.isfinite(w) and w >= 0):
+        raise ValueError(f"weight_amplitude (w_max) must be finite and >= 0, got {weight_amplitude!r}")
+    return float(np.spacing(np.float32(w)))
+
+
+def distance_to_bundling(activations: torch.Tensor, *, lr: float, batch_size: int, weight_amplitude: float,
+                         labels: torch.Tensor | None = None, chunk_elements: int = 1 << 22) -> float:
+    """Smallest pairwise max-norm distance of ``activations`` [N, ...], in resolution steps.
+
+    ``min_{i<j} max_c |a_ic - a_jc| * lr / batch_size / resolution_step(weight_amplitude)``, over
+    pairs with different ``labels`` when labels are given (else all pairs); ``inf`` when no pair
+    qualifies. Pairwise differences are taken in float64, ``chunk_elements`` at a time.
+    """
+    if not isinstance(activations, torch.Tensor) or activations.dim() < 1:
+        raise ValueError("activations must be a tensor [N, ...] with samples first")
+    if isinstance(batch_size, bool) or int(batch_size) < 1 or not float(lr) > 0:
+        raise ValueError(f"lr must be > 0 and batch_size >= 1, got {lr!r}, {batch_size!r}")
+    step = resolution_step(weight_amplitude)
+    n = activations.shape[0]
+    a = activations.detach().reshape(n, -1).to(torch.float64)
+    if not bool(torch.isfinite(a).all()):
+        raise ValueError("activations hold non-finite values; the distance needs finite activations")
+    if labels is not None:
+        labels = torch.as_tensor(labels).reshape(-1).to(a.device)
+        if labels.numel() != n:
+            raise ValueError(f"activations hold N = {n} samples but labels hold {labels.numel()}")
+    rows = max(1, int(chunk_elements) // max(1, n * a.shape[1]))
+    best = math.inf
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        d = (a[s:e, None, :] - a[None, :, :]).abs().amax(dim=2) if a.shape[1] else torch.zeros(e - s, n, dtype=a.dtype)
+        idx = torch.arange(s, e, device=a.device)[:, None]
+        mask = idx < torch.arange(n, device=a.device)[None, :]  # each pair once, i < j
+        if labels is not None:
+            mask &= labels[s:e, None] != labels[None, :]
+        if bool(mask.any()):
+            best = min(best, float(d[mask].min()))
+    if math.isinf(best):
+        return math.inf
+    return best * float(lr) / int(batch_size) / step
+
+
+def branch_distances(model: ConvNet, x: torch.Tensor, y: torch.Tensor, *, lr: float, batch_size: int) -> pd.DataFrame:
+    """Distance to bundling of every residual block's branch tap (different-label pairs and all pairs).
+
+    Columns ``block, stage, tap, distance, distance_all``; eval mode, ``no_grad`` (modes restored).
+    """
+    w = weight_amplitude(model)
+    rows = []
+    modes = _eval_mode(model)
+    try:
+        with torch.no_grad():
+            x, y = x.to(_device(model)), y.to(_device(model))
+            for tap in model.iter_taps(x):
+                if tap.kind == "branch":
+                    kw = dict(lr=lr, batch_size=batch_size, weight_amplitude=w)
+                    rows.append({"block": int(tap.block), "stage": int(tap.stage), "tap": tap.name,
+                                 "distance": distance_to_bundling(tap.activation, labels=y, **kw),
+                                 "distance_all": distance_to_bundling(tap.activation, **kw)})
+                del tap
+    finally:
+        _restore(modes)
+    return pd.DataFrame(rows, columns=["block", "stage", "tap", "distance", "distance_all"])
+
+
+def block_diagnostics(model: ConvNet, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
+                      batch_size: int) -> pd.DataFrame:
+    """One row per residual block: ``block, stage, tap, num_bundles, entropy, conflicting`` (its
+    branch tap, :func:`measure_model`) and ``distance, distance_all`` (:func:`branch_distances`)."""
+    if not isinstance(model, ConvNet) or model.config.kind != "residual":
+        raise ValueError("the lesion study needs a residual ConvNet")
+    taps = measure_model(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size)
+    branch = taps[taps["kind"] == "branch"][["block", "num_bundles", "entropy", "conflicting"]]
+    branch = branch.astype({"block": int, "conflicting": bool})
+    dist = branch_distances(model, x, y, lr=lr, batch_size=batch_size)
+    out = dist.merge(branch, on="block", how="left", validate="one_to_one")
+    return out[["block", "stage", "tap", "num_bundles", "entropy", "conflicting", "distance", "distance_all"]]
+
+
+class BranchDistanceCallback:
+    """Training callback: adds ``record["branch_distances"]``, one dict per block with ``block``,
+    ``distance`` and ``distance_all`` (see :func:`branch_distances`), after every epoch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, lr: float, batch_size: int):
+        self.x, self.y, self.lr, self.batch_size = x, y, float(lr), int(batch_size)
+
+    def __call__(self, model: nn.Module, epoch: int, record: dict) -> None:
+        df = branch_distances(model, self.x, self.y, lr=self.lr, batch_size=self.batch_size)
+        record["branch_distances"] = [
+            {"block": int(r.block), "distance": float(r.distance), "distance_all": float(r.distance_all)}
+            for r in df.itertuples()
+        ]
+
+
+def conflict_history(history: Sequence[dict]) -> pd.DataFrame:
+    """Per epoch: ``conflicting_blocks`` (branch taps with H > 0), ``num_blocks``,
+    ``median_distance`` / ``min_distance`` (NaN when the run recorded no distances), ``test_acc``."""
+    frame = bundles_frame(history)
+    branch = frame[frame["kind"] == "branch"]
+    rows = []
+    for i, record in enumerate(history):
+        epoch = record.get("epoch", i)
+        here = branch[branch["epoch"] == epoch]
+        if here.empty:
+            continue
+        dists = [d["distance"] for d in record.get("branch_distances") or ()]
+        rows.append({"epoch": int(epoch), "conflicting_blocks": int(here["conflicting"].sum()),
+                     "num_blocks": int(len(here)),
+                     "median_distance": float(np.median(dists)) if dists else math.nan,
+                     "min_distance": float(np.min(dists)) if dists else math.nan,
+                     "test_acc": record.get("test_acc")})
+    return pd.DataFrame(rows, columns=["epoch", "conflicting_blocks", "num_blocks", "median_distance",
+                                       "min_distance", "test_acc"])
+
+
+# --------------------------------------------------------------------------- full vs pruned
+
+
+def compare_full_vs_pruned(model: ConvNet, removed: Iterable[int], test: Dataset, *, input_shape: Sequence[int],
+                           batch_size: int = 64, repeats: int = 20, warmup: int = 3,
+                           label: str = "without conflicting blocks") -> pd.DataFrame:
+    """Rows ``full`` and ``label`` (the net without ``removed``): ``net, blocks, removed,
+    parameters, test_acc, inference_ms`` (median ms per batch, :func:`inference_time`)."""
+    removed = tuple(sorted(set(int(i) for i in removed)))
+    rows = []
+    for name, net in (("full", model), (label, remove_blocks(model, removed))):
+        gone = removed if net is not model else ()
+        rows.append({"net": name, "blocks": len(model.blocks) - len(gone), "removed": len(gone),
+                     "parameters": count_parameters(net), "test_acc": evaluate(net, test)[1],
+                     "inference_ms": 1e3 * inference_time(net, input_shape, batch_size, repeats=repeats,
+                                                          warmup=warmup)})
+    return pd.DataFrame(rows, columns=["net", "blocks", "removed", "parameters", "test_acc", "inference_ms"])
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def _removed_text(removed: Iterable[int]) -> str:
+    return " ".join(str(int(i)) for i in removed)
+
+
+def _cached_evaluation(path: Path | None, model: ConvNet, test: Dataset, plan: pd.DataFrame, *,
+                       progress: bool, desc: str) -> pd.DataFrame:
+    """:func:`evaluate_lesions`, reusing ``path`` when it holds exactly ``plan``'s rows."""
+    if path is not None and path.exists():
+        try:
+            old = pd.read_csv(path, keep_default_na=False)
+            if list(old.columns) == list(TABLE_COLUMNS) and len(old) == len(plan):
+                old["removed"] = [tuple(int(t) for t in str(s).split()) for s in old["removed"]]
+                same = (list(old["set"]) == list(plan["set"]) and list(old["k"]) == list(plan["k"])
+                        and list(old["draw"]) == list(plan["draw"]) and list(old["removed"]) == list(plan["removed"]))
+                if same:
+                    return old
+        except (ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            pass  # unreadable or truncated: recompute
+    table = evaluate_lesions(model, test, plan, progress=progress, desc=desc)
+    if path is not None:
+        out = table.copy()
+        out["removed"] = [_removed_text(r) for r in out["removed"]]
+        atomic_write_text(path, out.to_csv(index=False))
+    return table
+
+
+# --------------------------------------------------------------------------- the study
+
+
+@dataclass
+class LesionResult:
+    """Everything one lesion study measured (see :func:`run_lesion_study`)."""
+
+    config: LesionConfig
+    run: RunResult
+    full_accuracy: float
+    blocks: pd.DataFrame
+    sets: dict[str, tuple[int, ...]]
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    ranked: pd.DataFrame
+    ranked_summary: pd.DataFrame
+    removable: dict[str, Any]
+    comparison: pd.DataFrame
+    history: pd.DataFrame
+    check_max_diff: float
+    check_removed: tuple[int, ...]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.sets["all"])
+
+    @property
+    def conflicting_fraction(self) -> float:
+        return len(self.sets["conflicting"]) / max(1, self.num_blocks)
+
+    def describe(self) -> str:
+        """A few lines: the net, the full accuracy, the sets, the equality check, the removable fraction."""
+        c = self.config
+        r = self.removable
+        lines = [
+            f"{self.run.model_config.label} (width {c.width:g}) on {c.dataset}: {self.run.epochs_done} epochs, "
+            f"status {self.run.status}; test accuracy of the final weights {self.full_accuracy:.4f}",
+            f"blocks: {self.num_blocks}; conflicting {len(self.sets['conflicting'])} "
+            f"({100 * self.conflicting_fraction:.0f} %), non-conflicting {len(self.sets['non-conflicting'])}",
+            f"draws per k: {c.draws}; lesioned nets evaluated: {len(self.table)} (+ {len(self.ranked)} ranked)",
+            f"smaller net == lesioned forward (blocks {list(self.check_removed)}): max |diff| = {self.check_max_diff:.2g}",
+            f"largest removable fraction (set {r['set']!r}, mean within {c.tolerance:g} of full): "
+            f"{r['k']}/{self.num_blocks} = {100 * r['fraction']:.0f} %",
+        ]
+        return "\n".join(lines + self.notes)
+
+
+def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None, data: DataBundle | None = None,
+                     config: LesionConfig | None = None, progress: bool = True, device: str = "auto") -> LesionResult:
+    """Train (or reuse) the residual net of ``scale`` and run the whole lesion study on it.
+
+    ``config`` overrides what :meth:`LesionConfig.from_scale` would read from ``scale``; ``data``
+    skips loading the dataset (it must be ``config.dataset``). The run lives in
+    ``results/<scale>/lesion/``; the per-epoch bundles of every tap and the distances to bundling
+    of every block are recorded during training.
+    """
+    t0 = time.perf_counter()
+    cfg = config or LesionConfig.from_scale(scale, seed=seed, dataset=dataset)
+    if data is None:
+        data = load_dataset(cfg.dataset, seed=cfg.seed, train_limit=cfg.train_limit)
+    n_samples = min(cfg.sample_size, len(data.train_eval))
+    x, y = measurement_samples(data, n_samples, cfg.seed)
+    mcfg = ModelConfig("residual", data.num_classes, data.in_channels, data.image_size,
+                       blocks_for_depth(cfg.depth), width=cfg.width)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    extra = {"dataset": data.name, "train_limit": cfg.train_limit, "sample_size": n_samples, "sample_seed": cfg.seed}
+    folder = run_dir(scale, "lesion", f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, extra)
+    callbacks = [BundleCallback(x, y, num_classes=data.num_classes, lr=cfg.lr, batch_size=cfg.batch_size),
+                 BranchDistanceCallback(x, y, lr=cfg.lr, batch_size=cfg.batch_size)]
+    run = train(mcfg, data, tcfg, run_dir=folder, callbacks=callbacks, device=device, progress=progress,
+                desc=f"lesion {mcfg.label}")
+    if run.status == "diverged":
+        raise RuntimeError(f"the residual net of the lesion study diverged at epoch {run.diverged_epoch}; "
+                           f"no lesion is possible (run folder {folder})")
+    model = run.model
+    model.eval()
+    full_acc = evaluate(model, data.test)[1]
+
+    blocks = block_diagnostics(model, x, y, num_classes=data.num_classes, lr=cfg.lr, batch_size=cfg.batch_size)
+    every = tuple(int(b) for b in blocks["block"])
+    conflicting = tuple(int(b) for b in blocks.loc[blocks["conflicting"], "block"])
+    sets = {"conflicting": conflicting,
+            "non-conflicting": tuple(b for b in every if b not in conflicting),
+            "all": every}
+    notes = []
+    if not conflicting:
+        notes.append("no block is conflicting at the final epoch: set 'conflicting' is empty and has no curve")
+
+    # the equality check, once: the first draw of k = ceil(n / 2) from all blocks (kept and removed
+    # blocks, identity and projection shortcuts mixed)
+    plan = lesion_plan(sets, cfg.draws, seed=cfg.seed)
+    half = (len(every) + 1) // 2
+    probe = plan[(plan["set"] == "all") & (plan["k"] == half)].iloc[0]["removed"]
+    diff = check_smaller_matches_lesioned(model, remove_blocks(model, probe), probe, _first_batch(data.test, 64))
+
+    key = config_hash({"draws": cfg.draws, "seed": cfg.seed, "sets": sets})
+    table = _cached_evaluation(folder / f"lesion-{key}.csv", model, data.test, plan, progress=progress,
+                               desc="random lesions")
+    summary = summarize(table)
+    rplan = ranked_plan(dict(zip(blocks["block"], blocks["distance"])))
+    rkey = config_hash({"ranked": list(rplan["removed"])})
+    ranked = _cached_evaluation(folder / f"ranked-{rkey}.csv", model, data.test, rplan, progress=progress,
+                                desc="ranked lesions")
+    ranked_summary = summarize(ranked)
+
+    used = "conflicting" if conflicting else "all"
+    frac, k = removable_fraction(summary, full_acc, set_name=used, num_blocks=len(every), tolerance=cfg.tolerance)
+    frac_all, k_all = removable_fraction(summary, full_acc, set_name="all", num_blocks=len(every),
+                                         tolerance=cfg.tolerance)
+    removable = {"set": used, "fraction": frac, "k": k, "fraction_all": frac_all, "k_all": k_all}
+    comparison = compare_full_vs_pruned(model, conflicting, data.test,
+                                        input_shape=(data.in_channels, data.image_size, data.image_size),
+                                        batch_size=cfg.timing_batch, repeats=cfg.timing_repeats,
+                                        warmup=cfg.timing_warmup)
+    return LesionResult(config=cfg, run=run, full_accuracy=full_acc, blocks=blocks, sets=sets, table=table,
+                        summary=summary, ranked=ranked, ranked_summary=ranked_summary, removable=removable,
+                        comparison=comparison, history=conflict_history(run.history), check_max_diff=diff,
+                        check_removed=tuple(probe), seconds=time.perf_counter() - t0, notes=notes)
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _at(summary: pd.DataFrame, set_name: str, k: int) -> tuple[float, float]:
+    row = summary[(summary["set"] == set_name) & (summary["k"] == k)]
+    if row.empty:
+        return math.nan, math.nan
+    return float(row["mean"].iloc[0]), float(row["std"].iloc[0])
+
+
+def lesion_claims(result: LesionResult) -> list[Claim]:
+    """The claims table, by rules fixed before any number was seen (the notebook states them):
+
+    * **4a** holds iff at least half of the blocks are conflicting and the net without *all*
+      conflicting blocks keeps test accuracy ``>= full - tolerance``.
+    * **4b** holds iff both sets are non-empty and, at ``k* = min(|conflicting|,
+      |non-conflicting|)``, the mean accuracy after removing ``k*`` non-conflicting blocks is
+      lower than after removing ``k*`` conflicting ones by more than the larger of the two stds.
+    * **4c (any blocks; this project's proxy)** holds iff removing at least half of all blocks
+      at random keeps the mean accuracy ``>= full - tolerance`` (largest removable fraction of set
+      ``all`` >= 0.5).
+    * **addition** holds iff, over ``k = 1..n-1``, removing the ``k`` blocks closest to bundling
+      gives a higher accuracy than removing the ``k`` farthest for more than half of the ``k`` and
+      the mean difference exceeds ``tolerance``.
+    """
+    tol = result.config.tolerance
+    n = result.num_blocks
+    conf, non = result.sets["conflicting"], result.sets["non-conflicting"]
+    full = result.full_accuracy
+    cmp_ = result.comparison.set_index("net")
+    pruned_acc = float(cmp_["test_acc"].iloc[1])
+    claims = []
+
+    frac_conf = len(conf) / max(1, n)
+    holds_a = bool(conf) and frac_conf >= 0.5 and pruned_acc >= full - tol - 1e-12
+    measured_a = (f"{len(conf)}/{n} blocks conflicting ({100 * frac_conf:.0f} %)"
+                  + (f"; without them test acc {pruned_acc:.3f} vs full {full:.3f}" if conf
+                     else "; nothing to remove, claim cannot be tested at this scale"))
+    claims.append(Claim("4a: most blocks are conflicting and removing all of them keeps test accuracy",
+                        "about 60 % of the layers are conflicting and can be removed with no significant "
+                        "increase of the test error", measured_a, holds_a))
+
+    if conf and non:
+        k_star = min(len(conf), len(non))
+        m_c, s_c = _at(result.summary, "conflicting", k_star)
+        m_n, s_n = _at(result.summary, "non-conflicting", k_star)
+        holds_b = bool(m_n < m_c - max(s_c, s_n))
+        measured_b = (f"k={k_star}: non-conflicting removed {m_n:.3f}±{s_n:.3f} vs conflicting removed "
+                      f"{m_c:.3f}±{s_c:.3f}")
+    else:
+        holds_b = False
+        measured_b = (f"not testable: {len(conf)} conflicting and {len(non)} non-conflicting blocks "
+                      f"(both sets must be non-empty)")
+    claims.append(Claim("4b: removing non-conflicting blocks hurts more than removing conflicting ones",
+                        "removing non-conflicting layers hurts", measured_b, holds_b))
+
+    r = result.removable
+    claims.append(Claim("4c (this project's proxy, any blocks): at least half of the blocks can be removed at random",
+                        "about 60 % of the layers can be removed with no significant increase of the test error",
+                        f"largest fraction of all blocks removable within {tol:g}: {r['k_all']}/{n} = "
+                        f"{100 * r['fraction_all']:.0f} %", bool(r["fraction_all"] >= 0.5)))
+
+    rs = result.ranked_summary
+    ks = [k for k in range(1, n)]
+    diffs = [(_at(rs, "closest", k)[0] - _at(rs, "farthest", k)[0]) for k in ks]
+    if diffs:
+        wins = sum(d > 0 for d in diffs)
+        mean_d = float(np.mean(diffs))
+        holds_d = bool(wins > len(diffs) / 2 and mean_d > tol)
+        measured_d = f"closest better at {wins}/{len(diffs)} k; mean difference {100 * mean_d:+.1f} points"
+    else:
+        holds_d, measured_d = False, "not testable: fewer than 2 blocks"
+    claims.append(Claim("addition (this project): blocks closest to bundling are removed with less harm",
+                        "(not in the paper; a continuous stand-in for 'conflicting')", measured_d, holds_d))
+    return claims
