@@ -1,0 +1,624 @@
+"""Auto-tune (claim 5): a search that removes conflicting layers at the start of training.
+
+The paper's algorithm (PAPER.md, "Auto-tune"), implemented exactly by :func:`search` with
+``kind="plain"``::
+
+    blocks = start blocks ([3, 12, 41, 3] = 120 layers); plain network (no skips)
+    repeat:
+        build a fresh network with `blocks`; train it epoch by epoch
+        after each of the first `check_epochs` epochs:
+            if H(a^(L)) > 0:
+                measure H of every block
+                s = first stage holding a block with H > 0
+                blocks[s] = number of blocks of stage s with H == 0
+                restart (from scratch) with the new blocks
+    until a network trains for all epochs with no conflict found in its first `check_epochs` epochs
+
+Each attempt is one :func:`reproduce.training.train` call with its own run folder
+(``results/<scale>/autotune/<dataset>-<kind>-s<seed>-try<i>-<blocks>-<hash>``) and a
+:class:`ConflictCheck` callback; a conflict ends the attempt (status ``stopped``, reason
+``conflict``). The search log -- one entry per attempt: blocks before, epoch of detection,
+H(a^(L)), per-block entropies, pruned stage, blocks after -- is written atomically after every
+attempt to ``results/<scale>/autotune/searches/<dataset>-<kind>-s<seed>-<hash>.json``. An
+interrupted search resumes: finished attempts are returned by ``train`` from their folders without
+training, an interrupted attempt resumes from its last checkpoint, and the search goes on.
+
+Choices the specification leaves open (written down here, as PAPER.md asks):
+
+* "Measure H of every block": a plain block's entropy is the entropy of its output tap.
+  ``blocks[s]`` counts the blocks of stage ``s`` with ``H == 0`` exactly as PAPER.md says (in a
+  plain net bundles never split, so this equals the index of the first conflicting block of the
+  stage); later stages keep their counts; a stage may drop to 0 blocks.
+* Seeds: attempt ``i`` of the search with seed ``seed`` trains with ``TrainConfig(seed=seed)`` (a
+  restart from scratch re-initialises with the same seed), on
+  ``load_dataset(dataset, seed=seed, train_limit=P.train_limit)`` (as the fixed-depth baselines of
+  :mod:`reproduce.depth_study`), measuring on ``measurement_samples(data, P.sample_size, seed)``.
+* The search stops, with the reason in the log, when an attempt diverges (non-finite loss); when a
+  conflict is found but no block is conflicting (possible only at the stem of an empty network, or
+  in the residual variant below); when pruning would leave a network without blocks; or after
+  ``max_attempts`` attempts (default 20; the search then resumes when called with a larger cap).
+* The found network's **test accuracy** is the mean over its last ``P.last_epochs`` epochs (as for
+  every run of this project).
+
+**Beyond the paper (this project's addition): the residual variant** (``kind="residual"``). The
+same loop on residual nets, where a block is conflicting when its *branch tap* has ``H > 0``
+(PAPER.md). A residual net's a^(L) carries the identity path and rarely bundles, so the trigger is
+different: after each check epoch every tap is measured, and a conflict is found when some block's
+branch tap has ``H > 0`` (trigger ``"branch"``). Pruning uses the same stage-wise rule on the branch
+entropies: ``s`` = first stage with a conflicting branch, ``blocks[s]`` = number of blocks of stage
+``s`` whose branch has ``H == 0``. (Branches may split again after a conflict, so unlike the plain
+case this is not the index of the first conflicting block.) ``trigger="a_L"`` runs the residual
+search with the paper's trigger instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import bundles
+from .data import DataBundle, load_dataset, measurement_samples
+from .efficiency import efficiency_report, inference_times
+from .models import ModelConfig, depth_for_blocks
+from .reporting import results_dir, run_dir
+from .scales import Scale
+from .training import RunResult, TrainConfig, atomic_write_text, config_hash, final_test_accuracy, train
+
+__all__ = [
+    "EXPERIMENT",
+    "AUTOTUNE_KINDS",
+    "TRIGGERS",
+    "SEARCH_STATUSES",
+    "TABLE_COLUMNS",
+    "AutotuneConfig",
+    "ConflictCheck",
+    "SearchResult",
+    "block_entropies",
+    "prune_blocks",
+    "search",
+    "search_log_path",
+    "load_search_log",
+    "run_searches",
+    "baseline_runs",
+    "comparison_table",
+    "summary_table",
+    "pareto_front",
+    "study",
+    "restart_entropies",
+]
+
+#: experiment folder under ``results/<scale>/``
+EXPERIMENT = "autotune"
+AUTOTUNE_KINDS = ("plain", "residual")
+#: ``a_L``: the paper's trigger H(a^(L)) > 0; ``branch``: some residual branch has H > 0
+TRIGGERS = ("a_L", "branch")
+#: ``found``: a net trained to the end without conflict; ``stopped``: the search gave up (reason
+#: logged); ``incomplete``: the attempt cap was reached (resumable with a larger cap)
+SEARCH_STATUSES = ("found", "stopped", "incomplete")
+DEFAULT_MAX_ATTEMPTS = 20
+STOP_REASON = "conflict"
+#: columns of :func:`comparison_table`
+TABLE_COLUMNS = (
+    "dataset", "model", "source", "kind", "seed", "blocks", "depth", "status", "attempts",
+    "test_acc", "parameters", "size_mb", "activation_mb", "memory_mb", "latency_ms", "cuda_peak_mb",
+)
+
+
+def _blocks_tuple(blocks: Sequence[int]) -> tuple[int, int, int, int]:
+    try:
+        out = tuple(int(b) for b in blocks)
+    except TypeError:
+        raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {blocks!r}") from None
+    if len(out) != 4 or any(b < 0 for b in out):
+        raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {blocks!r}")
+    return out  # type: ignore[return-value]
+
+
+def _blocks_label(blocks: Sequence[int]) -> str:
+    return "-".join(str(int(b)) for b in blocks)
+
+
+@dataclass(frozen=True)
+class AutotuneConfig:
+    """What one search does (everything but the dataset, the seed and the attempt cap).
+
+    ``trigger`` defaults by kind: ``a_L`` (paper) for plain nets, ``branch`` for residual nets
+    (module docstring).
+    """
+
+    kind: str = "plain"
+    start_blocks: tuple[int, int, int, int] = (3, 12, 41, 3)
+    check_epochs: int = 10
+    epochs: int = 120
+    width: float = 1.0
+    batch_size: int = 64
+    lr: float = 1e-3
+    sample_size: int = 64
+    train_limit: int | None = None
+    trigger: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in AUTOTUNE_KINDS:
+            raise ValueError(f"unknown auto-tune kind {self.kind!r}; valid kinds are {', '.join(AUTOTUNE_KINDS)}")
+        object.__setattr__(self, "start_blocks", _blocks_tuple(self.start_blocks))
+        if sum(self.start_blocks) == 0:
+            raise ValueError(f"start_blocks must hold at least one block, got {self.start_blocks!r}")
+        if self.epochs < 1 or not 0 <= self.check_epochs:
+            raise ValueError(f"need epochs >= 1 and check_epochs >= 0, got {self.epochs}, {self.check_epochs}")
+        trigger = self.trigger or ("a_L" if self.kind == "plain" else "branch")
+        if trigger not in TRIGGERS:
+            raise ValueError(f"unknown trigger {trigger!r}; valid triggers are {', '.join(TRIGGERS)}")
+        if trigger == "branch" and self.kind != "residual":
+            raise ValueError("trigger 'branch' needs residual nets (plain blocks have no branch tap)")
+        object.__setattr__(self, "trigger", trigger)
+
+    @classmethod
+    def from_scale(cls, P: Scale, kind: str = "plain", **changes: Any) -> "AutotuneConfig":
+        """The search of preset ``P``: its start blocks, check epochs, epochs, width, lr, ..."""
+        values = dict(kind=kind, start_blocks=P.autotune_blocks, check_epochs=P.autotune_check_epochs,
+                      epochs=P.autotune_epochs, width=P.width, batch_size=P.batch_size, lr=P.lr,
+                      sample_size=P.sample_size, train_limit=P.train_limit)
+        values.update(changes)
+        return cls(**values)
+
+    @property
+    def is_paper(self) -> bool:
+        """True for the paper's algorithm (plain nets, a^(L) trigger); False for the addition."""
+        return self.kind == "plain" and self.trigger == "a_L"
+
+
+# --------------------------------------------------------------------------------------------
+# the pruning rule
+
+
+def block_entropies(rows: Sequence[dict] | pd.DataFrame, kind: str) -> list[dict[str, Any]]:
+    """Per-block entropies from the tap rows of :func:`reproduce.bundles.measure_model`.
+
+    Plain nets: each block's ``output`` tap; residual nets: each block's ``branch`` tap (the tap
+    that decides whether a residual block is conflicting). Returns dicts with ``block``, ``stage``,
+    ``tap``, ``entropy``, ``num_bundles`` in block order (empty for a net without blocks).
+    """
+    if kind not in AUTOTUNE_KINDS:
+        raise ValueError(f"unknown auto-tune kind {kind!r}; valid kinds are {', '.join(AUTOTUNE_KINDS)}")
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    tap_kind = "output" if kind == "plain" else "branch"
+    out = []
+    for r in rows:
+        if r.get("kind") == tap_kind:
+            out.append({"block": int(r["block"]), "stage": int(r["stage"]), "tap": str(r["tap"]),
+                        "entropy": float(r["entropy"]), "num_bundles": int(r["num_bundles"])})
+    return sorted(out, key=lambda d: d["block"])
+
+
+def prune_blocks(blocks: Sequence[int], stages: Sequence[int], entropies: Sequence[float]
+                 ) -> tuple[tuple[int, int, int, int], int | None]:
+    """PAPER.md's pruning step: ``(new_blocks, s)``.
+
+    ``stages[i]`` and ``entropies[i]`` are the stage and the bundle entropy of block ``i`` (network
+    order). ``s`` is the first stage holding a block with ``H > 0``, and ``new_blocks[s]`` is the
+    number of blocks of stage ``s`` with ``H == 0``; the other stages are unchanged. Without a
+    conflicting block the blocks come back unchanged with ``s = None``.
+    """
+    blocks = _blocks_tuple(blocks)
+    stages = [int(s) for s in stages]
+    entropies = [float(h) for h in entropies]
+    if len(stages) != len(entropies):
+        raise ValueError(f"stages and entropies differ in length: {len(stages)} != {len(entropies)}")
+    counts = [stages.count(s) for s in range(4)]
+    if len(stages) != sum(blocks) or tuple(counts) != blocks or stages != sorted(stages):
+        raise ValueError(f"per-block stages {stages} do not match blocks {list(blocks)}")
+    if any(not math.isfinite(h) or h < 0 for h in entropies):
+        raise ValueError(f"entropies must be finite and >= 0, got {entropies}")
+    conflicting = [s for s, h in zip(stages, entropies) if h > 0]
+    if not conflicting:
+        return blocks, None
+    s = conflicting[0]
+    new = list(blocks)
+    new[s] = sum(1 for st, h in zip(stages, entropies) if st == s and h == 0)
+    return tuple(new), s  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# the check after every epoch
+
+
+class ConflictCheck:
+    """Training callback: after each of the first ``check_epochs`` epochs look for a conflict.
+
+    Trigger ``a_L``: measure H(a^(L)); if it is > 0, measure every tap. Trigger ``branch``: measure
+    every tap; a conflict is a branch tap with ``H > 0``. On a conflict the per-block entropies go
+    to ``record["autotune_blocks"]`` and ``record["stop"] = "conflict"`` ends the attempt. Every
+    checked epoch records ``autotune_a_L_entropy``, ``autotune_a_L_num_bundles`` and
+    ``autotune_conflict`` (bool).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, kind: str, trigger: str, num_classes: int,
+                 lr: float, batch_size: int, check_epochs: int):
+        if trigger not in TRIGGERS:
+            raise ValueError(f"unknown trigger {trigger!r}; valid triggers are {', '.join(TRIGGERS)}")
+        if kind not in AUTOTUNE_KINDS:
+            raise ValueError(f"unknown auto-tune kind {kind!r}; valid kinds are {', '.join(AUTOTUNE_KINDS)}")
+        self.x, self.y = x, y
+        self.kind, self.trigger = kind, trigger
+        self.kw = dict(num_classes=int(num_classes), lr=float(lr), batch_size=int(batch_size))
+        self.check_epochs = int(check_epochs)
+
+    def __call__(self, model: nn.Module, epoch: int, record: dict) -> None:
+        if epoch > self.check_epochs:
+            return
+        if self.trigger == "a_L":
+            st = bundles.measure_last_layer(model, self.x, self.y, **self.kw)
+            a_l, n_b = float(st.entropy), int(st.num_bundles)
+            conflict = a_l > 0
+            per_block = (block_entropies(bundles.measure_model(model, self.x, self.y, **self.kw), self.kind)
+                         if conflict else None)
+        else:
+            rows = bundles.measure_model(model, self.x, self.y, **self.kw).to_dict("records")
+            a_l, n_b = float(rows[-1]["entropy"]), int(rows[-1]["num_bundles"])
+            per_block = block_entropies(rows, self.kind)
+            conflict = any(b["entropy"] > 0 for b in per_block)
+            if not conflict:
+                per_block = None
+        record["autotune_a_L_entropy"] = a_l
+        record["autotune_a_L_num_bundles"] = n_b
+        record["autotune_conflict"] = bool(conflict)
+        if conflict:
+            record["autotune_blocks"] = per_block
+            record["stop"] = STOP_REASON
+
+
+# --------------------------------------------------------------------------------------------
+# the search
+
+
+@dataclass
+class SearchResult:
+    """The outcome of one search. ``blocks`` is the found architecture (None unless ``found``);
+    ``final`` the run of the last attempt; ``attempts`` the log entries (see :func:`search`)."""
+
+    dataset: str
+    kind: str
+    seed: int
+    status: str
+    reason: str
+    blocks: tuple[int, int, int, int] | None
+    attempts: list[dict]
+    final: RunResult | None
+    log_path: Path
+    config: AutotuneConfig
+    last_epochs: int = 1
+
+    @property
+    def depth(self) -> int | None:
+        return None if self.blocks is None else depth_for_blocks(self.blocks)
+
+    @property
+    def restarts(self) -> int:
+        """Number of restarts (attempts stopped by a conflict and followed by another attempt)."""
+        return sum(1 for a in self.attempts if a.get("blocks_after") is not None)
+
+    @property
+    def test_accuracy(self) -> float:
+        """Mean test accuracy of the found net over the last epochs (nan unless ``found``)."""
+        if self.status != "found" or self.final is None:
+            return math.nan
+        return final_test_accuracy(self.final.history, self.last_epochs)
+
+
+def search_log_path(P: Scale, cfg: AutotuneConfig, *, dataset: str, seed: int) -> Path:
+    """``results/<scale>/autotune/searches/<dataset>-<kind>-s<seed>-<hash of cfg>.json``."""
+    return results_dir(P, EXPERIMENT, "searches") / f"{dataset}-{cfg.kind}-s{seed}-{config_hash(cfg, dataset)}.json"
+
+
+def load_search_log(path: str | Path) -> dict | None:
+    """The search log at ``path``, or None when missing or unreadable (it is rewritten then)."""
+    try:
+        log = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return log if isinstance(log, dict) and "attempts" in log else None
+
+
+def _attempt_entry(i: int, run: RunResult, blocks: tuple[int, ...], last_epochs: int) -> dict[str, Any]:
+    hist = run.history
+    conflict_rec = next((r for r in hist if r.get("autotune_conflict")), None)
+    return {
+        "attempt": i,
+        "blocks": list(blocks),
+        "depth": depth_for_blocks(blocks),
+        "run_dir": str(run.run_dir) if run.run_dir is not None else None,
+        "status": run.status,
+        "epochs_done": run.epochs_done,
+        "detection_epoch": None if conflict_rec is None else int(conflict_rec["epoch"]),
+        "a_L_entropy": None if conflict_rec is None else conflict_rec.get("autotune_a_L_entropy"),
+        "a_L_entropies": [r.get("autotune_a_L_entropy") for r in hist if "autotune_a_L_entropy" in r],
+        "block_entropies": None if conflict_rec is None else conflict_rec.get("autotune_blocks"),
+        "conflicting_blocks": (None if conflict_rec is None else
+                               [b["block"] for b in conflict_rec.get("autotune_blocks") or [] if b["entropy"] > 0]),
+        "pruned_stage": None,
+        "blocks_after": None,
+        "test_acc": final_test_accuracy(hist, last_epochs) if run.status == "finished" else None,
+        "seconds": float(sum(r.get("seconds", 0.0) or 0.0 for r in hist)),
+    }
+
+
+def search(
+    P: Scale,
+    kind: str = "plain",
+    *,
+    dataset: str | None = None,
+    seed: int = 0,
+    data: DataBundle | None = None,
+    config: AutotuneConfig | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    device: str | None = "auto",
+    progress: bool = True,
+) -> SearchResult:
+    """Run (or resume) one auto-tune search on ``dataset`` (default ``P.dataset``) with ``seed``.
+
+    ``config`` defaults to ``AutotuneConfig.from_scale(P, kind)``. ``data`` may pass the loaded
+    dataset (``load_dataset(dataset, seed=seed, train_limit=P.train_limit)``). The log (a JSON
+    object with the config, ``attempts``, ``status``, ``reason`` and ``blocks``) is rewritten
+    atomically after every attempt; each attempt entry holds ``attempt``, ``blocks`` (before),
+    ``depth``, ``run_dir``, ``status`` of the run, ``epochs_done``, ``detection_epoch``,
+    ``a_L_entropy`` (at detection), ``a_L_entropies`` (every checked epoch), ``block_entropies``
+    (per block at detection: ``block``, ``stage``, ``tap``, ``entropy``, ``num_bundles``),
+    ``conflicting_blocks``, ``pruned_stage``, ``blocks_after``, ``test_acc`` and ``seconds``.
+    """
+    cfg = config or AutotuneConfig.from_scale(P, kind)
+    if config is not None and config.kind != kind:
+        raise ValueError(f"config.kind {config.kind!r} differs from kind {kind!r}")
+    if int(max_attempts) < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
+    dataset = dataset or P.dataset
+    if data is None:
+        data = load_dataset(dataset, seed=seed, train_limit=cfg.train_limit)
+    elif data.name != dataset:
+        raise ValueError(f"data holds dataset {data.name!r} but dataset={dataset!r} was asked for")
+    x, y = measurement_samples(data, cfg.sample_size, seed)
+    check = ConflictCheck(x, y, kind=cfg.kind, trigger=cfg.trigger, num_classes=data.num_classes, lr=cfg.lr,
+                          batch_size=cfg.batch_size, check_epochs=cfg.check_epochs)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+    measure = {"dataset": dataset, "train_limit": cfg.train_limit, "sample_size": cfg.sample_size,
+               "check_epochs": cfg.check_epochs, "trigger": cfg.trigger}
+    log_path = search_log_path(P, cfg, dataset=dataset, seed=seed)
+    log: dict[str, Any] = {"dataset": dataset, "kind": cfg.kind, "seed": seed, "config": asdict(cfg),
+                           "paper_algorithm": cfg.is_paper, "attempts": [], "status": "running",
+                           "reason": "", "blocks": None}
+
+    def finish(status: str, reason: str, blocks: tuple[int, ...] | None, final: RunResult | None) -> SearchResult:
+        log.update(status=status, reason=reason, blocks=None if blocks is None else list(blocks))
+        atomic_write_text(log_path, json.dumps(log, indent=1) + "\n")
+        return SearchResult(dataset, cfg.kind, seed, status, reason,
+                            None if blocks is None else _blocks_tuple(blocks), log["attempts"], final,
+                            log_path, cfg, P.last_epochs)
+
+    blocks = cfg.start_blocks
+    run: RunResult | None = None
+    for i in range(int(max_attempts)):
+        mcfg = ModelConfig(cfg.kind, data.num_classes, data.in_channels, data.image_size, blocks, width=cfg.width)
+        label = f"{dataset}-{cfg.kind}-s{seed}-try{i}-{_blocks_label(blocks)}"
+        folder = run_dir(P, EXPERIMENT, label, mcfg, tcfg, measure)
+        run = train(mcfg, data, tcfg, folder, callbacks=[check], device=device, progress=progress, desc=label)
+        entry = _attempt_entry(i, run, blocks, P.last_epochs)
+        log["attempts"].append(entry)
+        if run.status == "finished":
+            return finish("found", f"{mcfg.label} trained {cfg.epochs} epochs without conflict "
+                                   f"in its first {cfg.check_epochs}", blocks, run)
+        if run.status == "diverged":
+            return finish("stopped", f"attempt {i} ({_blocks_label(blocks)}) diverged at epoch "
+                                     f"{run.diverged_epoch}", None, run)
+        if run.stop_reason != STOP_REASON:
+            return finish("stopped", f"attempt {i} stopped for an unknown reason {run.stop_reason!r}", None, run)
+        per_block = entry["block_entropies"] or []
+        new, s = prune_blocks(blocks, [b["stage"] for b in per_block], [b["entropy"] for b in per_block])
+        if s is None or new == blocks:
+            return finish("stopped", f"attempt {i}: conflict at epoch {entry['detection_epoch']} but no "
+                                     f"conflicting block to prune", None, run)
+        entry["pruned_stage"], entry["blocks_after"] = s, list(new)
+        if sum(new) == 0:
+            return finish("stopped", f"attempt {i}: pruning stage {s} would leave no block", None, run)
+        atomic_write_text(log_path, json.dumps(log, indent=1) + "\n")
+        blocks = new
+        del run
+        run = None
+    return finish("incomplete", f"attempt limit ({int(max_attempts)}) reached before a net trained without "
+                                f"conflict; call again with a larger max_attempts to continue", None, run)
+
+
+def run_searches(P: Scale, kinds: Sequence[str] = ("plain",), *, datasets: Sequence[str] | None = None,
+                 seeds: Sequence[int] | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 device: str | None = "auto", progress: bool = True) -> tuple[list[SearchResult], pd.DataFrame]:
+    """Every search of the preset: ``P.autotune_seeds`` seeds per dataset and kind (in the order
+    dataset, kind, seed).
+
+    Returns the results and a tidy log with one row per attempt (dataset, kind, seed, attempt,
+    blocks, detection_epoch, a_L_entropy, conflicting (count), pruned_stage, blocks_after, status).
+    """
+    datasets = tuple(datasets or P.datasets)
+    seeds = tuple(range(P.autotune_seeds)) if seeds is None else tuple(seeds)
+    results, rows = [], []
+    for dataset in datasets:
+        for kind in kinds:  # every search of a kind before the next kind: the paper's plain ones first
+            for seed in seeds:
+                data = load_dataset(dataset, seed=seed, train_limit=P.train_limit)
+                res = search(P, kind, dataset=dataset, seed=seed, data=data, max_attempts=max_attempts,
+                             device=device, progress=progress)
+                results.append(res)
+                for a in res.attempts:
+                    rows.append({
+                        "dataset": dataset, "kind": kind, "seed": seed, "attempt": a["attempt"],
+                        "blocks": _blocks_label(a["blocks"]), "depth": a["depth"], "run_status": a["status"],
+                        "detection_epoch": a["detection_epoch"], "a_L_entropy": a["a_L_entropy"],
+                        "conflicting": None if a["conflicting_blocks"] is None else len(a["conflicting_blocks"]),
+                        "pruned_stage": a["pruned_stage"],
+                        "blocks_after": None if a["blocks_after"] is None else _blocks_label(a["blocks_after"]),
+                        "search_status": res.status,
+                    })
+    return results, pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# comparison with fixed-depth nets
+
+
+def baseline_runs(P: Scale, *, dataset: str | None = None, seeds: Sequence[int] | None = None,
+                  depths: Sequence[int] | None = None, kinds: Sequence[str] = AUTOTUNE_KINDS,
+                  device: str | None = "auto", progress: bool = True) -> list[tuple[int, RunResult]]:
+    """The fixed-depth plain and residual nets of ``P.autotune_baseline_depths``: ``(seed, run)``.
+
+    Trained by :func:`reproduce.depth_study.train_conv` for ``P.autotune_epochs`` epochs (so they
+    share their run folders with the depth study when the epochs agree). Seeds default to
+    ``0..P.repeats-1``.
+    """
+    from .depth_study import train_conv
+
+    dataset = dataset or P.dataset
+    seeds = tuple(range(P.repeats)) if seeds is None else tuple(seeds)
+    depths = tuple(depths or P.autotune_baseline_depths)
+    Pb = P.replace(epochs=P.autotune_epochs)
+    out = []
+    for seed in seeds:
+        data = load_dataset(dataset, seed=seed, train_limit=P.train_limit)
+        for kind in kinds:
+            for depth in depths:
+                out.append((seed, train_conv(Pb, kind, depth, dataset=dataset, seed=seed, data=data,
+                                             device=device, progress=progress)))
+    return out
+
+
+def _efficiency_row(model: nn.Module, cfg: ModelConfig, batch_size: int) -> dict[str, Any]:
+    rep = efficiency_report(model, _input_shape(cfg), batch_size, latency=False)
+    return {
+        "parameters": rep["parameters"],
+        "size_mb": rep["size_mb"],
+        "activation_mb": rep["activation_mb"],
+        "memory_mb": rep["size_mb"] + rep["activation_mb"],
+        "cuda_peak_mb": None if rep["cuda_peak_bytes"] is None else rep["cuda_peak_bytes"] / 2**20,
+    }
+
+
+def _input_shape(cfg: ModelConfig) -> tuple[int, int, int]:
+    return (cfg.in_channels, cfg.input_size, cfg.input_size)
+
+
+def comparison_table(P: Scale, searches: Sequence[SearchResult], baselines: Sequence[tuple[int, RunResult]],
+                     *, dataset: str | None = None, repeats: int = 20) -> pd.DataFrame:
+    """One row per found net and per baseline run (:data:`TABLE_COLUMNS`).
+
+    ``model`` is ``auto-tune plain`` (the paper's search), ``auto-tune residual (addition)`` or the
+    baseline's ``kind-depth``; ``source`` is ``auto-tune`` or ``fixed``. ``memory_mb`` = model size
+    + peak activation memory of a batch-``P.batch_size`` forward (what inference needs);
+    ``latency_ms`` the median per batch (:mod:`reproduce.efficiency`), all models of the table
+    timed together round-robin (:func:`reproduce.efficiency.inference_times`). Searches that found
+    nothing get a row with NaN measures.
+    """
+    rows: list[dict[str, Any]] = []
+    timed: list[tuple[int, nn.Module, ModelConfig]] = []
+    for res in searches:
+        if dataset is not None and res.dataset != dataset:
+            continue
+        name = "auto-tune plain" if res.config.is_paper else f"auto-tune {res.kind} (addition)"
+        row: dict[str, Any] = {"dataset": res.dataset, "model": name, "source": "auto-tune", "kind": res.kind,
+                               "seed": res.seed, "status": res.status, "attempts": len(res.attempts)}
+        if res.status == "found" and res.final is not None:
+            row.update(blocks=_blocks_label(res.blocks), depth=res.depth, test_acc=res.test_accuracy)
+            row.update(_efficiency_row(res.final.model, res.final.model_config, P.batch_size))
+            timed.append((len(rows), res.final.model, res.final.model_config))
+        rows.append(row)
+    for seed, run in baselines:
+        cfg = run.model_config
+        row = {"dataset": dataset or P.dataset, "model": f"{cfg.kind}-{cfg.depth}", "source": "fixed",
+               "kind": cfg.kind, "seed": seed, "status": run.status, "attempts": None,
+               "blocks": _blocks_label(cfg.blocks), "depth": cfg.depth,
+               "test_acc": final_test_accuracy(run.history, P.last_epochs)}
+        row.update(_efficiency_row(run.model, cfg, P.batch_size))
+        timed.append((len(rows), run.model, cfg))
+        rows.append(row)
+    if timed:
+        seconds = inference_times([m for _, m, _ in timed], [_input_shape(c) for _, _, c in timed], P.batch_size,
+                                  repeats=repeats)
+        for (i, _, _), s in zip(timed, seconds):
+            rows[i]["latency_ms"] = s * 1e3
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds per (dataset, model): the found blocks (all distinct ones, ``;``-joined),
+    depth, test accuracy (and its std), parameters, size, activation and total memory, latency."""
+    if table.empty:
+        return table.copy()
+    agg = table.groupby(["dataset", "model", "source"], sort=False).agg(
+        runs=("seed", "count"),
+        blocks=("blocks", lambda s: ";".join(dict.fromkeys(str(b) for b in s.dropna()))),
+        depth=("depth", "mean"),
+        test_acc=("test_acc", "mean"),
+        test_acc_std=("test_acc", "std"),
+        parameters=("parameters", "mean"),
+        size_mb=("size_mb", "mean"),
+        activation_mb=("activation_mb", "mean"),
+        memory_mb=("memory_mb", "mean"),
+        latency_ms=("latency_ms", "mean"),
+    )
+    return agg.reset_index()
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
+    """Boolean mask of the points on the Pareto front for *low* ``x`` (latency) and *high* ``y``
+    (accuracy): a point is on the front when no other point is at least as good in both and
+    strictly better in one. NaN points are never on the front."""
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got shapes {xs.shape} and {ys.shape}")
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    mask = np.zeros(len(xs), dtype=bool)
+    for i in np.flatnonzero(ok):
+        better_eq = ok & (xs <= xs[i]) & (ys >= ys[i])
+        strictly = (xs < xs[i]) | (ys > ys[i])
+        mask[i] = not np.any(better_eq & strictly)
+    return mask
+
+
+def restart_entropies(searches: Sequence[SearchResult]) -> pd.DataFrame:
+    """Long table of the per-block entropies at every detection: one row per (search, attempt,
+    block) with dataset, kind, seed, attempt, blocks (before), block, stage, entropy."""
+    rows = []
+    for res in searches:
+        for a in res.attempts:
+            for b in a.get("block_entropies") or []:
+                rows.append({"dataset": res.dataset, "kind": res.kind, "seed": res.seed, "attempt": a["attempt"],
+                             "blocks": _blocks_label(a["blocks"]), "block": b["block"], "stage": b["stage"],
+                             "entropy": b["entropy"]})
+    return pd.DataFrame(rows, columns=["dataset", "kind", "seed", "attempt", "blocks", "block", "stage", "entropy"])
+
+
+def study(P: Scale, *, seeds: Sequence[int] | None = None, baseline_seeds: Sequence[int] | None = None,
+          kinds: Sequence[str] = AUTOTUNE_KINDS, datasets: Sequence[str] | None = None,
+          max_attempts: int = DEFAULT_MAX_ATTEMPTS, repeats: int = 20, device: str | None = "auto",
+          progress: bool = True) -> tuple[list[SearchResult], pd.DataFrame, pd.DataFrame]:
+    """The whole claim-5 study: every search (:func:`run_searches`), the fixed-depth baselines
+    (:func:`baseline_runs`, seeds ``baseline_seeds``) and their comparison.
+
+    Returns ``(searches, attempts, table)``: the search results, the per-attempt log table and
+    :func:`comparison_table` over all datasets. Efficiency is measured after all training, one
+    model after another on the same device.
+    """
+    datasets = tuple(datasets or P.datasets)
+    searches, attempts = run_searches(P, kinds, datasets=datasets, seeds=seeds, max_attempts=max_attempts,
+                                      device=device, progress=progress)
+    tables = []
+    for dataset in datasets:
+        base = baseline_runs(P, dataset=dataset, seeds=baseline_seeds, device=device, progress=progress)
+        tables.append(comparison_table(P, searches, base, dataset=dataset, repeats=repeats))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(TABLE_COLUMNS))
+    return searches, attempts, table

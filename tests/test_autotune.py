@@ -1,0 +1,247 @@
+"""Tests of the auto-tune search (claim 5) and its residual variant (this project's addition)."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reproduce import autotune as at
+from reproduce import bundles
+from reproduce.models import ModelConfig, build_model
+from reproduce.scales import get_scale
+
+START = (1, 2, 2, 1)
+
+
+@pytest.fixture()
+def tmp_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRODUCE_ROOT", str(tmp_path))
+    torch.set_num_threads(1)
+    return tmp_path
+
+
+def tiny_preset(**changes):
+    values = dict(train_limit=128, width=1 / 16, last_epochs=1, autotune_blocks=START,
+                  autotune_check_epochs=1, autotune_epochs=2, autotune_seeds=1, repeats=1,
+                  autotune_baseline_depths=(4,))
+    values.update(changes)
+    return get_scale("smoke").replace(**values)
+
+
+# --------------------------------------------------------------------------- the pruning rule
+
+
+def test_prune_counts_non_conflicting_blocks_of_first_conflicting_stage():
+    blocks = (1, 1, 5, 2)
+    stages = [0, 1, 2, 2, 2, 2, 2, 3, 3]
+    entropies = [0, 0, 0, 0, 0.3, 0, 0.1, 0.5, 0.7]
+    new, s = at.prune_blocks(blocks, stages, entropies)
+    # stage 2 is the first with H > 0; 3 of its 5 blocks have H == 0; stage 3 is kept as it is
+    assert s == 2
+    assert new == (1, 1, 3, 2)
+
+
+def test_prune_first_stage_only_and_can_empty_a_stage():
+    new, s = at.prune_blocks((3, 12, 41, 3), [0] * 3 + [1] * 12 + [2] * 41 + [3] * 3,
+                             [0, 0, 0] + [0.2] * 12 + [1.0] * 41 + [2.0] * 3)
+    assert (new, s) == ((3, 0, 41, 3), 1)
+
+
+def test_prune_without_conflict_keeps_blocks():
+    assert at.prune_blocks((1, 1, 0, 1), [0, 1, 3], [0.0, 0.0, 0.0]) == ((1, 1, 0, 1), None)
+
+
+@pytest.mark.parametrize("stages,entropies", [([0, 1], [0.0, 0.1]), ([0, 1, 1], [0.0]), ([1, 0, 1], [0, 0, 0])])
+def test_prune_rejects_mismatched_input(stages, entropies):
+    with pytest.raises(ValueError):
+        at.prune_blocks((1, 2, 0, 0), stages, entropies)
+
+
+def test_block_entropies_use_output_taps_for_plain_and_branch_taps_for_residual():
+    rows = [
+        {"tap": "stage1.block1.branch", "kind": "branch", "block": 0, "stage": 0, "entropy": 0.4, "num_bundles": 3},
+        {"tap": "stage1.block1.out", "kind": "output", "block": 0, "stage": 0, "entropy": 0.0, "num_bundles": 64},
+    ]
+    assert [b["entropy"] for b in at.block_entropies(rows, "residual")] == [0.4]
+    assert [b["entropy"] for b in at.block_entropies(rows, "plain")] == [0.0]
+    # on a real residual model's measurement: one branch tap per block
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("residual", 10, 1, 8, (1, 1, 0, 1), width=1 / 16))
+    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
+    frame = bundles.measure_model(model, x, y, num_classes=10, lr=1e-3, batch_size=64)
+    per_block = at.block_entropies(frame, "residual")
+    assert [(b["block"], b["stage"]) for b in per_block] == [(0, 0), (1, 1), (2, 3)]
+    assert all(b["tap"].endswith(".branch") for b in per_block)
+
+
+def test_config_labels_paper_and_addition():
+    P = tiny_preset()
+    plain = at.AutotuneConfig.from_scale(P, "plain")
+    res = at.AutotuneConfig.from_scale(P, "residual")
+    assert plain.trigger == "a_L" and plain.is_paper
+    assert res.trigger == "branch" and not res.is_paper
+    with pytest.raises(ValueError, match="kind"):
+        at.AutotuneConfig.from_scale(P, "fnn")
+    with pytest.raises(ValueError, match="trigger"):
+        at.AutotuneConfig.from_scale(P, "plain", trigger="branch")
+
+
+def test_pareto_front():
+    x = [1.0, 2.0, 3.0, 2.0, np.nan]
+    y = [0.5, 0.6, 0.55, 0.4, 0.9]
+    assert at.pareto_front(x, y).tolist() == [True, True, False, False, False]
+
+
+# --------------------------------------------------------------------------- planted searches
+
+
+def plant(monkeypatch, conflicting_stage_entropies):
+    """Measurement stub: a net with START blocks conflicts; any other net does not.
+
+    ``conflicting_stage_entropies`` maps block index -> entropy for the conflicting net.
+    Returns a dict counting the calls.
+    """
+    calls = {"last": 0, "model": 0}
+
+    def conflicted(model):
+        return tuple(model.config.blocks) == START
+
+    def fake_last(model, x, y, **kw):
+        calls["last"] += 1
+        h = 0.5 if conflicted(model) else 0.0
+        return types.SimpleNamespace(entropy=h, num_bundles=2 if h else 64)
+
+    def fake_model(model, x, y, **kw):
+        calls["model"] += 1
+        rows = []
+        for i, s in enumerate(model.block_stage):
+            h = conflicting_stage_entropies.get(i, 0.0) if conflicted(model) else 0.0
+            if model.config.kind == "residual":
+                rows.append({"tap": f"b{i}.branch", "layer": 2 * i, "kind": "branch", "block": i, "stage": s,
+                             "num_bundles": 2 if h else 64, "entropy": h})
+            rows.append({"tap": f"b{i}.out", "layer": 2 * i + 1, "kind": "output", "block": i, "stage": s,
+                         "num_bundles": 64, "entropy": 0.0 if model.config.kind == "residual" else h})
+        return pd.DataFrame(rows)
+
+    monkeypatch.setattr(bundles, "measure_last_layer", fake_last)
+    monkeypatch.setattr(bundles, "measure_model", fake_model)
+    return calls
+
+
+def test_search_restarts_once_and_logs_the_restart(tmp_root, monkeypatch):
+    P = tiny_preset()
+    # blocks 0 | 1 2 | 3 4 | 5 by stage; stage 1: block 1 clean, block 2 conflicting -> (1, 1, 2, 1)
+    plant(monkeypatch, {2: 0.7, 3: 0.9, 4: 0.9, 5: 1.0})
+    res = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    assert res.status == "found"
+    assert res.blocks == (1, 1, 2, 1)
+    assert res.depth == 2 * 5 + 2
+    assert res.restarts == 1
+    first, second = res.attempts
+    assert first["blocks"] == [1, 2, 2, 1] and first["status"] == "stopped"
+    assert first["detection_epoch"] == 1 and first["epochs_done"] == 1
+    assert first["pruned_stage"] == 1 and first["blocks_after"] == [1, 1, 2, 1]
+    assert [b["entropy"] for b in first["block_entropies"]] == [0.0, 0.0, 0.7, 0.9, 0.9, 1.0]
+    assert first["conflicting_blocks"] == [2, 3, 4, 5]
+    assert second["blocks"] == [1, 1, 2, 1] and second["status"] == "finished"
+    assert second["detection_epoch"] is None and second["epochs_done"] == P.autotune_epochs
+    assert 0.0 <= res.test_accuracy <= 1.0
+    # the log on disk says the same
+    log = json.loads(res.log_path.read_text())
+    assert log["status"] == "found" and log["blocks"] == [1, 1, 2, 1] and log["paper_algorithm"] is True
+    assert [a["blocks"] for a in log["attempts"]] == [[1, 2, 2, 1], [1, 1, 2, 1]]
+    assert log["attempts"][0]["blocks_after"] == [1, 1, 2, 1]
+
+
+def test_interrupted_search_resumes_without_redoing_attempts(tmp_root, monkeypatch):
+    P = tiny_preset()
+    calls = plant(monkeypatch, {1: 0.2, 2: 0.2, 3: 0.3, 4: 0.3, 5: 0.3})
+    part = at.search(P, "plain", seed=0, max_attempts=1, progress=False, device="cpu")
+    assert part.status == "incomplete" and "max_attempts" in part.reason
+    assert len(part.attempts) == 1 and part.attempts[0]["blocks_after"] == [1, 0, 2, 1]
+    assert calls == {"last": 1, "model": 1}
+    full = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    assert full.status == "found" and full.blocks == (1, 0, 2, 1)
+    # attempt 0 came back from its run folder (no new measurement); attempt 1 was checked once
+    # (check_epochs = 1) and found clean
+    assert calls == {"last": 2, "model": 1}
+    assert full.attempts[0]["run_dir"] == part.attempts[0]["run_dir"]
+    # a third call trains nothing at all
+    again = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    assert again.blocks == (1, 0, 2, 1) and calls == {"last": 2, "model": 1}
+
+
+def test_search_stops_when_the_network_would_be_empty(tmp_root, monkeypatch):
+    P = tiny_preset(autotune_blocks=(1, 0, 0, 0))
+
+    def fake_last(model, x, y, **kw):
+        return types.SimpleNamespace(entropy=0.5, num_bundles=2)
+
+    def fake_model(model, x, y, **kw):
+        return pd.DataFrame([{"tap": "b0.out", "layer": 0, "kind": "output", "block": 0, "stage": 0,
+                              "num_bundles": 2, "entropy": 0.5}])
+
+    monkeypatch.setattr(bundles, "measure_last_layer", fake_last)
+    monkeypatch.setattr(bundles, "measure_model", fake_model)
+    res = at.search(P, "plain", progress=False, device="cpu")
+    assert res.status == "stopped" and "no block" in res.reason and res.blocks is None
+    assert res.attempts[0]["blocks_after"] == [0, 0, 0, 0]
+
+
+def test_search_caps_the_number_of_attempts(tmp_root, monkeypatch):
+    P = tiny_preset(autotune_blocks=(3, 0, 0, 0))
+
+    def fake_last(model, x, y, **kw):
+        return types.SimpleNamespace(entropy=0.5, num_bundles=2)
+
+    def fake_model(model, x, y, **kw):  # always the last block conflicting: one block fewer per try
+        n = len(model.blocks)
+        return pd.DataFrame([{"tap": f"b{i}.out", "layer": i, "kind": "output", "block": i, "stage": 0,
+                              "num_bundles": 2, "entropy": 0.5 if i == n - 1 else 0.0} for i in range(n)])
+
+    monkeypatch.setattr(bundles, "measure_last_layer", fake_last)
+    monkeypatch.setattr(bundles, "measure_model", fake_model)
+    res = at.search(P, "plain", max_attempts=2, progress=False, device="cpu")
+    assert res.status == "incomplete" and "limit (2)" in res.reason
+    assert [a["blocks"] for a in res.attempts] == [[3, 0, 0, 0], [2, 0, 0, 0]]
+
+
+def test_residual_variant_prunes_by_branch_taps(tmp_root, monkeypatch):
+    P = tiny_preset()
+    # branch of block 4 (stage 2) conflicting, a^(L) of this residual net is clean: the branch
+    # trigger still fires; stage 2 keeps 1 block
+    calls = plant(monkeypatch, {4: 0.3})
+    monkeypatch.setattr(bundles, "measure_last_layer",
+                        lambda *a, **k: pytest.fail("the branch trigger measures every tap"))
+    res = at.search(P, "residual", progress=False, device="cpu")
+    assert res.status == "found" and res.blocks == (1, 2, 1, 1)
+    assert not res.config.is_paper
+    assert res.attempts[0]["pruned_stage"] == 2
+    assert all(b["tap"].endswith(".branch") for b in res.attempts[0]["block_entropies"])
+    table = at.comparison_table(P, [res], [], repeats=1)
+    assert table["model"].tolist() == ["auto-tune residual (addition)"]
+    assert calls["model"] == 2
+
+
+def test_real_search_and_comparison_table(tmp_root):
+    """Unpatched: the search terminates with a logged status, and the table holds every net."""
+    P = tiny_preset()
+    results, log = at.run_searches(P, ("plain",), progress=False, device="cpu")
+    (res,) = results
+    assert res.status in at.SEARCH_STATUSES and res.reason
+    assert len(log) == len(res.attempts) >= 1
+    base = at.baseline_runs(P, progress=False, device="cpu")
+    assert [r.model_config.kind for _, r in base] == ["plain", "residual"]
+    table = at.comparison_table(P, results, base, repeats=1)
+    assert list(table.columns) == list(at.TABLE_COLUMNS)
+    assert len(table) == 3
+    fixed = table[table["source"] == "fixed"]
+    assert (fixed["parameters"] > 0).all() and (fixed["latency_ms"] > 0).all()
+    assert (fixed["memory_mb"] == fixed["size_mb"] + fixed["activation_mb"]).all()
+    summary = at.summary_table(table)
+    assert set(summary["model"]) == {"auto-tune plain", "plain-4", "residual-4"}

@@ -1,0 +1,101 @@
+"""Tests of the efficiency measures (parameters, size, peak activation memory, latency)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from reproduce import efficiency as ef
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def test_parameters_and_bytes_of_a_linear_layer():
+    m = nn.Linear(10, 5)
+    # 10*5 weights + 5 biases, float32
+    assert ef.count_all_parameters(m) == 55
+    assert ef.model_bytes(m) == 220
+
+
+def test_bytes_include_buffers():
+    m = nn.BatchNorm1d(5)
+    # weight+bias: 10 float32; running mean+var: 10 float32; num_batches_tracked: one int64
+    assert ef.count_all_parameters(m) == 10
+    assert ef.model_bytes(m) == 10 * 4 + 10 * 4 + 8
+
+
+def test_peak_activation_of_a_known_sequential():
+    m = nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 3))
+    # batch 4: linear1 out 4*5 float32 = 80 B; ReLU out 80 B while linear1's is still referenced by
+    # the call -> 160 B; then linear1's is freed and linear2 out (48 B) lives with ReLU's: 128 B.
+    assert ef.peak_activation_bytes(m, (10,), batch_size=4) == 160
+
+
+def test_inplace_relu_adds_no_memory():
+    m = nn.Sequential(nn.Linear(10, 5), nn.ReLU(inplace=True), nn.Linear(5, 3))
+    # linear1 out (80 B) is overwritten in place; then linear2 out (48 B) lives with it
+    assert ef.peak_activation_bytes(m, (10,), batch_size=4) == 80 + 48
+
+
+def test_views_of_the_input_and_parameters_are_not_activations():
+    assert ef.peak_activation_bytes(nn.Flatten(), (3, 4), batch_size=2) == 0
+    m = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))
+    assert ef.peak_activation_bytes(m, (3, 4), batch_size=2) == 2 * 6 * 4
+
+
+def test_conv_output_counted_once():
+    m = nn.Conv2d(1, 2, 3, padding=1, bias=False)
+    # output [2, 2, 4, 4] float32
+    assert ef.peak_activation_bytes(m, (1, 4, 4), batch_size=2) == 2 * 2 * 4 * 4 * 4
+
+
+def test_peak_activation_scales_with_batch_and_restores_mode():
+    m = nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 3))
+    m.train()
+    a1 = ef.peak_activation_bytes(m, (10,), batch_size=1)
+    a8 = ef.peak_activation_bytes(m, (10,), batch_size=8)
+    assert a8 == 8 * a1
+    assert m.training
+
+
+def test_inference_time_and_report():
+    m = nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 3))
+    m.train()
+    t = ef.inference_time(m, (10,), batch_size=4, repeats=3, warmup=1)
+    assert t > 0 and m.training
+    rep = ef.efficiency_report(m, (10,), batch_size=4, repeats=2, warmup=0)
+    assert rep["parameters"] == 55 + 18
+    assert rep["size_bytes"] == (55 + 18) * 4
+    assert rep["size_mb"] == pytest.approx((55 + 18) * 4 / 2**20)
+    assert rep["activation_bytes"] == 160
+    assert rep["cuda_peak_bytes"] is None
+    assert rep["latency_ms"] == pytest.approx(rep["latency_s"] * 1e3)
+    assert rep["device"] == "cpu" and rep["batch_size"] == 4
+
+
+@pytest.mark.parametrize("shape,batch", [((), 4), ((0, 3), 4), ((10,), 0)])
+def test_bad_input_raises(shape, batch):
+    with pytest.raises(ValueError):
+        ef.peak_activation_bytes(nn.Linear(10, 5), shape, batch_size=batch)
+
+
+def test_bad_repeats_raise():
+    with pytest.raises(ValueError, match="repeats"):
+        ef.inference_time(nn.Linear(10, 5), (10,), repeats=0)
+
+
+def test_inference_times_round_robin_one_median_per_model():
+    small = nn.Linear(10, 5)
+    big = nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 3))
+    big.train()
+    times = ef.inference_times([small, big], [(10,), (10,)], batch_size=4, repeats=3, warmup=1)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert big.training
+    with pytest.raises(ValueError, match="input shapes"):
+        ef.inference_times([small], [(10,), (10,)])
+    rep = ef.efficiency_report(small, (10,), batch_size=4, latency=False)
+    assert rep["latency_s"] is None and rep["latency_ms"] is None and rep["parameters"] == 55
