@@ -22,33 +22,27 @@ Choices the specification leaves open (written down here, as PAPER.md asks):
 * The bound is compared in integer counts: ``correct`` (samples whose argmax logit is their label)
   against ``sum_b max_c n_bc`` recomputed from the bundle ids, so no float rounding enters.
 * Ties between logits are broken by ``argmax`` (the first maximal class), as in ``evaluate``.
-* :func:`train_worst_case` is a short loop of its own (the collapse has to happen between the
-  model's initialisation and the optimiser's creation, so that Lookahead's slow weights start
-  collapsed too; :func:`reproduce.training.train` builds its model from the config). It uses the
-  same optimiser (:func:`reproduce.training.make_optimizer`), the same initialisation
-  (``torch.manual_seed(seed)`` then :func:`reproduce.models.build_model`) and reshuffles every
-  epoch from a generator seeded by ``(seed, epoch)``. Its per-epoch records are cached as JSON
-  (written atomically) in the run folder; an unreadable or incomplete cache is recomputed.
+* :func:`train_worst_case` trains with :func:`reproduce.training.train` (same optimiser, seeding,
+  checkpoints and resume as every other run), collapsing the layer through its ``init_fn`` hook
+  between the model's initialisation and the optimiser's creation, so that Lookahead's slow weights
+  start collapsed too.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .bundles import bundle_stats, weight_amplitude
-from .models import FNN, ModelConfig, build_model
-from .training import TrainConfig, atomic_write_text, evaluate, make_optimizer, resolve_device
+from .models import FNN, ModelConfig
+from .training import TrainConfig, train
 
 __all__ = [
     "BoundCheck",
@@ -69,8 +63,6 @@ __all__ = [
 
 #: bias given to a collapsed layer (any negative value kills every ReLU when the weights are 0)
 COLLAPSE_BIAS = -1.0
-#: version of the cached worst-case records (bump when the record layout changes)
-_CACHE_FORMAT = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,94 +253,43 @@ class WorstCaseRun:
         return "collapsed" if self.collapse is not None else "intact"
 
 
-def _cache_key(mcfg: ModelConfig, tcfg: TrainConfig, collapse: int | None, data_name: str) -> dict:
-    return {"format": _CACHE_FORMAT, "model_config": asdict(mcfg), "train_config": asdict(tcfg),
-            "collapse": collapse, "data": data_name}
-
-
-def _read_cache(path: Path, key: dict, epochs: int) -> dict | None:
-    try:
-        blob = json.loads(path.read_text())
-        if blob.get("key") != json.loads(json.dumps(key)) or len(blob.get("history", ())) != epochs:
-            return None
-        return blob
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def train_worst_case(model_config: ModelConfig, data: Any, train_config: TrainConfig, *,
                      collapse: int | None, run_dir: str | Path | None = None, device: str | None = "auto",
                      progress: bool = True, desc: str | None = None) -> WorstCaseRun:
     """Train an FNN whose hidden layer ``collapse`` is dead from the start (or, with ``collapse=None``,
     the same network intact) and record every epoch (see :class:`WorstCaseRun`).
 
-    With ``run_dir`` the records are cached in ``run_dir/history.json`` and a later call with the
-    same configuration returns them without training (``model`` is then None).
+    Training is :func:`reproduce.training.train` with an ``init_fn`` that collapses the layer
+    before the optimiser is built (so Lookahead's slow weights start collapsed too). With
+    ``run_dir`` the run is checkpointed in ``run_dir/collapse<k>`` (or ``run_dir/intact``): a later
+    call resumes it or returns it finished (``cached`` is then True).
     """
     mcfg, tcfg = model_config, train_config
     if mcfg.kind != "fnn":
         raise ValueError(f"the worst-case study uses an FNN, got model kind {mcfg.kind!r}")
     if collapse is not None and not (isinstance(collapse, (int, np.integer)) and 0 <= collapse < mcfg.fnn_depth):
         raise ValueError(f"collapse must be None or an int in [0, {mcfg.fnn_depth - 1}], got {collapse!r}")
-    data_name = getattr(data, "name", type(data).__name__)
+    k = None if collapse is None else int(collapse)
     x_train, y_train = dataset_tensors(data.train_eval)
     majority = majority_frequency(y_train, data.num_classes)
-    key = _cache_key(mcfg, tcfg, None if collapse is None else int(collapse), data_name)
-    cache = Path(run_dir) / "history.json" if run_dir is not None else None
-    if cache is not None:
-        blob = _read_cache(cache, key, tcfg.epochs)
-        if blob is not None:
-            return WorstCaseRun(mcfg, tcfg, collapse, majority, blob["history"], None, Path(run_dir), True)
-
-    dev = resolve_device(device)
-    torch.manual_seed(tcfg.seed)
-    model = build_model(mcfg)
-    if collapse is not None:
-        collapse_layer(model, int(collapse))
-    model.to(dev)
-    opt = make_optimizer(model, tcfg)  # after the collapse: Lookahead's slow weights start collapsed
     bound = TrainingBoundCallback(x_train, y_train, num_classes=data.num_classes, lr=tcfg.lr,
                                   batch_size=tcfg.batch_size)
-    from tqdm.auto import tqdm
 
-    history: list[dict] = []
-    bar = tqdm(range(1, tcfg.epochs + 1), desc=desc or f"{mcfg.label} {'collapsed' if collapse is not None else 'intact'}",
-               unit="epoch", leave=False, disable=not progress)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + epoch)
-        model.train()
-        diverged = False
-        for xb, yb in DataLoader(data.train, batch_size=tcfg.batch_size, shuffle=True, generator=gen):
-            xb, yb = xb.to(dev), torch.as_tensor(yb).to(dev)
-            loss = F.cross_entropy(model(xb), yb)
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        record: dict[str, Any] = {"epoch": epoch}
-        if diverged:
-            record.update(diverged=True, seconds=time.perf_counter() - t0)
-            history.append(record)
-            break
-        record["train_loss"], record["train_acc"] = evaluate(model, data.train_eval, device=dev)
-        record["test_loss"], record["test_acc"] = evaluate(model, data.test, device=dev)
-        bound(model, epoch, record)
-        if collapse is not None:
-            layer = model.hidden[int(collapse)]
-            record["dead"] = layer_is_dead(model, int(collapse), x_train)
-            record["collapsed_weight_absmax"] = float(layer.weight.detach().abs().max())
-            record["collapsed_bias_max"] = float(layer.bias.detach().max())
-        else:
+    def track_dead_layer(model: nn.Module, epoch: int, record: dict) -> None:
+        if k is None:
             record["dead"] = None
-        record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-    bar.close()
-    if cache is not None and len(history) == tcfg.epochs:
-        atomic_write_text(cache, json.dumps({"key": key, "history": history}, indent=1) + "\n")
-    return WorstCaseRun(mcfg, tcfg, collapse, majority, history, model, Path(run_dir) if run_dir else None, False)
+            return
+        layer = model.hidden[k]
+        record["dead"] = layer_is_dead(model, k, x_train)
+        record["collapsed_weight_absmax"] = float(layer.weight.detach().abs().max())
+        record["collapsed_bias_max"] = float(layer.bias.detach().max())
+
+    folder = None if run_dir is None else Path(run_dir) / ("intact" if k is None else f"collapse{k}")
+    result = train(mcfg, data, tcfg, folder, callbacks=[bound, track_dead_layer], device=device,
+                   progress=progress, desc=desc or f"{mcfg.label} {'intact' if k is None else 'collapsed'}",
+                   init_fn=None if k is None else (lambda model: collapse_layer(model, k)))
+    cached = result.resumed_from >= result.epochs_done and result.epochs_done > 0
+    return WorstCaseRun(mcfg, tcfg, k, majority, result.history, result.model, folder, cached)
 
 
 def worst_case_frame(runs: Sequence[WorstCaseRun]) -> pd.DataFrame:

@@ -403,6 +403,7 @@ def train(
     progress: bool = True,
     desc: str | None = None,
     stop_after: int | None = None,
+    init_fn: Callable[[nn.Module], None] | None = None,
 ) -> RunResult:
     """Train ``model_config`` on ``data`` (a :class:`reproduce.data.DataBundle`), resumably.
 
@@ -410,7 +411,9 @@ def train(
     with the same configs resumes or returns the finished run. A folder holding a *different*
     config raises ValueError. ``callbacks`` run after every epoch (see :data:`Callback`).
     ``stop_after`` ends the call after that many epochs in total without marking the run finished
-    (used to simulate an interruption; the run resumes later).
+    (used to simulate an interruption; the run resumes later). ``init_fn(model)`` changes the freshly
+    built model before the optimiser sees it (e.g. a collapsed layer); it is not part of the stored
+    config, so give such runs a folder of their own.
     """
     dev = resolve_device(device)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -418,7 +421,10 @@ def train(
     data_name = getattr(data, "name", type(data).__name__)
 
     torch.manual_seed(tcfg.seed)
-    model = build_model(mcfg).to(dev)
+    model = build_model(mcfg)
+    if init_fn is not None:
+        init_fn(model)
+    model = model.to(dev)
     opt = make_optimizer(model, tcfg)
     history: list[dict] = []
     start_epoch, status, diverged_epoch, stop_reason = 0, "running", None, None

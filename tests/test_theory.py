@@ -140,22 +140,29 @@ def test_intact_network_has_no_dead_record_and_frame_labels(tmp_path):
     assert set(frame["majority"]) == {0.6}
 
 
-def test_worst_case_records_are_cached(tmp_path):
+def test_worst_case_runs_are_checkpointed_and_reused(tmp_path):
     data = _toy_bundle()
     mcfg = ModelConfig("fnn", num_classes=3, in_channels=1, input_size=2, fnn_width=4, fnn_depth=2)
     tcfg = TrainConfig(epochs=2, batch_size=5)
     first = train_worst_case(mcfg, data, tcfg, collapse=0, run_dir=tmp_path, progress=False)
-    assert not first.cached and (tmp_path / "history.json").exists()
+    assert not first.cached and (tmp_path / "collapse0" / "checkpoint.pt").exists()
     second = train_worst_case(mcfg, data, tcfg, collapse=0, run_dir=tmp_path, progress=False)
-    assert second.cached and second.model is None
+    assert second.cached and second.model is not None
     assert [r["train_acc"] for r in second.history] == [r["train_acc"] for r in first.history]
-    # another configuration in the same folder is not served from the cache
+    # the collapsed layer is still dead in the reloaded model
+    assert torch.all(second.model.hidden[0].weight == 0) and torch.all(second.model.hidden[0].bias < 0)
+    # another collapse index (not part of the model config) gets a folder of its own
     third = train_worst_case(mcfg, data, tcfg, collapse=1, run_dir=tmp_path, progress=False)
-    assert not third.cached
-    # a truncated cache is recomputed
-    (tmp_path / "history.json").write_text('{"key": ')
-    fourth = train_worst_case(mcfg, data, tcfg, collapse=1, run_dir=tmp_path, progress=False)
+    assert not third.cached and (tmp_path / "collapse1" / "checkpoint.pt").exists()
+    intact = train_worst_case(mcfg, data, tcfg, collapse=None, run_dir=tmp_path, progress=False)
+    assert not intact.cached and (tmp_path / "intact" / "checkpoint.pt").exists()
+    # a truncated checkpoint is recomputed
+    ckpt = tmp_path / "collapse1" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        fourth = train_worst_case(mcfg, data, tcfg, collapse=1, run_dir=tmp_path, progress=False)
     assert not fourth.cached
+    assert [r["train_acc"] for r in fourth.history] == [r["train_acc"] for r in third.history]
 
 
 def test_train_worst_case_rejects_bad_input():
