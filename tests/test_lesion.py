@@ -3,7 +3,6 @@ bundling, the removable fraction and a tiny end-to-end run."""
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
