@@ -86,7 +86,9 @@ def save_figure(fig: Any, scale: Scale | str, stem: str, what: str | None = None
     paths = []
     for fmt in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        # no creation date in PDFs, so an unchanged figure gives an unchanged file
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
         path = figures_dir(scale) / f"{name}.{fmt}"
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
