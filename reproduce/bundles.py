@@ -391,11 +391,15 @@ def bundle_stats(
 
 def weight_amplitude(model: nn.Module) -> float:
     """``w_max``: the largest ``|p|`` over all trainable parameters, as a float32 value (0.0 if none)."""
-    best = 0.0
-    for p in model.parameters():
-        if p.requires_grad and p.numel() > 0:
-            best = max(best, float(p.detach().abs().max().to(torch.float32)))
-    return float(np.float32(best))
+    maxima = [p.detach().abs().max().to(torch.float32) for p in model.parameters()
+              if p.requires_grad and p.numel() > 0]
+    if not maxima:
+        return 0.0
+    # one device sync for the whole model instead of one per parameter tensor
+    devices = {m.device for m in maxima}
+    if len(devices) > 1:
+        maxima = [m.cpu() for m in maxima]
+    return float(np.float32(float(torch.stack(maxima).max())))
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from .scales import Scale, resolve_scale
+from .scales import ROOT_ENV, Scale, resolve_scale
 from .training import atomic_write_bytes, atomic_write_text, config_hash
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "ROOT_ENV",
 ]
 
-ROOT_ENV = "REPRODUCE_ROOT"
 
 
 def project_root() -> Path:
@@ -135,7 +134,7 @@ def setup_notebook(scale: str = "cpu", **overrides: Any) -> Scale:
     """
     import matplotlib
 
-    if "ipykernel" not in os.environ.get("JPY_PARENT_PID", "") and not _in_notebook():
+    if not _in_notebook():
         matplotlib.use("agg")
     import seaborn as sns
 

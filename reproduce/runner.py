@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .scales import SCALE_ENV, SCALE_NAMES
+from .scales import ROOT_ENV, SCALE_ENV, SCALE_NAMES
 
 __all__ = [
     "RunRecord",
@@ -185,12 +185,14 @@ def run_notebooks(
     out_dir: Path,
     *,
     progress_bar: bool = True,
+    root: Path | None = None,
 ) -> list[RunRecord]:
     """Execute each notebook with papermill and record how it went.
 
     Each notebook runs with parameters ``{"scale": scale, "seed": seed}`` in a ``python3``
     kernel started in the notebook's folder, with ``MPLBACKEND=agg`` and
-    ``REPRODUCE_SCALE=scale`` in its environment; the executed copy goes to
+    ``REPRODUCE_SCALE=scale`` (and, given ``root``, ``REPRODUCE_ROOT=root``, so results and
+    figures land in the same tree as the executed copies) in its environment; the executed copy goes to
     ``out_dir/<stem>.ipynb``. A failing notebook (papermill's execution error or any other
     exception) is recorded as failed and the next one runs.
     """
@@ -203,6 +205,8 @@ def run_notebooks(
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
     env = {"MPLBACKEND": "agg", SCALE_ENV: scale}
+    if root is not None:
+        env[ROOT_ENV] = str(Path(root).resolve())
     for path in paths:
         path = Path(path)
         output = out_dir / f"{path.stem}.ipynb"
@@ -315,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage_error(str(err))
 
     out_dir = root / "results" / args.scale / "executed"
-    records = run_notebooks(paths, args.scale, args.seed, out_dir)
+    records = run_notebooks(paths, args.scale, args.seed, out_dir, root=root)
     print()
     print(format_summary(records))
     return 0 if all(r.ok for r in records) else 1

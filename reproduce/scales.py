@@ -15,9 +15,11 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-__all__ = ["Scale", "SCALES", "SCALE_NAMES", "get_scale", "resolve_scale", "SCALE_ENV"]
+__all__ = ["Scale", "SCALES", "SCALE_NAMES", "get_scale", "resolve_scale", "SCALE_ENV", "ROOT_ENV"]
 
 SCALE_ENV = "REPRODUCE_SCALE"
+#: the repository root holding results/ and figures/ (see reporting.project_root)
+ROOT_ENV = "REPRODUCE_ROOT"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class Scale:
 
     def replace(self, **changes) -> "Scale":
         """A copy with some values changed (e.g. a dataset override from a notebook parameter)."""
+        valid = [f.name for f in dataclasses.fields(self) if f.name != "name"]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown preset field(s) {', '.join(map(repr, unknown))}; valid fields are {', '.join(valid)}")
         return dataclasses.replace(self, **changes)
 
 

@@ -502,6 +502,9 @@ def train(
                                                            num_workers=tcfg.num_workers)
         for cb in callbacks:
             cb(model, epoch, record)
+        # one JSON round trip: numpy scalars become plain floats (torch.load(weights_only=True) would
+        # reject them on resume) and a value JSON cannot hold fails here, at the epoch that made it
+        record = json.loads(json.dumps(record))
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         start_epoch = epoch

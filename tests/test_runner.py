@@ -221,3 +221,12 @@ def test_run_command_end_to_end_exit_status(
     assert "01_writes" in out and "1 notebook(s): 1 ok, 0 failed" in out
 
     assert runner.main(["run", "--root", str(tiny_repo), "--scale", "smoke"]) == 1
+
+
+def test_run_pins_the_results_root_for_the_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPRODUCE_ROOT", "/somewhere/else")  # a stray value must not win over --root
+    nb = tmp_path / "notebooks" / "01_root.ipynb"
+    _write_notebook(nb, [_parameters_cell('scale = "cpu"'), new_code_cell(
+        "import os, pathlib\npathlib.Path('root.txt').write_text(os.environ['REPRODUCE_ROOT'])")])
+    assert runner.main(["run", "--root", str(tmp_path), "--scale", "smoke", "01"]) == 0
+    assert (tmp_path / "notebooks" / "root.txt").read_text() == str(tmp_path.resolve())

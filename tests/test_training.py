@@ -139,3 +139,25 @@ def test_radam_decoupled_weight_decay_is_used():
     group = opt.param_groups[0]
     assert isinstance(opt.optimizer, torch.optim.RAdam)
     assert group["decoupled_weight_decay"] and group["weight_decay"] == 1e-2 and group["eps"] == 1e-6
+
+
+def test_numpy_values_from_callbacks_survive_resume(tmp_path):
+    import numpy as np
+
+    def cb(model, epoch, record):
+        record["np_mean"] = np.mean([epoch, epoch + 1])  # a numpy float64, not a Python float
+
+    cfg = TrainConfig(epochs=3, batch_size=16)
+    train(FNN, toy_data(), cfg, tmp_path, progress=False, callbacks=[cb], stop_after=1)
+    resumed = train(FNN, toy_data(), cfg, tmp_path, progress=False, callbacks=[cb])
+    assert resumed.resumed_from == 1  # the checkpoint was readable, not recomputed
+    assert [r["np_mean"] for r in resumed.history] == [1.5, 2.5, 3.5]
+    assert all(type(r["np_mean"]) is float for r in resumed.history)
+
+
+def test_callback_value_json_cannot_hold_fails_at_once(tmp_path):
+    def cb(model, epoch, record):
+        record["tensor"] = torch.zeros(2)
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        train(FNN, toy_data(), TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False, callbacks=[cb])

@@ -1,0 +1,45 @@
+import pytest
+
+from reproduce.models import DEPTH_TABLE
+from reproduce.scales import SCALE_ENV, SCALES, get_scale, resolve_scale
+
+
+def test_unknown_scale_names_choices():
+    with pytest.raises(ValueError, match=r"unknown scale 'laptop'.*smoke, cpu, paper"):
+        get_scale("laptop")
+
+
+def test_environment_overrides_the_parameter(monkeypatch):
+    monkeypatch.setenv(SCALE_ENV, "smoke")
+    assert resolve_scale("cpu").name == "smoke"
+    monkeypatch.setenv(SCALE_ENV, "")
+    assert resolve_scale("cpu").name == "cpu"
+    monkeypatch.setenv(SCALE_ENV, "huge")
+    with pytest.raises(ValueError, match="'huge'"):
+        resolve_scale("cpu")
+
+
+def test_replace_checks_field_names():
+    cpu = get_scale("cpu")
+    assert cpu.replace(datasets=("mnist",)).dataset == "mnist"
+    assert cpu.dataset == "digits"  # presets are immutable
+    with pytest.raises(ValueError, match=r"unknown preset field\(s\) 'epoch'; valid fields are datasets, width"):
+        cpu.replace(epoch=3)
+
+
+@pytest.mark.parametrize("name", list(SCALES))
+def test_presets_use_the_depth_table(name):
+    P = SCALES[name]
+    assert set(P.depths) <= set(DEPTH_TABLE)
+    assert set(P.autotune_baseline_depths) <= set(DEPTH_TABLE)
+    assert P.lesion_depth in DEPTH_TABLE and P.early_depth in DEPTH_TABLE
+    assert 1 <= P.last_epochs <= P.epochs and P.autotune_check_epochs <= P.autotune_epochs
+    assert name in P.describe()
+
+
+def test_paper_preset_matches_the_paper():
+    P = get_scale("paper")
+    assert P.width == 1.0 and P.epochs == 120 and P.batch_size == 64 and P.lr == 1e-3
+    assert P.autotune_blocks == (3, 12, 41, 3) and P.autotune_check_epochs == 10
+    assert len(P.fnn_widths) * len(P.fnn_depths) == 176  # the paper's 176 networks
+    assert set(P.datasets) == {"mnist", "cifar10", "svhn", "imagenette"}
