@@ -89,7 +89,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
@@ -148,6 +148,9 @@ class DataBundle:
     num_classes: int
     in_channels: int
     image_size: int
+    #: what makes these samples what they are (name, seed, train_limit, flat, augment); the
+    #: training loop stores it in a run's checkpoint and refuses to resume on other data
+    identity: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -418,9 +421,20 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
-    spec = _SPECS[name]
+    identity = {"name": name, "seed": int(seed), "train_limit": train_limit, "flat": bool(flat),
+                "augment": bool(augment) and name != "digits"}
     if name == "digits":
-        return _load_digits(seed=seed, flat=flat, train_limit=train_limit)
+        bundle = _load_digits(seed=seed, flat=flat, train_limit=train_limit)
+    else:
+        bundle = _load_torchvision(name, root=root, download=download, seed=seed, flat=flat, augment=augment,
+                                   train_limit=train_limit, verify_checksums=verify_checksums)
+    bundle.identity = identity
+    return bundle
+
+
+def _load_torchvision(name: str, *, root: str | Path | None, download: bool, seed: int, flat: bool,
+                      augment: bool, train_limit: int | None, verify_checksums: bool) -> DataBundle:
+    spec = _SPECS[name]
 
     root_path = Path(root).expanduser() if root is not None else default_root()
     if name == "mnist":

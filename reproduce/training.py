@@ -345,12 +345,13 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> 
 
 def _save(run_dir: Path, *, model: nn.Module, opt: Lookahead, mcfg: ModelConfig, tcfg: TrainConfig,
           history: list[dict], status: str, epoch: int, diverged_epoch: int | None,
-          stop_reason: str | None, data_name: str) -> None:
+          stop_reason: str | None, data_name: str, data_identity: dict) -> None:
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "model_config": asdict(mcfg),
         "train_config": asdict(tcfg),
         "data": data_name,
+        "data_identity": data_identity,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": _to_cpu(opt.state_dict()),
         "history": history,
@@ -418,6 +419,7 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else None
     mcfg, tcfg = model_config, train_config
     data_name = getattr(data, "name", type(data).__name__)
+    data_identity = dict(getattr(data, "identity", None) or {"name": data_name})
 
     torch.manual_seed(tcfg.seed)
     model = build_model(mcfg)
@@ -431,11 +433,14 @@ def train(
     ckpt = _load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
     if ckpt is not None:
         saved_m, saved_t = ckpt["model_config"], ckpt["train_config"]
-        if saved_m != asdict(mcfg) or saved_t != asdict(tcfg) or ckpt.get("data") != data_name:
+        # checkpoints written before data identities were stored are compared by name only
+        saved_id = ckpt.get("data_identity", {"name": ckpt.get("data")})
+        same_data = saved_id == (data_identity if "data_identity" in ckpt else {"name": data_name})
+        if saved_m != asdict(mcfg) or saved_t != asdict(tcfg) or not same_data:
             diff = [k for k in asdict(mcfg) if saved_m.get(k) != asdict(mcfg)[k]]
             diff += [k for k in asdict(tcfg) if saved_t.get(k) != asdict(tcfg)[k]]
-            if ckpt.get("data") != data_name:
-                diff.append("data")
+            if not same_data:
+                diff.append(f"data {saved_id} != {data_identity}")
             raise ValueError(
                 f"run folder {run_dir} holds a run with a different configuration (differs in: "
                 f"{', '.join(diff)}); use another folder or delete it"
@@ -490,7 +495,8 @@ def train(
                             "seconds": time.perf_counter() - t0})
             if run_dir:
                 _save(run_dir, model=model, opt=opt, mcfg=mcfg, tcfg=tcfg, history=history, status=status,
-                      epoch=epoch, diverged_epoch=epoch, stop_reason=None, data_name=data_name)
+                      epoch=epoch, diverged_epoch=epoch, stop_reason=None, data_name=data_name,
+                      data_identity=data_identity)
             break
 
         record: dict[str, Any] = {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
@@ -514,7 +520,8 @@ def train(
             status = "finished"
         if run_dir:
             _save(run_dir, model=model, opt=opt, mcfg=mcfg, tcfg=tcfg, history=history, status=status,
-                  epoch=epoch, diverged_epoch=None, stop_reason=stop_reason, data_name=data_name)
+                  epoch=epoch, diverged_epoch=None, stop_reason=stop_reason, data_name=data_name,
+                  data_identity=data_identity)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{record['train_loss_running']:.3f}", test=f"{record['test_acc']:.3f}")
         if status != "running":

@@ -161,3 +161,18 @@ def test_callback_value_json_cannot_hold_fails_at_once(tmp_path):
 
     with pytest.raises(TypeError, match="not JSON serializable"):
         train(FNN, toy_data(), TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False, callbacks=[cb])
+
+
+def test_other_data_in_folder_is_refused(tmp_path):
+    from reproduce.data import load_dataset
+
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    mcfg = ModelConfig("fnn", 10, 1, 8, fnn_width=8, fnn_depth=1)
+    train(mcfg, load_dataset("digits", flat=True, train_limit=100), cfg, tmp_path, progress=False)
+    # same configs, same dataset name, but another subset of it: no silent reuse
+    with pytest.raises(ValueError, match=r"different configuration.*'train_limit': 120"):
+        train(mcfg, load_dataset("digits", flat=True, train_limit=120), cfg, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different configuration.*'seed': 1"):
+        train(mcfg, load_dataset("digits", flat=True, train_limit=100, seed=1), cfg, tmp_path, progress=False)
+    again = train(mcfg, load_dataset("digits", flat=True, train_limit=100), cfg, tmp_path, progress=False)
+    assert again.resumed_from == 1
