@@ -115,6 +115,7 @@ __all__ = [
     "default_root",
     "load_dataset",
     "measurement_samples",
+    "dataset_tensors",
 ]
 
 DATASETS = ("digits", "mnist", "cifar10", "svhn", "imagenette")
@@ -384,11 +385,25 @@ def measurement_samples(data: DataBundle, n: int, seed: int) -> tuple[torch.Tens
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 0 < n <= available:
         raise ValueError(f"n must be an int in [1, {available}] (the training set size of {data.name!r}), got {n!r}")
     generator = torch.Generator().manual_seed(int(seed))
-    index = torch.randperm(available, generator=generator)[: int(n)]
-    if isinstance(source, TensorDataset):
-        x, y = source.tensors[0][index], source.tensors[1][index]
+    return dataset_tensors(source, torch.randperm(available, generator=generator)[: int(n)])
+
+
+def dataset_tensors(ds: Dataset, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples ``index`` (default: all) of ``ds`` as ``(x float32 [n, ...], y int64 [n])``.
+
+    A TensorDataset is sliced directly; any other dataset is read item by item (its transform
+    applies). An empty selection raises ValueError.
+    """
+    count = len(ds) if index is None else len(index)
+    if count == 0:
+        raise ValueError("no samples to read: the dataset (or the selection) is empty")
+    if isinstance(ds, TensorDataset):
+        x, y = ds.tensors[0], ds.tensors[1]
+        if index is not None:
+            x, y = x[index], y[index]
     else:
-        items = [source[int(i)] for i in index]
+        positions = range(len(ds)) if index is None else (int(i) for i in index)
+        items = [ds[i] for i in positions]
         x = torch.stack([torch.as_tensor(item[0]) for item in items])
         y = torch.tensor([int(item[1]) for item in items])
     return x.to(torch.float32).contiguous(), y.to(torch.int64)

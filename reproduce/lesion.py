@@ -63,10 +63,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from .bundles import BundleCallback, bundles_frame, measure_model, weight_amplitude
-from .data import DataBundle, load_dataset, measurement_samples
+from .data import DataBundle, dataset_tensors, load_dataset, measurement_samples
 from .efficiency import inference_time
 from .models import DEPTH_TABLE, ConvNet, ModelConfig, blocks_for_depth, count_parameters, remove_blocks
 from .reporting import Claim, run_dir
@@ -257,15 +257,6 @@ def check_smaller_matches_lesioned(model: ConvNet, smaller: nn.Module, removed: 
         raise LesionMismatchError(f"smaller net without blocks {list(removed)} differs from the lesioned "
                                   f"forward by up to {diff:.3g} (rtol={rtol}, atol={atol})")
     return diff
-
-
-def _first_batch(ds: Dataset, n: int) -> torch.Tensor:
-    n = min(int(n), len(ds))
-    if n < 1:
-        raise ValueError("cannot check the lesion on an empty test set")
-    if isinstance(ds, TensorDataset):
-        return ds.tensors[0][:n]
-    return torch.stack([torch.as_tensor(ds[i][0]) for i in range(n)])
 
 
 def evaluate_lesions(model: ConvNet, test: Dataset, plan: pd.DataFrame, *, progress: bool = False,
@@ -585,7 +576,7 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
     plan = lesion_plan(sets, cfg.draws, seed=cfg.seed)
     half = (len(every) + 1) // 2
     probe = plan[(plan["set"] == "all") & (plan["k"] == half)].iloc[0]["removed"]
-    diff = check_smaller_matches_lesioned(model, remove_blocks(model, probe), probe, _first_batch(data.test, 64))
+    diff = check_smaller_matches_lesioned(model, remove_blocks(model, probe), probe, dataset_tensors(data.test, torch.arange(min(64, len(data.test))))[0])
 
     key = config_hash({"draws": cfg.draws, "seed": cfg.seed, "sets": sets})
     table = _cached_evaluation(folder / f"lesion-{key}.csv", model, data.test, plan, progress=progress,

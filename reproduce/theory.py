@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .bundles import bundle_stats, weight_amplitude
+from .data import dataset_tensors
 from .models import FNN, ModelConfig
 from .training import TrainConfig, train
 
@@ -48,7 +48,7 @@ __all__ = [
     "BoundCheck",
     "bound_check",
     "TrainingBoundCallback",
-    "dataset_tensors",
+    "dataset_tensors",  # re-exported from reproduce.data
     "majority_frequency",
     "collapse_layer",
     "layer_is_dead",
@@ -160,19 +160,6 @@ class TrainingBoundCallback:
         record.update(bound_samples=chk.num_samples, bound_correct=chk.correct, bound_limit=chk.bound_correct,
                       bound_accuracy=chk.accuracy, bound_max_accuracy=chk.max_accuracy,
                       bound_num_bundles=chk.num_bundles, bound_entropy=chk.entropy)
-
-
-def dataset_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """All samples of ``ds`` as ``(x float32, y int64)`` tensors (a TensorDataset is not copied)."""
-    if isinstance(ds, TensorDataset):
-        return ds.tensors[0].to(torch.float32), ds.tensors[1].to(torch.int64)
-    if len(ds) == 0:
-        raise ValueError("the dataset is empty")
-    xs, ys = [], []
-    for xb, yb in DataLoader(ds, batch_size=1024, shuffle=False):
-        xs.append(xb.to(torch.float32))
-        ys.append(torch.as_tensor(yb).to(torch.int64))
-    return torch.cat(xs), torch.cat(ys)
 
 
 def majority_frequency(labels: torch.Tensor | Sequence[int], num_classes: int) -> float:
