@@ -44,8 +44,9 @@ Choices the specification leaves open (written down here, as PAPER.md asks):
   pairs (``distance_all``) is reported as well. Computed in float64 from the float32 activations.
 * Ranked lesion: ``closest`` removes the ``k`` blocks of smallest distance, ``farthest`` the ``k``
   of largest (ties broken by block index); one deterministic draw per ``k``.
-* Inference time: :func:`reproduce.efficiency.inference_time` (median seconds per batch of 64 after
-  warm-up, eval mode, ``no_grad``, on the model's device, random input).
+* Inference time: :func:`reproduce.efficiency.inference_times`, full and pruned nets timed
+  round-robin (median seconds per batch of 64 after warm-up, eval mode, ``no_grad``, on the model's
+  device, random input).
 * Finished lesion tables are cached next to the training run (``lesion-<hash>.csv``) and reused
   only when they hold exactly the planned draws; the equality check runs on every call.
 """
@@ -67,7 +68,7 @@ from torch.utils.data import Dataset
 
 from .bundles import BundleCallback, bundles_frame, measure_model, weight_amplitude
 from .data import DataBundle, dataset_tensors, load_dataset, measurement_samples
-from .efficiency import inference_time
+from .efficiency import inference_times
 from .models import DEPTH_TABLE, ConvNet, ModelConfig, blocks_for_depth, count_parameters, remove_blocks
 from .reporting import Claim, run_dir
 from .scales import Scale
@@ -440,15 +441,15 @@ def compare_full_vs_pruned(model: ConvNet, removed: Iterable[int], test: Dataset
                            batch_size: int = 64, repeats: int = 20, warmup: int = 3,
                            label: str = "without conflicting blocks") -> pd.DataFrame:
     """Rows ``full`` and ``label`` (the net without ``removed``): ``net, blocks, removed,
-    parameters, test_acc, inference_ms`` (median ms per batch, :func:`inference_time`)."""
+    parameters, test_acc, inference_ms`` (median ms per batch, both nets timed round-robin by :func:`reproduce.efficiency.inference_times`)."""
     removed = tuple(sorted(set(int(i) for i in removed)))
-    rows = []
-    for name, net in (("full", model), (label, remove_blocks(model, removed))):
-        gone = removed if net is not model else ()
-        rows.append({"net": name, "blocks": len(model.blocks) - len(gone), "removed": len(gone),
-                     "parameters": count_parameters(net), "test_acc": evaluate(net, test)[1],
-                     "inference_ms": 1e3 * inference_time(net, input_shape, batch_size, repeats=repeats,
-                                                          warmup=warmup)})
+    nets = (("full", model, ()), (label, remove_blocks(model, removed), removed))
+    # timed round-robin, so a change of machine load hits both nets alike
+    seconds = inference_times([net for _, net, _ in nets], [input_shape] * len(nets), batch_size,
+                              repeats=repeats, warmup=warmup)
+    rows = [{"net": name, "blocks": len(model.blocks) - len(gone), "removed": len(gone),
+             "parameters": count_parameters(net), "test_acc": evaluate(net, test)[1], "inference_ms": 1e3 * t}
+            for (name, net, gone), t in zip(nets, seconds)]
     return pd.DataFrame(rows, columns=["net", "blocks", "removed", "parameters", "test_acc", "inference_ms"])
 
 
