@@ -323,9 +323,6 @@ class ConvNet(nn.Module):
             yield Tap(f"{name}.out", index, "output", i, s, x)
             index += 1
 
-    @property
-    def num_blocks(self) -> int:
-        return len(self.blocks)
 
 
 def build_model(config: ModelConfig) -> nn.Module:
