@@ -324,7 +324,6 @@ class ConvNet(nn.Module):
             index += 1
 
 
-
 def build_model(config: ModelConfig) -> nn.Module:
     """Build the model a config describes (freshly initialised with the global torch RNG)."""
     if config.kind == "fnn":
