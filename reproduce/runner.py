@@ -4,6 +4,8 @@
 
     python -m reproduce list
     python -m reproduce run [--scale smoke|cpu|paper] [--seed N] [--root DIR] [NOTEBOOK ...]
+    python -m reproduce data fetch [--root DATA_DIR] [mnist cifar10 svhn imagenette]
+    python -m reproduce data status [--root DATA_DIR]
 
 ``list`` prints the notebooks of ``<root>/notebooks`` (files named ``NN_name.ipynb``), one per
 line, with the first markdown heading of each as its title.
@@ -15,6 +17,11 @@ line, with the first markdown heading of each as its title.
 runs in a ``python3`` kernel whose working directory is the notebook's folder, and is written
 executed to ``<root>/results/<scale>/executed/<stem>.ipynb``. A notebook that fails is recorded
 and the rest still run; a summary table ends the run, and the exit status is 1 if any failed.
+
+``data fetch`` downloads, verifies and unpacks the named datasets (default: all four) into
+``--root`` (default ``$REPRODUCE_DATA``, see :func:`reproduce.data.default_root`); ``data status``
+says which of them are present there. See :mod:`reproduce.fetch`; the exit status is 1 if a
+dataset failed.
 
 Choices made here:
 
@@ -270,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m reproduce",
         description="Run the notebooks that reproduce the paper's claims.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,data}")
     sub.add_parser("list", parents=[common], help="list the notebooks with their titles")
     run = sub.add_parser("run", parents=[common], help="execute notebooks with papermill")
     run.add_argument(
@@ -286,7 +293,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NOTEBOOK",
         help="stem, number prefix or path of a notebook (default: all)",
     )
+    data = sub.add_parser("data", help="download the paper's datasets, or show which are present")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{fetch,status}")
+    data_root = argparse.ArgumentParser(add_help=False)
+    data_root.add_argument(
+        "--root", type=Path, default=None, help="data folder (default: $REPRODUCE_DATA or ~/.cache/reproduce/data)"
+    )
+    fetch = data_sub.add_parser("fetch", parents=[data_root], help="download, verify and unpack datasets")
+    fetch.add_argument(
+        "names", nargs="*", metavar="NAME", help="mnist, cifar10, svhn or imagenette (default: all four)"
+    )
+    data_sub.add_parser("status", parents=[data_root], help="which datasets are present under the data folder")
     return parser
+
+
+def _data(args: argparse.Namespace) -> int:
+    """``data fetch`` / ``data status`` (see :mod:`reproduce.fetch`); returns the exit status."""
+    from . import fetch
+    from .data import default_root as default_data_root
+
+    if args.data_command == "status":
+        root = args.root or default_data_root()
+        print(f"datasets under {root}:")
+        for name in fetch.DATASET_NAMES:
+            print(f"  {name:<10}  {'present' if fetch.is_present(name, root) else 'missing'}")
+        return 0
+    try:
+        report = fetch.fetch(args.names or None, args.root)
+    except ValueError as err:
+        print(f"python -m reproduce data fetch: error: {err}", file=sys.stderr)
+        return 2
+    except fetch.FetchError as err:
+        print(err.report)
+        failed = ", ".join(result.name for result in err.report.failed)
+        print(f"python -m reproduce data fetch: error: could not fetch {failed} (see above)", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
 
 
 def _usage_error(message: str) -> int:
@@ -299,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m reproduce``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "data":
+        return _data(args)
     root = (args.root or default_root()).resolve()
     available = find_notebooks(root)
 
