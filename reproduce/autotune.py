@@ -1,6 +1,6 @@
 """Auto-tune (claim 5): a search that removes conflicting layers at the start of training.
 
-The paper's algorithm (PAPER.md, "Auto-tune"), implemented exactly by :func:`search` with
+The paper's algorithm (``docs/method.md#autotune``), implemented exactly by :func:`search` with
 ``kind="plain"``::
 
     blocks = start blocks ([3, 12, 41, 3] = 120 layers); plain network (no skips)
@@ -23,26 +23,28 @@ attempt to ``results/<scale>/autotune/searches/<dataset>-<kind>-s<seed>-<hash>.j
 interrupted search resumes: finished attempts are returned by ``train`` from their folders without
 training, an interrupted attempt resumes from its last checkpoint, and the search goes on.
 
-Choices the specification leaves open (written down here, as PAPER.md asks):
+Choices the specification leaves open (written down here):
 
-* "Measure H of every block": a plain block's entropy is the entropy of its output tap.
-  ``blocks[s]`` counts the blocks of stage ``s`` with ``H == 0`` exactly as PAPER.md says (in a
+* "Measure H of every block": a block's entropy is that of the tap that decides whether it is
+  conflicting (:func:`reproduce.bundles.layer_rows`: a plain block's output tap, a residual
+  block's branch tap). ``blocks[s]`` counts the blocks of stage ``s`` with ``H == 0`` exactly as the
+  method says (in a
   plain net bundles never split, so this equals the index of the first conflicting block of the
   stage); later stages keep their counts; a stage may drop to 0 blocks.
 * Seeds: attempt ``i`` of the search with seed ``seed`` trains with ``TrainConfig(seed=seed)`` (a
   restart from scratch re-initialises with the same seed), on
-  ``load_dataset(dataset, seed=seed, train_limit=P.train_limit)`` (as the fixed-depth baselines of
-  :mod:`reproduce.depth_study`), measuring on ``measurement_samples(data, P.sample_size, seed)``.
+  ``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)`` (as the fixed-depth baselines of
+  :mod:`reproduce.depth_study`), measuring on ``measurement_samples(data, scale.sample_size, seed)``.
 * The search stops, with the reason in the log, when an attempt diverges (non-finite loss); when a
   conflict is found but no block is conflicting (possible only at the stem of an empty network, or
   in the residual variant below); when pruning would leave a network without blocks; or after
   ``max_attempts`` attempts (default 20; the search then resumes when called with a larger cap).
-* The found network's **test accuracy** is the mean over its last ``P.last_epochs`` epochs (as for
+* The found network's **test accuracy** is the mean over its last ``scale.last_epochs`` epochs (as for
   every run of this project).
 
 **Beyond the paper (this project's addition): the residual variant** (``kind="residual"``). The
 same loop on residual nets, where a block is conflicting when its *branch tap* has ``H > 0``
-(PAPER.md). A residual net's a^(L) carries the identity path and rarely bundles, so the trigger is
+(``docs/method.md#taps``). A residual net's a^(L) carries the identity path and rarely bundles, so the trigger is
 different: after each check epoch every tap is measured, and a conflict is found when some block's
 branch tap has ``H > 0`` (trigger ``"branch"``). Pruning uses the same stage-wise rule on the branch
 entropies: ``s`` = first stage with a conflicting branch, ``blocks[s]`` = number of blocks of stage
@@ -67,10 +69,11 @@ from torch import nn
 from . import bundles
 from .data import DataBundle, load_dataset, measurement_samples
 from .efficiency import efficiency_report, inference_times
-from .models import ModelConfig, depth_for_blocks
-from .reporting import results_dir, run_dir
+from .models import CONV_KINDS, ModelConfig, as_blocks, conv_config, depth_for_blocks
+from .reporting import Claim, results_dir, run_dir
 from .scales import Scale
-from .training import RunResult, TrainConfig, atomic_write_text, config_hash, final_test_accuracy, train
+from .storage import atomic_write_text, config_hash
+from .training import RunResult, TrainConfig, final_test_accuracy, train
 
 __all__ = [
     "EXPERIMENT",
@@ -82,6 +85,7 @@ __all__ = [
     "ConflictCheck",
     "SearchResult",
     "block_entropies",
+    "autotune_claims",
     "prune_blocks",
     "search",
     "search_log_path",
@@ -97,7 +101,7 @@ __all__ = [
 
 #: experiment folder under ``results/<scale>/``
 EXPERIMENT = "autotune"
-AUTOTUNE_KINDS = ("plain", "residual")
+AUTOTUNE_KINDS = CONV_KINDS
 #: ``a_L``: the paper's trigger H(a^(L)) > 0; ``branch``: some residual branch has H > 0
 TRIGGERS = ("a_L", "branch")
 #: ``found``: a net trained to the end without conflict; ``stopped``: the search gave up (reason
@@ -110,16 +114,6 @@ TABLE_COLUMNS = (
     "dataset", "model", "source", "kind", "seed", "blocks", "depth", "status", "attempts",
     "test_acc", "parameters", "size_mb", "activation_mb", "memory_mb", "latency_ms", "cuda_peak_mb",
 )
-
-
-def _blocks_tuple(blocks: Sequence[int]) -> tuple[int, int, int, int]:
-    try:
-        out = tuple(int(b) for b in blocks)
-    except TypeError:
-        raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {blocks!r}") from None
-    if len(out) != 4 or any(b < 0 for b in out):
-        raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {blocks!r}")
-    return out  # type: ignore[return-value]
 
 
 def _blocks_label(blocks: Sequence[int]) -> str:
@@ -148,7 +142,7 @@ class AutotuneConfig:
     def __post_init__(self) -> None:
         if self.kind not in AUTOTUNE_KINDS:
             raise ValueError(f"unknown auto-tune kind {self.kind!r}; valid kinds are {', '.join(AUTOTUNE_KINDS)}")
-        object.__setattr__(self, "start_blocks", _blocks_tuple(self.start_blocks))
+        object.__setattr__(self, "start_blocks", as_blocks(self.start_blocks))
         if sum(self.start_blocks) == 0:
             raise ValueError(f"start_blocks must hold at least one block, got {self.start_blocks!r}")
         if self.epochs < 1 or not 0 <= self.check_epochs:
@@ -161,11 +155,11 @@ class AutotuneConfig:
         object.__setattr__(self, "trigger", trigger)
 
     @classmethod
-    def from_scale(cls, P: Scale, kind: str = "plain", **changes: Any) -> "AutotuneConfig":
-        """The search of preset ``P``: its start blocks, check epochs, epochs, width, lr, ..."""
-        values = dict(kind=kind, start_blocks=P.autotune_blocks, check_epochs=P.autotune_check_epochs,
-                      epochs=P.autotune_epochs, width=P.width, batch_size=P.batch_size, lr=P.lr,
-                      sample_size=P.sample_size, train_limit=P.train_limit)
+    def from_scale(cls, scale: Scale, kind: str = "plain", **changes: Any) -> "AutotuneConfig":
+        """The search of preset ``scale``: its start blocks, check epochs, epochs, width, lr, ..."""
+        values = dict(kind=kind, start_blocks=scale.autotune_blocks, check_epochs=scale.autotune_check_epochs,
+                      epochs=scale.autotune_epochs, width=scale.width, batch_size=scale.batch_size, lr=scale.lr,
+                      sample_size=scale.sample_size, train_limit=scale.train_limit)
         values.update(changes)
         return cls(**values)
 
@@ -179,36 +173,29 @@ class AutotuneConfig:
 # the pruning rule
 
 
-def block_entropies(rows: Sequence[dict] | pd.DataFrame, kind: str) -> list[dict[str, Any]]:
+def block_entropies(rows: Sequence[dict] | pd.DataFrame) -> list[dict[str, Any]]:
     """Per-block entropies from the tap rows of :func:`reproduce.bundles.measure_model`.
 
-    Plain nets: each block's ``output`` tap; residual nets: each block's ``branch`` tap (the tap
-    that decides whether a residual block is conflicting). Returns dicts with ``block``, ``stage``,
-    ``tap``, ``entropy``, ``num_bundles`` in block order (empty for a net without blocks).
+    Each block is judged by its deciding tap (:func:`reproduce.bundles.layer_rows`: a plain
+    block's output, a residual block's branch). Returns dicts with ``block``, ``stage``, ``tap``,
+    ``entropy``, ``num_bundles`` in block order (empty for a net without blocks).
     """
-    if kind not in AUTOTUNE_KINDS:
-        raise ValueError(f"unknown auto-tune kind {kind!r}; valid kinds are {', '.join(AUTOTUNE_KINDS)}")
-    if isinstance(rows, pd.DataFrame):
-        rows = rows.to_dict("records")
-    tap_kind = "output" if kind == "plain" else "branch"
-    out = []
-    for r in rows:
-        if r.get("kind") == tap_kind:
-            out.append({"block": int(r["block"]), "stage": int(r["stage"]), "tap": str(r["tap"]),
-                        "entropy": float(r["entropy"]), "num_bundles": int(r["num_bundles"])})
+    out = [{"block": int(r["block"]), "stage": int(r["stage"]), "tap": str(r["tap"]),
+            "entropy": float(r["entropy"]), "num_bundles": int(r["num_bundles"])}
+           for r in bundles.layer_rows(rows) if r.get("role") in ("branch", "output")]
     return sorted(out, key=lambda d: d["block"])
 
 
 def prune_blocks(blocks: Sequence[int], stages: Sequence[int], entropies: Sequence[float]
                  ) -> tuple[tuple[int, int, int, int], int | None]:
-    """PAPER.md's pruning step: ``(new_blocks, s)``.
+    """The search's pruning step: ``(new_blocks, s)``.
 
     ``stages[i]`` and ``entropies[i]`` are the stage and the bundle entropy of block ``i`` (network
     order). ``s`` is the first stage holding a block with ``H > 0``, and ``new_blocks[s]`` is the
     number of blocks of stage ``s`` with ``H == 0``; the other stages are unchanged. Without a
     conflicting block the blocks come back unchanged with ``s = None``.
     """
-    blocks = _blocks_tuple(blocks)
+    blocks = as_blocks(blocks)
     stages = [int(s) for s in stages]
     entropies = [float(h) for h in entropies]
     if len(stages) != len(entropies):
@@ -259,12 +246,12 @@ class ConflictCheck:
             st = bundles.measure_last_layer(model, self.x, self.y, **self.kw)
             a_l, n_b = float(st.entropy), int(st.num_bundles)
             conflict = a_l > 0
-            per_block = (block_entropies(bundles.measure_model(model, self.x, self.y, **self.kw), self.kind)
+            per_block = (block_entropies(bundles.measure_model(model, self.x, self.y, **self.kw))
                          if conflict else None)
         else:
             rows = bundles.measure_model(model, self.x, self.y, **self.kw).to_dict("records")
             a_l, n_b = float(rows[-1]["entropy"]), int(rows[-1]["num_bundles"])
-            per_block = block_entropies(rows, self.kind)
+            per_block = block_entropies(rows)
             conflict = any(b["entropy"] > 0 for b in per_block)
             if not conflict:
                 per_block = None
@@ -314,9 +301,9 @@ class SearchResult:
         return final_test_accuracy(self.final.history, self.last_epochs)
 
 
-def search_log_path(P: Scale, cfg: AutotuneConfig, *, dataset: str, seed: int) -> Path:
+def search_log_path(scale: Scale, cfg: AutotuneConfig, *, dataset: str, seed: int) -> Path:
     """``results/<scale>/autotune/searches/<dataset>-<kind>-s<seed>-<hash of cfg>.json``."""
-    return results_dir(P, EXPERIMENT, "searches") / f"{dataset}-{cfg.kind}-s{seed}-{config_hash(cfg, dataset)}.json"
+    return results_dir(scale, EXPERIMENT, "searches") / f"{dataset}-{cfg.kind}-s{seed}-{config_hash(cfg, dataset)}.json"
 
 
 def load_search_log(path: str | Path) -> dict | None:
@@ -352,7 +339,7 @@ def _attempt_entry(i: int, run: RunResult, blocks: tuple[int, ...], last_epochs:
 
 
 def search(
-    P: Scale,
+    scale: Scale,
     kind: str = "plain",
     *,
     dataset: str | None = None,
@@ -363,10 +350,10 @@ def search(
     device: str | None = "auto",
     progress: bool = True,
 ) -> SearchResult:
-    """Run (or resume) one auto-tune search on ``dataset`` (default ``P.dataset``) with ``seed``.
+    """Run (or resume) one auto-tune search on ``dataset`` (default ``scale.dataset``) with ``seed``.
 
-    ``config`` defaults to ``AutotuneConfig.from_scale(P, kind)``. ``data`` may pass the loaded
-    dataset (``load_dataset(dataset, seed=seed, train_limit=P.train_limit)``). The log (a JSON
+    ``config`` defaults to ``AutotuneConfig.from_scale(scale, kind)``. ``data`` may pass the loaded
+    dataset (``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)``). The log (a JSON
     object with the config, ``attempts``, ``status``, ``reason`` and ``blocks``) is rewritten
     atomically after every attempt; each attempt entry holds ``attempt``, ``blocks`` (before),
     ``depth``, ``run_dir``, ``status`` of the run, ``epochs_done``, ``detection_epoch``,
@@ -374,12 +361,12 @@ def search(
     (per block at detection: ``block``, ``stage``, ``tap``, ``entropy``, ``num_bundles``),
     ``conflicting_blocks``, ``pruned_stage``, ``blocks_after``, ``test_acc`` and ``seconds``.
     """
-    cfg = config or AutotuneConfig.from_scale(P, kind)
+    cfg = config or AutotuneConfig.from_scale(scale, kind)
     if config is not None and config.kind != kind:
         raise ValueError(f"config.kind {config.kind!r} differs from kind {kind!r}")
     if int(max_attempts) < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
-    dataset = dataset or P.dataset
+    dataset = dataset or scale.dataset
     if data is None:
         data = load_dataset(dataset, seed=seed, train_limit=cfg.train_limit)
     elif data.name != dataset:
@@ -390,7 +377,7 @@ def search(
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
     measure = {"dataset": dataset, "train_limit": cfg.train_limit, "sample_size": cfg.sample_size,
                "check_epochs": cfg.check_epochs, "trigger": cfg.trigger}
-    log_path = search_log_path(P, cfg, dataset=dataset, seed=seed)
+    log_path = search_log_path(scale, cfg, dataset=dataset, seed=seed)
     log: dict[str, Any] = {"dataset": dataset, "kind": cfg.kind, "seed": seed, "config": asdict(cfg),
                            "paper_algorithm": cfg.is_paper, "attempts": [], "status": "running",
                            "reason": "", "blocks": None}
@@ -399,17 +386,17 @@ def search(
         log.update(status=status, reason=reason, blocks=None if blocks is None else list(blocks))
         atomic_write_text(log_path, json.dumps(log, indent=1) + "\n")
         return SearchResult(dataset, cfg.kind, seed, status, reason,
-                            None if blocks is None else _blocks_tuple(blocks), log["attempts"], final,
-                            log_path, cfg, P.last_epochs)
+                            None if blocks is None else as_blocks(blocks), log["attempts"], final,
+                            log_path, cfg, scale.last_epochs)
 
     blocks = cfg.start_blocks
     run: RunResult | None = None
     for i in range(int(max_attempts)):
-        mcfg = ModelConfig(cfg.kind, data.num_classes, data.in_channels, data.image_size, blocks, width=cfg.width)
+        mcfg = conv_config(cfg.kind, blocks, data, width=cfg.width)
         label = f"{dataset}-{cfg.kind}-s{seed}-try{i}-{_blocks_label(blocks)}"
-        folder = run_dir(P, EXPERIMENT, label, mcfg, tcfg, measure)
+        folder = run_dir(scale, EXPERIMENT, label, mcfg, tcfg, measure)
         run = train(mcfg, data, tcfg, folder, callbacks=[check], device=device, progress=progress, desc=label)
-        entry = _attempt_entry(i, run, blocks, P.last_epochs)
+        entry = _attempt_entry(i, run, blocks, scale.last_epochs)
         log["attempts"].append(entry)
         if run.status == "finished":
             return finish("found", f"{mcfg.label} trained {cfg.epochs} epochs without conflict "
@@ -435,23 +422,23 @@ def search(
                                 f"conflict; call again with a larger max_attempts to continue", None, run)
 
 
-def run_searches(P: Scale, kinds: Sequence[str] = ("plain",), *, datasets: Sequence[str] | None = None,
+def run_searches(scale: Scale, kinds: Sequence[str] = ("plain",), *, datasets: Sequence[str] | None = None,
                  seeds: Sequence[int] | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
                  device: str | None = "auto", progress: bool = True) -> tuple[list[SearchResult], pd.DataFrame]:
-    """Every search of the preset: ``P.autotune_seeds`` seeds per dataset and kind (in the order
+    """Every search of the preset: ``scale.autotune_seeds`` seeds per dataset and kind (in the order
     dataset, kind, seed).
 
     Returns the results and a tidy log with one row per attempt (dataset, kind, seed, attempt,
     blocks, detection_epoch, a_L_entropy, conflicting (count), pruned_stage, blocks_after, status).
     """
-    datasets = tuple(datasets or P.datasets)
-    seeds = tuple(range(P.autotune_seeds)) if seeds is None else tuple(seeds)
+    datasets = tuple(datasets or scale.datasets)
+    seeds = tuple(range(scale.autotune_seeds)) if seeds is None else tuple(seeds)
     results, rows = [], []
     for dataset in datasets:
         for kind in kinds:  # every search of a kind before the next kind: the paper's plain ones first
             for seed in seeds:
-                data = load_dataset(dataset, seed=seed, train_limit=P.train_limit)
-                res = search(P, kind, dataset=dataset, seed=seed, data=data, max_attempts=max_attempts,
+                data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
+                res = search(scale, kind, dataset=dataset, seed=seed, data=data, max_attempts=max_attempts,
                              device=device, progress=progress)
                 results.append(res)
                 for a in res.attempts:
@@ -471,27 +458,27 @@ def run_searches(P: Scale, kinds: Sequence[str] = ("plain",), *, datasets: Seque
 # comparison with fixed-depth nets
 
 
-def baseline_runs(P: Scale, *, dataset: str | None = None, seeds: Sequence[int] | None = None,
+def baseline_runs(scale: Scale, *, dataset: str | None = None, seeds: Sequence[int] | None = None,
                   depths: Sequence[int] | None = None, kinds: Sequence[str] = AUTOTUNE_KINDS,
                   device: str | None = "auto", progress: bool = True) -> list[tuple[int, RunResult]]:
-    """The fixed-depth plain and residual nets of ``P.autotune_baseline_depths``: ``(seed, run)``.
+    """The fixed-depth plain and residual nets of ``scale.autotune_baseline_depths``: ``(seed, run)``.
 
-    Trained by :func:`reproduce.depth_study.train_conv` for ``P.autotune_epochs`` epochs (so they
+    Trained by :func:`reproduce.depth_study.train_conv` for ``scale.autotune_epochs`` epochs (so they
     share their run folders with the depth study when the epochs agree). Seeds default to
-    ``0..P.repeats-1``.
+    ``0..scale.repeats-1``.
     """
     from .depth_study import train_conv
 
-    dataset = dataset or P.dataset
-    seeds = tuple(range(P.repeats)) if seeds is None else tuple(seeds)
-    depths = tuple(depths or P.autotune_baseline_depths)
-    Pb = P.replace(epochs=P.autotune_epochs)
+    dataset = dataset or scale.dataset
+    seeds = tuple(range(scale.repeats)) if seeds is None else tuple(seeds)
+    depths = tuple(depths or scale.autotune_baseline_depths)
+    scale_b = scale.replace(epochs=scale.autotune_epochs)
     out = []
     for seed in seeds:
-        data = load_dataset(dataset, seed=seed, train_limit=P.train_limit)
+        data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
         for kind in kinds:
             for depth in depths:
-                out.append((seed, train_conv(Pb, kind, depth, dataset=dataset, seed=seed, data=data,
+                out.append((seed, train_conv(scale_b, kind, depth, dataset=dataset, seed=seed, data=data,
                                              device=device, progress=progress)))
     return out
 
@@ -511,13 +498,13 @@ def _input_shape(cfg: ModelConfig) -> tuple[int, int, int]:
     return (cfg.in_channels, cfg.input_size, cfg.input_size)
 
 
-def comparison_table(P: Scale, searches: Sequence[SearchResult], baselines: Sequence[tuple[int, RunResult]],
+def comparison_table(scale: Scale, searches: Sequence[SearchResult], baselines: Sequence[tuple[int, RunResult]],
                      *, dataset: str | None = None, repeats: int = 20) -> pd.DataFrame:
     """One row per found net and per baseline run (:data:`TABLE_COLUMNS`).
 
     ``model`` is ``auto-tune plain`` (the paper's search), ``auto-tune residual (addition)`` or the
     baseline's ``kind-depth``; ``source`` is ``auto-tune`` or ``fixed``. ``memory_mb`` = model size
-    + peak activation memory of a batch-``P.batch_size`` forward (what inference needs);
+    + peak activation memory of a batch-``scale.batch_size`` forward (what inference needs);
     ``latency_ms`` the median per batch (:mod:`reproduce.efficiency`), all models of the table
     timed together round-robin (:func:`reproduce.efficiency.inference_times`). Searches that found
     nothing get a row with NaN measures.
@@ -532,20 +519,20 @@ def comparison_table(P: Scale, searches: Sequence[SearchResult], baselines: Sequ
                                "seed": res.seed, "status": res.status, "attempts": len(res.attempts)}
         if res.status == "found" and res.final is not None:
             row.update(blocks=_blocks_label(res.blocks), depth=res.depth, test_acc=res.test_accuracy)
-            row.update(_efficiency_row(res.final.model, res.final.model_config, P.batch_size))
+            row.update(_efficiency_row(res.final.model, res.final.model_config, scale.batch_size))
             timed.append((len(rows), res.final.model, res.final.model_config))
         rows.append(row)
     for seed, run in baselines:
         cfg = run.model_config
-        row = {"dataset": dataset or P.dataset, "model": f"{cfg.kind}-{cfg.depth}", "source": "fixed",
+        row = {"dataset": dataset or scale.dataset, "model": f"{cfg.kind}-{cfg.depth}", "source": "fixed",
                "kind": cfg.kind, "seed": seed, "status": run.status, "attempts": None,
                "blocks": _blocks_label(cfg.blocks), "depth": cfg.depth,
-               "test_acc": final_test_accuracy(run.history, P.last_epochs)}
-        row.update(_efficiency_row(run.model, cfg, P.batch_size))
+               "test_acc": final_test_accuracy(run.history, scale.last_epochs)}
+        row.update(_efficiency_row(run.model, cfg, scale.batch_size))
         timed.append((len(rows), run.model, cfg))
         rows.append(row)
     if timed:
-        seconds = inference_times([m for _, m, _ in timed], [_input_shape(c) for _, _, c in timed], P.batch_size,
+        seconds = inference_times([m for _, m, _ in timed], [_input_shape(c) for _, _, c in timed], scale.batch_size,
                                   repeats=repeats)
         for (i, _, _), s in zip(timed, seconds):
             rows[i]["latency_ms"] = s * 1e3
@@ -602,7 +589,7 @@ def restart_entropies(searches: Sequence[SearchResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "kind", "seed", "attempt", "blocks", "block", "stage", "entropy"])
 
 
-def study(P: Scale, *, seeds: Sequence[int] | None = None, baseline_seeds: Sequence[int] | None = None,
+def study(scale: Scale, *, seeds: Sequence[int] | None = None, baseline_seeds: Sequence[int] | None = None,
           kinds: Sequence[str] = AUTOTUNE_KINDS, datasets: Sequence[str] | None = None,
           max_attempts: int = DEFAULT_MAX_ATTEMPTS, repeats: int = 20, device: str | None = "auto",
           progress: bool = True) -> tuple[list[SearchResult], pd.DataFrame, pd.DataFrame]:
@@ -613,12 +600,54 @@ def study(P: Scale, *, seeds: Sequence[int] | None = None, baseline_seeds: Seque
     :func:`comparison_table` over all datasets. Efficiency is measured after all training, one
     model after another on the same device.
     """
-    datasets = tuple(datasets or P.datasets)
-    searches, attempts = run_searches(P, kinds, datasets=datasets, seeds=seeds, max_attempts=max_attempts,
+    datasets = tuple(datasets or scale.datasets)
+    searches, attempts = run_searches(scale, kinds, datasets=datasets, seeds=seeds, max_attempts=max_attempts,
                                       device=device, progress=progress)
     tables = []
     for dataset in datasets:
-        base = baseline_runs(P, dataset=dataset, seeds=baseline_seeds, device=device, progress=progress)
-        tables.append(comparison_table(P, searches, base, dataset=dataset, repeats=repeats))
+        base = baseline_runs(scale, dataset=dataset, seeds=baseline_seeds, device=device, progress=progress)
+        tables.append(comparison_table(scale, searches, base, dataset=dataset, repeats=repeats))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(TABLE_COLUMNS))
     return searches, attempts, table
+
+
+# --------------------------------------------------------------------------------------------
+# the claims' rules (fixed before any number was seen)
+
+
+def autotune_claims(table: pd.DataFrame, summary: pd.DataFrame, start_blocks: Sequence[int],
+                    margin: float = 0.02) -> list[Claim]:
+    """Claim 5 per dataset, from :func:`comparison_table` and :func:`summary_table`, for the paper's
+    search (``auto-tune plain``) against the best fixed-depth baseline (highest mean test accuracy):
+
+    * the search ends: holds iff every search found a net;
+    * it shrinks the net: holds iff every found net has fewer layers than the start;
+    * competitive accuracy: holds iff the found nets' mean test accuracy >= best baseline - ``margin``;
+    * less memory / faster inference: holds iff the found nets' mean memory / latency is below the
+      best baseline's.
+    """
+    claims = []
+    start = depth_for_blocks(start_blocks)
+    for name, frame in table.groupby("dataset"):
+        found = frame[frame["model"] == "auto-tune plain"]
+        fixed = summary[(summary["dataset"] == name) & (summary["source"] == "fixed")]
+        best = fixed.loc[fixed["test_acc"].idxmax()]
+        ok = found[found["status"] == "found"]
+        acc, mem, lat = ok["test_acc"].mean(), ok["memory_mb"].mean(), ok["latency_ms"].mean()
+        claims += [
+            Claim(f"{name}: the search ends", "a net trains without conflict",
+                  f"{len(ok)} of {len(found)} searches found a net", bool(len(found) and len(ok) == len(found))),
+            Claim(f"{name}: auto-tune shrinks the net", f"fewer than the {start} starting layers",
+                  f"found depths {sorted(ok['depth'].astype(int).tolist())}",
+                  bool(len(ok) and (ok["depth"] < start).all())),
+            Claim(f"{name}: competitive accuracy", "accuracy competitive with larger nets",
+                  f"found {acc:.3f} vs best baseline {best['model']} {best['test_acc']:.3f} (margin {margin:g})",
+                  bool(acc >= best["test_acc"] - margin)),
+            Claim(f"{name}: less memory", "much less memory",
+                  f"found {mem:.3f} MB vs {best['model']} {best['memory_mb']:.3f} MB",
+                  bool(mem < best["memory_mb"])),
+            Claim(f"{name}: faster inference", "faster inference",
+                  f"found {lat:.2f} ms vs {best['model']} {best['latency_ms']:.2f} ms",
+                  bool(lat < best["latency_ms"])),
+        ]
+    return claims

@@ -1,4 +1,4 @@
-"""Bundles and bundle entropy (PAPER.md, "Bundles and bundle entropy").
+"""Bundles and bundle entropy (``docs/method.md#bundles``).
 
 For ``N`` samples with activations ``a_i`` (flattened, float32) at one layer, every sample gets
 
@@ -7,7 +7,7 @@ For ``N`` samples with activations ``a_i`` (flattened, float32) at one layer, ev
 and samples whose ``t`` are float-equal in every component form one bundle.
 :func:`bundle_stats` computes the bundles, their count, the bundle entropy and the accuracy bound.
 
-Choices the specification leaves open (written down here, as PAPER.md asks):
+Choices the specification leaves open (written down here):
 
 * Arithmetic: ``a`` is first cast to float32; ``lr``, ``1 / bs`` (the quotient taken in Python
   double precision) and ``w_max`` are each rounded to float32; the three operations run as separate
@@ -38,6 +38,12 @@ Choices the specification leaves open (written down here, as PAPER.md asks):
 :func:`measure_model` measures every tap of a model (streaming: one tap's activation alive at a
 time), :func:`measure_last_layer` only a^(L), and :class:`BundleCallback` does either after every
 training epoch, storing plain-Python results in the epoch record.
+
+This module also owns the rule that says which layers are *conflicting*
+(:func:`layer_rows`, :func:`conflicting_layers`: a residual block by its branch tap, a plain block
+by its output, an FNN layer by its hidden output) and the continuous **distance to bundling**
+(:func:`distance_to_bundling`, this project's addition: how many float32 resolution steps separate
+the closest pair of samples of different labels).
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .models import eval_mode, model_device
+
 __all__ = [
     "BundleStats",
     "bundle_stats",
@@ -60,11 +68,15 @@ __all__ = [
     "default_hook_taps",
     "BundleCallback",
     "bundles_frame",
+    "layer_rows",
+    "conflicting_layers",
+    "resolution_step",
+    "distance_to_bundling",
     "TAP_COLUMNS",
 ]
 
 #: columns of :func:`measure_model`'s table, in order
-TAP_COLUMNS = ("tap", "layer", "kind", "block", "stage", "num_bundles", "entropy", "max_accuracy", "conflicting")
+TAP_COLUMNS = ("tap", "layer", "role", "block", "stage", "num_bundles", "entropy", "max_accuracy", "conflicting")
 
 #: seed of the fixed hash multipliers (any value works; fixed so that runs are reproducible)
 _HASH_SEED = 0x5EED_B0D1
@@ -402,14 +414,6 @@ def weight_amplitude(model: nn.Module) -> float:
     return float(np.float32(float(torch.stack(maxima).max())))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
 def _is_activation_leaf(module: nn.Module) -> bool:
     return type(module).__module__ == "torch.nn.modules.activation" and not isinstance(module, _OUTPUT_ACTIVATIONS)
 
@@ -430,11 +434,11 @@ def default_hook_taps(model: nn.Module) -> list[str]:
     return names[:-1] or names
 
 
-def _row(name: str, layer: int, kind: str, block: Any, stage: Any, st: BundleStats) -> dict[str, Any]:
+def _row(name: str, layer: int, role: str, block: Any, stage: Any, st: BundleStats) -> dict[str, Any]:
     return {
         "tap": str(name),
         "layer": int(layer),
-        "kind": str(kind),
+        "role": str(role),
         "block": None if block is None else int(block),
         "stage": None if stage is None else int(stage),
         "num_bundles": int(st.num_bundles),
@@ -442,26 +446,6 @@ def _row(name: str, layer: int, kind: str, block: Any, stage: Any, st: BundleSta
         "max_accuracy": float(st.max_accuracy),
         "conflicting": bool(st.conflicting),
     }
-
-
-class _EvalMode:
-    """Context: eval mode and no_grad; restores every submodule's train flag afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.modes: list[tuple[nn.Module, bool]] = []
-        self.grad = torch.no_grad()
-
-    def __enter__(self) -> "_EvalMode":
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        self.grad.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.grad.__exit__(*exc)
-        for m, mode in self.modes:
-            m.training = mode
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
@@ -473,7 +457,7 @@ def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes:
     n = _check_labels(y, int(num_classes))
     if x.dim() < 1 or x.shape[0] != n:
         raise ValueError(f"x holds {x.shape[0] if x.dim() else 0} samples but y holds {n}; the counts must match")
-    dev = _model_device(model)
+    dev = model_device(model)
     bundler = _Bundler(y.to(dev), int(num_classes), float(lr), int(batch_size), weight_amplitude(model))
     return bundler, x.to(dev)
 
@@ -485,7 +469,7 @@ def _measure_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_cla
     n = bundler.n
     wanted = None if taps is None else list(taps)
     rows: list[dict[str, Any]] = []
-    with _EvalMode(model):
+    with eval_mode(model):
         if hasattr(model, "iter_taps"):
             seen: list[str] = []
             for tap in model.iter_taps(x):
@@ -493,7 +477,7 @@ def _measure_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_cla
                 if wanted is None or tap.name in wanted:
                     _check_activations(tap.activation, n, f"tap {tap.name!r}")
                     st = bundler.stats(tap.activation)
-                    rows.append(_row(tap.name, tap.index, tap.kind, tap.block, tap.stage, st))
+                    rows.append(_row(tap.name, tap.index, tap.role, tap.block, tap.stage, st))
                 del tap
             if wanted is not None:
                 missing = [t for t in wanted if t not in seen]
@@ -536,11 +520,11 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_cla
     """Bundle statistics of every tap of ``model`` on samples ``x`` with labels ``y``.
 
     One row per tap, columns :data:`TAP_COLUMNS`. Models with ``iter_taps`` (this package's) are
-    measured at the taps of PAPER.md; ``taps`` may then select tap names. Any other module is
+    measured at the taps of the method notes (``docs/method.md#taps``); ``taps`` may then select tap names. Any other module is
     measured through forward hooks on the modules named in ``taps`` (default
     :func:`default_hook_taps`); a module called several times gives one row per call (``name#2``,
     ...). Each tap's statistics are computed as soon as it is produced and its activation dropped.
-    Runs in eval mode under ``no_grad`` and restores every submodule's train/eval mode afterwards.
+    Runs under :func:`reproduce.models.eval_mode`.
     """
     rows = _measure_rows(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size, taps=taps)
     df = pd.DataFrame(rows, columns=list(TAP_COLUMNS))
@@ -551,16 +535,17 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_cla
 
 def measure_last_layer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
                        batch_size: int) -> BundleStats:
-    """Bundle statistics of a^(L), the last tap: ``model.features(x)`` for a conv net with
-    ``features``, the last ``iter_taps`` tap for other models of this package, else the output of
-    the last default hook tap (:func:`default_hook_taps`)."""
+    """Bundle statistics of a^(L), the last tap: ``model.features(x)`` for this package's models
+    (and any model with ``iter_taps`` and ``features``), the last ``iter_taps`` tap for a model
+    without ``features``, else the output of the last default hook
+    tap (:func:`default_hook_taps`)."""
     bundler, x = _prepare(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size)
 
     def stats(a: Any, where: str) -> BundleStats:
         _check_activations(a, bundler.n, where)
         return bundler.stats(a)
 
-    with _EvalMode(model):
+    with eval_mode(model):
         if hasattr(model, "iter_taps") and hasattr(model, "features"):
             return stats(model.features(x), "features")
         if hasattr(model, "iter_taps"):
@@ -639,3 +624,84 @@ def bundles_frame(history: Iterable[dict]) -> pd.DataFrame:
     for col in ("block", "stage"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+# --------------------------------------------------------------------------- which layers conflict
+
+
+def _deciding_role(rows: Sequence[dict]) -> str | None:
+    roles = {r.get("role") for r in rows}
+    for role in ("branch", "output", "hidden"):
+        if role in roles:
+            return role
+    return None
+
+
+def layer_rows(rows: Sequence[dict] | pd.DataFrame) -> list[dict]:
+    """The tap rows (of :func:`measure_model`, or an epoch record's ``bundles``) that decide whether
+    each layer is conflicting, in network order.
+
+    The rule of the method notes (``docs/method.md#taps``): a residual net's blocks are judged by
+    their branch taps (the rows hold ``branch`` taps), a plain net's blocks by their outputs, an
+    FNN's layers by their hidden outputs; a net with no block has only its stem tap, which is
+    returned alone.
+    """
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    role = _deciding_role(rows)
+    return [r for r in rows if role is None or r.get("role") == role]
+
+
+def conflicting_layers(rows: Sequence[dict] | pd.DataFrame) -> frozenset[str]:
+    """Tap names of the conflicting layers (:func:`layer_rows` with entropy > 0)."""
+    return frozenset(str(r["tap"]) for r in layer_rows(rows) if float(r["entropy"]) > 0)
+
+
+# --------------------------------------------------------------------------- distance to bundling
+
+
+def resolution_step(weight_amplitude: float) -> float:
+    """One float32 resolution step at ``w_max``: ``numpy.spacing(float32(w_max))``."""
+    w = float(weight_amplitude)
+    if not (math.isfinite(w) and w >= 0):
+        raise ValueError(f"weight_amplitude (w_max) must be finite and >= 0, got {weight_amplitude!r}")
+    return float(np.spacing(np.float32(w)))
+
+
+def distance_to_bundling(activations: torch.Tensor, *, lr: float, batch_size: int, weight_amplitude: float,
+                         labels: torch.Tensor | None = None, chunk_elements: int = 1 << 22) -> float:
+    """Smallest pairwise max-norm distance of ``activations`` [N, ...], in resolution steps.
+
+    ``min_{i<j} max_c |a_ic - a_jc| * lr / batch_size / resolution_step(weight_amplitude)``, over
+    pairs with different ``labels`` when labels are given (only such a pair can form a conflicting
+    bundle), else over all pairs; ``inf`` when no pair qualifies. A distance well below 1 means the
+    pair is about to fall into one bundle. Pairwise differences are taken in float64,
+    ``chunk_elements`` at a time. (This project's addition, ``docs/method.md#distance``.)
+    """
+    if not isinstance(activations, torch.Tensor) or activations.dim() < 1:
+        raise ValueError("activations must be a tensor [N, ...] with samples first")
+    if isinstance(batch_size, bool) or int(batch_size) < 1 or not float(lr) > 0:
+        raise ValueError(f"lr must be > 0 and batch_size >= 1, got {lr!r}, {batch_size!r}")
+    step = resolution_step(weight_amplitude)
+    n = activations.shape[0]
+    a = activations.detach().reshape(n, -1).to(torch.float64)
+    if not bool(torch.isfinite(a).all()):
+        raise ValueError("activations hold non-finite values; the distance needs finite activations")
+    if labels is not None:
+        labels = torch.as_tensor(labels).reshape(-1).to(a.device)
+        if labels.numel() != n:
+            raise ValueError(f"activations hold N = {n} samples but labels hold {labels.numel()}")
+    rows = max(1, int(chunk_elements) // max(1, n * a.shape[1]))
+    best = math.inf
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        d = (a[s:e, None, :] - a[None, :, :]).abs().amax(dim=2) if a.shape[1] else torch.zeros(e - s, n, dtype=a.dtype)
+        idx = torch.arange(s, e, device=a.device)[:, None]
+        mask = idx < torch.arange(n, device=a.device)[None, :]  # each pair once, i < j
+        if labels is not None:
+            mask &= labels[s:e, None] != labels[None, :]
+        if bool(mask.any()):
+            best = min(best, float(d[mask].min()))
+    if math.isinf(best):
+        return math.inf
+    return best * float(lr) / int(batch_size) / step

@@ -9,20 +9,25 @@
 * :func:`correlations` gives Pearson and Spearman correlations (with p-values) between the
   averaged a^(L) bundle entropy and the test accuracy, per dataset.
 * :func:`layer_epoch_matrix`, :func:`conflicting_layers`, :func:`first_detection_epoch` and
-  :func:`detection_curve` read a run's per-epoch, per-tap measurements for claim 3.
+  :func:`detection_curve` read a run's per-epoch, per-tap measurements for claim 3;
+  :func:`detection_summary` sums them up per network.
+* :func:`depth_claims` (claim 2) and :func:`early_detection_claims` (claim 3) are the claims
+  tables' rules, fixed before any number was seen.
 
-Choices the specification leaves open (written down here, as PAPER.md asks):
+Choices the specification leaves open (written down here):
 
-* A run's **test accuracy** is the mean over its last ``P.last_epochs`` measured epochs; its
+* A run's **test accuracy** is the mean over its last ``scale.last_epochs`` measured epochs; its
   **averaged entropy** (the paper's "integral") is the mean of the a^(L) bundle entropy over all
   measured epochs. A diverged run keeps the epochs measured before it diverged; its row stays in
   the tables with ``status == "diverged"`` (and NaN where nothing was measured).
 * The run folder is ``results/<scale>/depth/<dataset>-<kind>-<depth>-s<seed>-<hash>``; the hash
   covers the model and training configs and the measurement set-up (dataset, ``train_limit``,
   sample-set size, ``every_tap``), so a changed preset never reuses a stale run.
-* A block is **conflicting** when its branch tap has ``H > 0`` (residual nets, PAPER.md); in a net
-  without branch taps (plain conv net) when its output tap has ``H > 0``; in an FNN when its
-  hidden tap has ``H > 0``. "Layers" in claim 3 are these taps, named by their tap names.
+* A block is **conflicting** by the rule of :func:`reproduce.bundles.layer_rows` (a residual
+  block by its branch tap, a plain block by its output tap, an FNN layer by its hidden tap).
+  "Layers" in claim 3 are these taps, named by their tap names.
+* The **detection horizon** of claim 3 is the first quarter of training
+  (:func:`detection_horizon`: ``ceil(epochs / 4)``).
 * **First detection epoch** (claim 3): the first epoch ``e`` such that at ``e`` *and every later
   measured epoch* the set of conflicting layers contains the set of conflicting layers of the
   final epoch. Containment (not equality) is used because a detector that flags a superset early
@@ -41,10 +46,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import bundles
 from .bundles import BundleCallback
 from .data import DataBundle, load_dataset, measurement_samples
-from .models import DEPTH_TABLE, ModelConfig, blocks_for_depth, depth_for_blocks
-from .reporting import run_dir
+from .models import CONV_KINDS, DEPTH_TABLE, ModelConfig, blocks_for_depth, check_conv_kind, conv_config, depth_for_blocks
+from .reporting import Claim, run_dir
 from .scales import Scale
 from .training import RunResult, TrainConfig, final_test_accuracy, train
 
@@ -64,9 +70,12 @@ __all__ = [
     "conflicting_layers",
     "first_detection_epoch",
     "detection_curve",
+    "detection_horizon",
+    "detection_summary",
+    "depth_claims",
+    "early_detection_claims",
 ]
 
-CONV_KINDS = ("plain", "residual")
 #: experiment folder under ``results/<scale>/``
 EXPERIMENT = "depth"
 #: columns of :func:`depth_sweep`'s run table, in order
@@ -88,33 +97,11 @@ _DETECTION_MODES = ("contains", "equal")
 # training
 
 
-def _blocks(blocks_or_depth: int | Sequence[int]) -> tuple[int, int, int, int]:
-    if isinstance(blocks_or_depth, (int, np.integer)) and not isinstance(blocks_or_depth, bool):
-        return blocks_for_depth(int(blocks_or_depth))
-    try:
-        blocks = tuple(int(b) for b in blocks_or_depth)  # type: ignore[union-attr]
-    except TypeError:
-        raise ValueError(
-            f"blocks_or_depth must be a depth ({', '.join(map(str, DEPTH_TABLE))}) or 4 block counts, "
-            f"got {blocks_or_depth!r}"
-        ) from None
-    if len(blocks) != 4 or any(b < 0 for b in blocks):
-        raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {blocks_or_depth!r}")
-    return blocks  # type: ignore[return-value]
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in CONV_KINDS:
-        raise ValueError(f"unknown conv net kind {kind!r}; valid kinds are {', '.join(CONV_KINDS)}")
-
-
-def conv_configs(P: Scale, kind: str, blocks_or_depth: int | Sequence[int], data: DataBundle,
+def conv_configs(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], data: DataBundle,
                  seed: int) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs :func:`train_conv` uses for ``kind`` at a depth (or blocks)."""
-    _check_kind(kind)
-    mcfg = ModelConfig(kind, data.num_classes, data.in_channels, data.image_size, _blocks(blocks_or_depth),
-                       width=P.width)
-    tcfg = TrainConfig(epochs=P.epochs, batch_size=P.batch_size, lr=P.lr, seed=seed)
+    mcfg = conv_config(kind, blocks_or_depth, data, width=scale.width)
+    tcfg = TrainConfig(epochs=scale.epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed)
     return mcfg, tcfg
 
 
@@ -125,7 +112,7 @@ def _run_label(dataset: str, kind: str, blocks: tuple[int, ...], seed: int) -> s
 
 
 def train_conv(
-    P: Scale,
+    scale: Scale,
     kind: str,
     blocks_or_depth: int | Sequence[int],
     *,
@@ -138,27 +125,26 @@ def train_conv(
 ) -> RunResult:
     """Train (or reuse) one ``kind`` conv net (``plain``/``residual``) at the preset's width.
 
-    ``blocks_or_depth`` is a depth of PAPER.md's table or four blocks per stage. ``dataset``
-    defaults to ``P.dataset``; ``data`` may pass the already loaded dataset (it must be
-    ``load_dataset(dataset, seed=seed, train_limit=P.train_limit)``). After every epoch the bundle
-    metric is measured on ``measurement_samples(data, P.sample_size, seed)`` at every tap (or only
+    ``blocks_or_depth`` is a depth of the depth table or four blocks per stage. ``dataset``
+    defaults to ``scale.dataset``; ``data`` may pass the already loaded dataset (it must be
+    ``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)``). After every epoch the bundle
+    metric is measured on ``measurement_samples(data, scale.sample_size, seed)`` at every tap (or only
     at a^(L) with ``every_tap=False``), adding ``bundles``, ``a_L_entropy`` and ``a_L_num_bundles``
     to the history. The run lives in ``results/<scale>/depth/`` and is reused when finished.
     """
-    _check_kind(kind)
-    dataset = dataset or P.dataset
+    dataset = dataset or scale.dataset
     if data is None:
-        data = load_dataset(dataset, seed=seed, train_limit=P.train_limit)
+        data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
     elif data.name != dataset:
         raise ValueError(f"data holds dataset {data.name!r} but dataset={dataset!r} was asked for")
-    mcfg, tcfg = conv_configs(P, kind, blocks_or_depth, data, seed)
-    x, y = measurement_samples(data, P.sample_size, seed)
-    callback = BundleCallback(x, y, num_classes=data.num_classes, lr=P.lr, batch_size=P.batch_size,
+    mcfg, tcfg = conv_configs(scale, kind, blocks_or_depth, data, seed)
+    x, y = measurement_samples(data, scale.sample_size, seed)
+    callback = BundleCallback(x, y, num_classes=data.num_classes, lr=scale.lr, batch_size=scale.batch_size,
                               every_tap=every_tap)
-    measure = {"dataset": dataset, "train_limit": P.train_limit, "sample_size": P.sample_size,
+    measure = {"dataset": dataset, "train_limit": scale.train_limit, "sample_size": scale.sample_size,
                "every_tap": bool(every_tap)}
     label = _run_label(dataset, kind, mcfg.blocks, seed)
-    folder = run_dir(P, EXPERIMENT, label, mcfg, tcfg, measure)
+    folder = run_dir(scale, EXPERIMENT, label, mcfg, tcfg, measure)
     return train(mcfg, data, tcfg, folder, callbacks=[callback], device=device, progress=progress,
                  desc=label)
 
@@ -228,7 +214,7 @@ def epoch_rows(run: RunResult, *, dataset: str, seed: int) -> list[dict[str, Any
 
 
 def depth_sweep(
-    P: Scale,
+    scale: Scale,
     *,
     datasets: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
@@ -239,26 +225,26 @@ def depth_sweep(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or reuse) every run of the depth study; return ``(runs, per_epoch)``.
 
-    Defaults: ``P.datasets``, seeds ``0..P.repeats-1``, ``P.depths``, both kinds. ``runs`` has one
+    Defaults: ``scale.datasets``, seeds ``0..scale.repeats-1``, ``scale.depths``, both kinds. ``runs`` has one
     row per run (:data:`RUN_COLUMNS`), ``per_epoch`` one row per run and epoch
     (:data:`EPOCH_COLUMNS`). Diverged runs are kept, with their status.
     """
-    datasets = tuple(datasets or P.datasets)
-    seeds = tuple(range(P.repeats)) if seeds is None else tuple(seeds)
-    depths = tuple(depths or P.depths)
+    datasets = tuple(datasets or scale.datasets)
+    seeds = tuple(range(scale.repeats)) if seeds is None else tuple(seeds)
+    depths = tuple(depths or scale.depths)
     for kind in kinds:
-        _check_kind(kind)
+        check_conv_kind(kind)
     for depth in depths:
         blocks_for_depth(depth)
     runs, epochs = [], []
     for dataset in datasets:
         for seed in seeds:
-            data = load_dataset(dataset, seed=seed, train_limit=P.train_limit)
+            data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
             for kind in kinds:
                 for depth in depths:
-                    run = train_conv(P, kind, depth, dataset=dataset, seed=seed, data=data,
+                    run = train_conv(scale, kind, depth, dataset=dataset, seed=seed, data=data,
                                      progress=progress, device=device)
-                    runs.append(run_row(run, dataset=dataset, seed=seed, last_epochs=P.last_epochs))
+                    runs.append(run_row(run, dataset=dataset, seed=seed, last_epochs=scale.last_epochs))
                     epochs.extend(epoch_rows(run, dataset=dataset, seed=seed))
                     del run
     return (pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
@@ -306,31 +292,18 @@ def _history(run: RunResult | Sequence[dict]) -> list[dict]:
     return [r for r in history if r.get("bundles")]
 
 
-def _conflict_kind(rows: Sequence[dict]) -> str | None:
-    kinds = {r.get("kind") for r in rows}
-    for kind in ("branch", "output", "hidden"):
-        if kind in kinds:
-            return kind
-    return None
-
-
 def conflicting_layers(record: dict) -> frozenset[str]:
-    """Tap names of the conflicting layers of one epoch record (see the module docstring).
-
-    Branch taps if the record has any (residual net), else output taps (plain conv net), else
-    hidden taps (FNN), else every tap; a tap is conflicting when its entropy is > 0.
-    """
-    rows = record.get("bundles") or []
-    kind = _conflict_kind(rows)
-    return frozenset(r["tap"] for r in rows if (kind is None or r.get("kind") == kind) and r["entropy"] > 0)
+    """Tap names of the conflicting layers of one epoch record
+    (:func:`reproduce.bundles.conflicting_layers` of its ``bundles``)."""
+    return bundles.conflicting_layers(record.get("bundles") or [])
 
 
-def layer_epoch_matrix(run: RunResult | Sequence[dict], *, kind: str | None = None,
+def layer_epoch_matrix(run: RunResult | Sequence[dict], *, role: str | None = None,
                        value: str = "entropy") -> pd.DataFrame:
     """Tap x epoch table of ``value`` (default the bundle entropy) from a run or its history.
 
-    Rows are tap names in network order (index ``tap``), columns the measured epochs. ``kind``
-    keeps only taps of that kind (``branch``, ``output``, ``hidden``, ``stem``); None keeps all.
+    Rows are tap names in network order (index ``tap``), columns the measured epochs. ``role``
+    keeps only taps of that role (``branch``, ``output``, ``hidden``, ``stem``); None keeps all.
     """
     history = _history(run)
     rows = [{"epoch": int(r.get("epoch", i)), **b} for i, r in enumerate(history) for b in r["bundles"]]
@@ -338,12 +311,12 @@ def layer_epoch_matrix(run: RunResult | Sequence[dict], *, kind: str | None = No
         return pd.DataFrame(dtype=float)
     frame = pd.DataFrame(rows)
     if value not in frame.columns:
-        raise ValueError(f"unknown value {value!r}; valid values are {sorted(set(frame.columns) - {'tap', 'kind'})}")
-    if kind is not None:
-        kinds = sorted(frame["kind"].unique())
-        if kind not in kinds:
-            raise ValueError(f"no taps of kind {kind!r}; this run's tap kinds are {kinds}")
-        frame = frame[frame["kind"] == kind]
+        raise ValueError(f"unknown value {value!r}; valid values are {sorted(set(frame.columns) - {'tap', 'role'})}")
+    if role is not None:
+        roles = sorted(frame["role"].unique())
+        if role not in roles:
+            raise ValueError(f"no taps of role {role!r}; this run's tap roles are {roles}")
+        frame = frame[frame["role"] == role]
     order = frame.drop_duplicates("tap").sort_values("layer")["tap"].tolist()
     matrix = frame.pivot(index="tap", columns="epoch", values=value).reindex(order)
     matrix.columns.name = "epoch"
@@ -393,3 +366,101 @@ def detection_curve(run: RunResult | Sequence[dict]) -> pd.DataFrame:
             "jaccard": len(s & final) / len(union) if union else 1.0,
         })
     return pd.DataFrame(rows, columns=["epoch", "conflicting", "final_conflicting", "found", "recall", "jaccard"])
+
+
+def detection_horizon(epochs: int) -> int:
+    """The last epoch that still counts as "the beginning of training" for claim 3: ``ceil(epochs / 4)``."""
+    return math.ceil(int(epochs) / 4)
+
+
+def _at_epoch(history: Sequence[dict], epoch: int, key: str) -> Any:
+    return next((r.get(key) for r in history if int(r.get("epoch", -1)) == epoch), None)
+
+
+def detection_summary(runs: dict[str, RunResult], horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Claim 3 per network: ``(curves, summary)``.
+
+    ``curves`` stacks :func:`detection_curve` of every run (column ``kind`` = the dict key);
+    ``summary`` has one row per run: ``kind, status, blocks, conflicting_final, first_detection,
+    first_equal, a_L_entropy_horizon`` (H(a^(L)) at epoch ``horizon``, None if not measured) and
+    ``a_L_entropy_final`` (at the last epoch of the history, None if it was not measured).
+    """
+    curves, summary = [], []
+    for kind, run in runs.items():
+        curve = detection_curve(run).assign(kind=kind)
+        curves.append(curve)
+        summary.append({"kind": kind, "status": run.status, "blocks": sum(run.model_config.blocks),
+                        "conflicting_final": int(curve["final_conflicting"].iloc[-1]) if len(curve) else 0,
+                        "first_detection": first_detection_epoch(run),
+                        "first_equal": first_detection_epoch(run, mode="equal"),
+                        "a_L_entropy_horizon": _at_epoch(run.history, horizon, "a_L_entropy"),
+                        "a_L_entropy_final": run.history[-1].get("a_L_entropy") if run.history else None})
+    return pd.concat(curves, ignore_index=True), pd.DataFrame(summary)
+
+
+# --------------------------------------------------------------------------------------------
+# the claims' rules (fixed before any number was seen)
+
+
+def depth_claims(runs: pd.DataFrame, corr: pd.DataFrame) -> list[Claim]:
+    """Claim 2 per dataset, from :func:`depth_sweep`'s run table and :func:`correlations`:
+
+    * deep plain nets develop conflicting bundles: holds iff the deepest plain net's averaged
+      a^(L) entropy is > 0;
+    * residual nets develop fewer: holds iff, over the depths where either kind has an averaged
+      entropy > 0, the residual net's is lower at more than half of them;
+    * entropy vs test accuracy: holds iff Pearson r < 0 with p < 0.05.
+    """
+    claims = []
+    cidx = corr.set_index("dataset")
+    for name, frame in runs.groupby("dataset"):
+        by = frame.groupby(["depth", "kind"])["entropy_mean"].mean().unstack("kind")
+        deepest = int(by.index.max())
+        h_deep = by.loc[deepest, "plain"]
+        claims.append(Claim(
+            f"{name}: deep plain nets develop conflicting bundles", "deep plain networks develop them",
+            f"plain depth {deepest}: averaged a^(L) entropy {h_deep:.3f}", bool(h_deep > 0)))
+        active = by[(by["plain"] > 0) | (by["residual"] > 0)]
+        lower = int((active["residual"] < active["plain"]).sum())
+        claims.append(Claim(
+            f"{name}: residual nets develop fewer conflicts", "residual networks much less",
+            f"residual lower at {lower} of {len(active)} depths with a conflict {list(map(int, active.index))}",
+            bool(len(active) > 0 and lower > len(active) / 2)))
+        c = cidx.loc[name]
+        claims.append(Claim(
+            f"{name}: bundle entropy vs test accuracy", "negative correlation",
+            f"Pearson r = {c.pearson_r:.3f} (p = {c.pearson_p:.2g}), Spearman rho = {c.spearman_r:.3f} "
+            f"(p = {c.spearman_p:.2g}), n = {int(c.n)}", bool(c.pearson_r < 0 and c.pearson_p < 0.05)))
+    return claims
+
+
+def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -> list[Claim]:
+    """Claim 3 from :func:`detection_summary`'s summary:
+
+    * the plain net's conflicting layers are visible early: holds iff it has conflicting layers at
+      the end and its first detection epoch is <= ``horizon``;
+    * a^(L) at the horizon predicts the end: holds iff for every net, H(a^(L)) > 0 at epoch
+      ``horizon`` exactly when it is > 0 at the end.
+    """
+    s = summary.set_index("kind")
+
+    def num(v: Any) -> str:
+        return "n/a" if pd.isna(v) else f"{v:.3f}"
+
+    plain = s.loc["plain"]
+    detected = pd.notna(plain.first_detection) and plain.conflicting_final > 0
+    claims = [Claim(
+        f"plain depth {depth}: conflicting layers visible early",
+        "conflicting layers can be detected in the first epochs",
+        f"{plain.conflicting_final} of {plain.blocks} blocks conflicting at the end; first detection epoch "
+        f"{'n/a' if pd.isna(plain.first_detection) else int(plain.first_detection)} (horizon {horizon})",
+        bool(detected and plain.first_detection <= horizon))]
+    agree = [pd.notna(r.a_L_entropy_horizon) and pd.notna(r.a_L_entropy_final)
+             and (r.a_L_entropy_horizon > 0) == (r.a_L_entropy_final > 0) for _, r in s.iterrows()]
+    claims.append(Claim(
+        f"depth {depth}: a^(L) conflict at epoch {horizon} predicts the final one",
+        "conflicts are visible at the start of training",
+        "; ".join(f"{k}: H(a^(L)) {num(r.a_L_entropy_horizon)} at epoch {horizon}, {num(r.a_L_entropy_final)} at the end"
+                  for k, r in s.iterrows()),
+        bool(all(agree))))
+    return claims

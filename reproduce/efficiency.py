@@ -1,7 +1,7 @@
 """Efficiency of a model: parameters, size, peak activation memory and inference time.
 
 The auto-tune table (claim 5) compares the found networks with fixed-depth ones by "memory" and
-"inference time"; PAPER.md leaves the exact measures open, so they are defined here:
+"inference time"; the paper leaves the exact measures open, so they are defined here:
 
 * **parameters** -- number of parameters (trainable or not) of the model.
 * **model size** -- bytes of all parameters plus all buffers (e.g. batch-norm running statistics),
@@ -36,6 +36,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .models import eval_mode, model_device
+
 __all__ = [
     "MB",
     "count_all_parameters",
@@ -60,12 +62,6 @@ def _check_shape(input_shape: Sequence[int], batch_size: int) -> tuple[int, ...]
     return shape
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _dtype_of(model: nn.Module) -> torch.dtype:
     for p in model.parameters():
         if p.is_floating_point():
@@ -77,7 +73,7 @@ def _example(model: nn.Module, input_shape: Sequence[int], batch_size: int, seed
     shape = _check_shape(input_shape, batch_size)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((int(batch_size), *shape), generator=gen, dtype=_dtype_of(model))
-    return x.to(_device_of(model))
+    return x.to(model_device(model))
 
 
 def count_all_parameters(model: nn.Module) -> int:
@@ -147,40 +143,30 @@ def peak_activation_bytes(model: nn.Module, input_shape: Sequence[int], batch_si
     """
     x = _example(model, input_shape, batch_size)
     ignore = {k for k in (_storage_key(t) for t in [x, *model.parameters(), *model.buffers()]) if k}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            mode = _LiveBytes(ignore)
-            with mode:
-                out = model(x)
-            peak = mode.peak
-            del out
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        mode = _LiveBytes(ignore)
+        with mode:
+            out = model(x)
+        peak = mode.peak
+        del out
     return int(peak)
 
 
 def cuda_peak_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int = 64) -> int | None:
     """``torch.cuda.max_memory_allocated`` over one eval/no_grad forward, minus what was allocated
     before it; None when the model is not on a CUDA device."""
-    device = _device_of(model)
+    device = model_device(model)
     if device.type != "cuda":
         return None
     x = _example(model, input_shape, batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            torch.cuda.synchronize(device)
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            out = model(x)
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device)
-            del out
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out = model(x)
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        del out
     return int(peak - base)
 
 
@@ -208,22 +194,15 @@ def inference_times(models: Sequence[nn.Module], input_shapes: Sequence[Sequence
     if int(warmup) < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup!r}")
     xs = [_example(m, shape, batch_size) for m, shape in zip(models, input_shapes)]
-    modes = [m.training for m in models]
     times: list[list[float]] = [[] for _ in models]
-    try:
-        for m in models:
-            m.eval()
-        with torch.no_grad():
-            for _ in range(int(warmup)):
-                for m, x in zip(models, xs):
-                    model_out = m(x)
-                    del model_out
-            for _ in range(int(repeats)):
-                for i, (m, x) in enumerate(zip(models, xs)):
-                    times[i].append(_timed_forward(m, x))
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
+    with eval_mode(*models):
+        for _ in range(int(warmup)):
+            for m, x in zip(models, xs):
+                model_out = m(x)
+                del model_out
+        for _ in range(int(repeats)):
+            for i, (m, x) in enumerate(zip(models, xs)):
+                times[i].append(_timed_forward(m, x))
     return [float(statistics.median(t)) for t in times]
 
 
@@ -261,5 +240,5 @@ def efficiency_report(model: nn.Module, input_shape: Sequence[int], batch_size: 
         "latency_s": seconds,
         "latency_ms": None if seconds is None else seconds * 1e3,
         "batch_size": int(batch_size),
-        "device": str(_device_of(model)),
+        "device": str(model_device(model)),
     }

@@ -5,7 +5,7 @@ boundary between the nets whose last hidden layer a^(L) holds conflicting bundle
 ``results/<scale>/fnn_map/<label>-<hash>``), measuring after every epoch
 
 * a^(L)'s bundles on the measurement sample set (``measurement_samples(data, sample_size, seed)``,
-  PAPER.md's protocol): ``a_L_entropy``, ``a_L_num_bundles``, ``a_L_max_accuracy``;
+  the method's protocol): ``a_L_entropy``, ``a_L_num_bundles``, ``a_L_max_accuracy``;
 * a^(L)'s bundles and the eval-mode accuracy on the *whole* unaugmented training set
   (:class:`reproduce.theory.TrainingBoundCallback`, for claim 1's accuracy bound): ``bound_*``.
 
@@ -13,14 +13,14 @@ It returns a :class:`FnnMap`: a tidy per-network table (:data:`MAP_COLUMNS`) and
 table (:data:`EPOCH_COLUMNS`). :func:`boundary_segments` gives the cell edges that separate
 conflicting from non-conflicting cells, for drawing the boundary on the heatmap.
 
-Choices the specification leaves open (written down here, as PAPER.md asks):
+Choices the specification leaves open (written down here):
 
 * A network "induces conflicting bundles" when a^(L) has ``H > 0`` at its **final** epoch (the
   paper's map is of trained networks).
 * Test accuracy of a cell: mean over the last ``last_epochs`` epochs
   (:func:`reproduce.training.final_test_accuracy`); a diverged run has NaN test accuracy.
 * The run folder's hash covers the model and training configs plus the dataset, its
-  ``train_limit``, the data seed and the measurement settings, so a changed preset never reuses a
+  ``train_limit``, the data seed and the measurement settings, so a changed scale never reuses a
   stale run.
 """
 
@@ -91,9 +91,9 @@ def fnn_config(data: Any, width: int, depth: int) -> ModelConfig:
                        input_size=data.image_size, fnn_width=int(width), fnn_depth=int(depth))
 
 
-def train_config(preset: Scale, seed: int) -> TrainConfig:
-    """Training of every grid cell: the preset's ``fnn_epochs``, batch size and learning rate."""
-    return TrainConfig(epochs=preset.fnn_epochs, batch_size=preset.batch_size, lr=preset.lr, seed=seed)
+def train_config(scale: Scale, seed: int) -> TrainConfig:
+    """Training of every grid cell: the scale's ``fnn_epochs``, batch size and learning rate."""
+    return TrainConfig(epochs=scale.fnn_epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed)
 
 
 def _check_grid(name: str, values: Sequence[int]) -> tuple[int, ...]:
@@ -105,16 +105,16 @@ def _check_grid(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def train_cell(preset: Scale, data: Any, width: int, depth: int, *, seed: int = 0,
+def train_cell(scale: Scale, data: Any, width: int, depth: int, *, seed: int = 0,
                callbacks: Sequence[Any] = (), device: str = "auto", progress: bool = False) -> RunResult:
     """Train (or load) the FNN ``width x depth`` of the grid, resumably, with ``callbacks``.
 
     The run folder is ``results/<scale>/fnn_map/fnn-<w>x<d>-<hash>`` (see the module docstring).
     """
-    mcfg, tcfg = fnn_config(data, width, depth), train_config(preset, seed)
-    extra = {"dataset": data.name, "train_limit": preset.train_limit, "data_seed": seed,
-             "sample_size": preset.sample_size, "measure": _MEASURE_VERSION}
-    folder = run_dir(preset, EXPERIMENT, mcfg.label, mcfg, tcfg, extra)
+    mcfg, tcfg = fnn_config(data, width, depth), train_config(scale, seed)
+    extra = {"dataset": data.name, "train_limit": scale.train_limit, "data_seed": seed,
+             "sample_size": scale.sample_size, "measure": _MEASURE_VERSION}
+    folder = run_dir(scale, EXPERIMENT, mcfg.label, mcfg, tcfg, extra)
     return train(mcfg, data, tcfg, folder, callbacks=callbacks, device=device, progress=progress)
 
 
@@ -125,19 +125,19 @@ def _final(history: list[dict], key: str) -> Any:
     return None
 
 
-def sweep(preset: Scale, data: Any, *, seed: int = 0, widths: Sequence[int] | None = None,
+def sweep(scale: Scale, data: Any, *, seed: int = 0, widths: Sequence[int] | None = None,
           depths: Sequence[int] | None = None, device: str = "auto", progress: bool = True) -> FnnMap:
-    """Train every FNN of ``widths x depths`` (default: the preset's grid) and tabulate them.
+    """Train every FNN of ``widths x depths`` (default: the scale's grid) and tabulate them.
 
     ``data`` must be loaded with ``flat=True``. The measurement sample set is
-    ``measurement_samples(data, preset.sample_size, seed)``; the bound is measured on the whole
+    ``measurement_samples(data, scale.sample_size, seed)``; the bound is measured on the whole
     ``data.train_eval``. Finished runs are reused, interrupted ones resumed.
     """
-    widths = _check_grid("widths", preset.fnn_widths if widths is None else widths)
-    depths = _check_grid("depths", preset.fnn_depths if depths is None else depths)
-    x_m, y_m = measurement_samples(data, preset.sample_size, seed)
+    widths = _check_grid("widths", scale.fnn_widths if widths is None else widths)
+    depths = _check_grid("depths", scale.fnn_depths if depths is None else depths)
+    x_m, y_m = measurement_samples(data, scale.sample_size, seed)
     x_t, y_t = dataset_tensors(data.train_eval)
-    kw = dict(num_classes=data.num_classes, lr=preset.lr, batch_size=preset.batch_size)
+    kw = dict(num_classes=data.num_classes, lr=scale.lr, batch_size=scale.batch_size)
     callbacks = [BundleCallback(x_m, y_m, every_tap=False, **kw), TrainingBoundCallback(x_t, y_t, **kw)]
 
     from tqdm.auto import tqdm
@@ -145,7 +145,7 @@ def sweep(preset: Scale, data: Any, *, seed: int = 0, widths: Sequence[int] | No
     cells = [(w, d) for d in depths for w in widths]
     rows, epoch_rows = [], []
     for w, d in tqdm(cells, desc="fnn grid", unit="net", disable=not progress):
-        res = train_cell(preset, data, w, d, seed=seed, callbacks=callbacks, device=device)
+        res = train_cell(scale, data, w, d, seed=seed, callbacks=callbacks, device=device)
         hist = [r for r in res.history if not r.get("diverged")]
         for r in hist:
             epoch_rows.append({"width": w, "depth": d, **{k: r.get(k) for k in EPOCH_COLUMNS[2:]}})
@@ -153,7 +153,7 @@ def sweep(preset: Scale, data: Any, *, seed: int = 0, widths: Sequence[int] | No
         rows.append({
             "width": w, "depth": d, "label": res.model_config.label,
             "parameters": count_parameters(res.model), "status": res.status, "epochs_done": res.epochs_done,
-            "test_acc": final_test_accuracy(hist, preset.last_epochs),
+            "test_acc": final_test_accuracy(hist, scale.last_epochs),
             "final_test_acc": _final(hist, "test_acc"), "train_acc": _final(hist, "train_acc"),
             "a_L_num_bundles": _final(hist, "a_L_num_bundles"), "a_L_entropy": entropy,
             "a_L_max_accuracy": _final(hist, "a_L_max_accuracy"),

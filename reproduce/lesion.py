@@ -1,8 +1,8 @@
-"""The lesion study (PAPER.md "Lesion study", claim 4).
+"""The lesion study (claim 4, ``docs/method.md#lesion``).
 
 Train a residual net, find its *conflicting* blocks at the final epoch (a block whose branch tap
-has bundle entropy ``H > 0``, measured by :func:`reproduce.bundles.measure_model` on the
-measurement samples), then for ``k = 1, 2, ...`` remove ``k`` blocks drawn at random from
+has bundle entropy ``H > 0``: :func:`reproduce.bundles.layer_rows` of
+:func:`reproduce.bundles.measure_model` on the measurement samples), then for ``k = 1, 2, ...`` remove ``k`` blocks drawn at random from
 
 * ``conflicting``     -- the conflicting blocks,
 * ``non-conflicting`` -- the other blocks,
@@ -10,17 +10,14 @@ measurement samples), then for ``k = 1, 2, ...`` remove ``k`` blocks drawn at ra
 
 ``draws`` times per ``k`` (``k`` runs up to the size of the set) and evaluate the test accuracy of
 each lesioned net. Every lesioned net is a genuinely smaller network
-(:func:`reproduce.models.remove_blocks`); once per study the smaller net's logits are checked
-against the lesioned forward ``model(x, removed=...)`` on one test batch
-(:func:`check_smaller_matches_lesioned`, raises :class:`LesionMismatchError`; the probe is the
-first draw of ``k = ceil(n / 2)`` blocks from all ``n`` blocks).
+(:func:`reproduce.models.remove_blocks`, whose removed blocks compute ``ReLU(shortcut(x))``).
 
-This project's addition (PAPER.md, "Measured at small scale": on small data the residual branches
-may never bundle, so the set of conflicting blocks can be empty) is a continuous diagnostic, the
-**distance to bundling** of a block (:func:`distance_to_bundling`), and a lesion that removes the
-``k`` blocks closest to bundling against the ``k`` farthest (:func:`ranked_plan`).
+This project's addition (on small data the residual branches may never bundle, so the set of
+conflicting blocks can be empty; ``docs/method.md#small-scales``) is a continuous diagnostic, the
+**distance to bundling** of a block (:func:`reproduce.bundles.distance_to_bundling`), and a lesion
+that removes the ``k`` blocks closest to bundling against the ``k`` farthest (:func:`ranked_plan`).
 
-Choices the specification leaves open (written down here, as PAPER.md asks):
+Choices the specification leaves open (written down here):
 
 * The lesion acts on the weights of the last epoch; the full net's accuracy in every comparison is
   the test accuracy of those same weights (not the average over the last epochs of training).
@@ -40,7 +37,7 @@ Choices the specification leaves open (written down here, as PAPER.md asks):
   ``max_c |a_ic - a_jc|`` of the branch tap, times ``lr / bs`` (the mapping of PAPER.md's
   ``t = w_max - a * lr / bs``) and divided by one resolution step, the float32 spacing at
   ``w_max`` (``numpy.spacing(float32(w_max))``). A distance well below 1 means the pair is about
-  to fall into one bundle; the probe of PAPER.md measured 57-900 steps. The same quantity over all
+  to fall into one bundle; a first probe on digits measured 57-900 steps. The same quantity over all
   pairs (``distance_all``) is reported as well. Computed in float64 from the float32 activations.
 * Ranked lesion: ``closest`` removes the ``k`` blocks of smallest distance, ``farthest`` the ``k``
   of largest (ties broken by block index); one deterministic draw per ``k``.
@@ -48,7 +45,7 @@ Choices the specification leaves open (written down here, as PAPER.md asks):
   round-robin (median seconds per batch of 64 after warm-up, eval mode, ``no_grad``, on the model's
   device, random input).
 * Finished lesion tables are cached next to the training run (``lesion-<hash>.csv``) and reused
-  only when they hold exactly the planned draws; the equality check runs on every call.
+  only when they hold exactly the planned draws.
 """
 
 from __future__ import annotations
@@ -66,13 +63,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .bundles import BundleCallback, bundles_frame, measure_model, weight_amplitude
-from .data import DataBundle, dataset_tensors, load_dataset, measurement_samples
+from .bundles import (BundleCallback, bundles_frame, distance_to_bundling, layer_rows, measure_model,
+                      weight_amplitude)
+from .data import DataBundle, load_dataset, measurement_samples
 from .efficiency import inference_times
-from .models import DEPTH_TABLE, ConvNet, ModelConfig, blocks_for_depth, count_parameters, remove_blocks
+from .models import (DEPTH_TABLE, ConvNet, conv_config, count_parameters, eval_mode, model_device,
+                     remove_blocks)
 from .reporting import Claim, run_dir
 from .scales import Scale
-from .training import RunResult, TrainConfig, atomic_write_text, config_hash, evaluate, train
+from .storage import atomic_write_text, config_hash
+from .training import RunResult, TrainConfig, evaluate, train
 
 __all__ = [
     "SET_NAMES",
@@ -80,16 +80,12 @@ __all__ = [
     "TABLE_COLUMNS",
     "LesionConfig",
     "LesionResult",
-    "LesionMismatchError",
     "draw_blocks",
     "lesion_plan",
     "ranked_plan",
-    "check_smaller_matches_lesioned",
     "evaluate_lesions",
     "summarize",
     "removable_fraction",
-    "resolution_step",
-    "distance_to_bundling",
     "branch_distances",
     "block_diagnostics",
     "BranchDistanceCallback",
@@ -107,10 +103,6 @@ RANKED_SET_NAMES = ("closest", "farthest")
 TABLE_COLUMNS = ("set", "k", "draw", "removed", "fraction", "parameters", "test_acc")
 #: the paper's lesion study runs on CIFAR-10
 PAPER_DATASET = "cifar10"
-
-
-class LesionMismatchError(RuntimeError):
-    """The genuinely smaller net does not compute the lesioned forward."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -219,47 +211,6 @@ def ranked_plan(distances: Mapping[int, float]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _eval_mode(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    return modes
-
-
-def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
-    for m, mode in modes:
-        m.training = mode
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def check_smaller_matches_lesioned(model: ConvNet, smaller: nn.Module, removed: Iterable[int], x: torch.Tensor,
-                                   *, rtol: float = 1e-5, atol: float = 1e-5) -> float:
-    """Raise :class:`LesionMismatchError` unless ``smaller(x)`` equals ``model(x, removed=removed)``.
-
-    Both in eval mode under ``no_grad`` (modes restored); ``torch.allclose(rtol, atol)``. Returns
-    the largest absolute difference of the logits.
-    """
-    removed = tuple(sorted(set(int(i) for i in removed)))
-    modes = _eval_mode(model) + _eval_mode(smaller)
-    try:
-        with torch.no_grad():
-            x = x.to(_device(model))
-            expected = model(x, removed=removed)
-            got = smaller(x.to(_device(smaller))).to(expected.device)
-    finally:
-        _restore(modes)
-    if got.shape != expected.shape:
-        raise LesionMismatchError(f"smaller net gives logits of shape {tuple(got.shape)}, "
-                                  f"the lesioned forward {tuple(expected.shape)}")
-    diff = float((got - expected).abs().max()) if got.numel() else 0.0
-    if not torch.allclose(got, expected, rtol=rtol, atol=atol):
-        raise LesionMismatchError(f"smaller net without blocks {list(removed)} differs from the lesioned "
-                                  f"forward by up to {diff:.3g} (rtol={rtol}, atol={atol})")
-    return diff
-
-
 def evaluate_lesions(model: ConvNet, test: Dataset, plan: pd.DataFrame, *, progress: bool = False,
                      desc: str = "lesions") -> pd.DataFrame:
     """Test accuracy of the genuinely smaller net of every row of ``plan`` (columns TABLE_COLUMNS).
@@ -316,71 +267,21 @@ def removable_fraction(summary: pd.DataFrame, full_accuracy: float, *, set_name:
 # --------------------------------------------------------------------------- distance to bundling
 
 
-def resolution_step(weight_amplitude: float) -> float:
-    """One float32 resolution step at ``w_max``: ``numpy.spacing(float32(w_max))``."""
-    w = float(weight_amplitude)
-    if not (math.isfinite(w) and w >= 0):
-        raise ValueError(f"weight_amplitude (w_max) must be finite and >= 0, got {weight_amplitude!r}")
-    return float(np.spacing(np.float32(w)))
-
-
-def distance_to_bundling(activations: torch.Tensor, *, lr: float, batch_size: int, weight_amplitude: float,
-                         labels: torch.Tensor | None = None, chunk_elements: int = 1 << 22) -> float:
-    """Smallest pairwise max-norm distance of ``activations`` [N, ...], in resolution steps.
-
-    ``min_{i<j} max_c |a_ic - a_jc| * lr / batch_size / resolution_step(weight_amplitude)``, over
-    pairs with different ``labels`` when labels are given (else all pairs); ``inf`` when no pair
-    qualifies. Pairwise differences are taken in float64, ``chunk_elements`` at a time.
-    """
-    if not isinstance(activations, torch.Tensor) or activations.dim() < 1:
-        raise ValueError("activations must be a tensor [N, ...] with samples first")
-    if isinstance(batch_size, bool) or int(batch_size) < 1 or not float(lr) > 0:
-        raise ValueError(f"lr must be > 0 and batch_size >= 1, got {lr!r}, {batch_size!r}")
-    step = resolution_step(weight_amplitude)
-    n = activations.shape[0]
-    a = activations.detach().reshape(n, -1).to(torch.float64)
-    if not bool(torch.isfinite(a).all()):
-        raise ValueError("activations hold non-finite values; the distance needs finite activations")
-    if labels is not None:
-        labels = torch.as_tensor(labels).reshape(-1).to(a.device)
-        if labels.numel() != n:
-            raise ValueError(f"activations hold N = {n} samples but labels hold {labels.numel()}")
-    rows = max(1, int(chunk_elements) // max(1, n * a.shape[1]))
-    best = math.inf
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        d = (a[s:e, None, :] - a[None, :, :]).abs().amax(dim=2) if a.shape[1] else torch.zeros(e - s, n, dtype=a.dtype)
-        idx = torch.arange(s, e, device=a.device)[:, None]
-        mask = idx < torch.arange(n, device=a.device)[None, :]  # each pair once, i < j
-        if labels is not None:
-            mask &= labels[s:e, None] != labels[None, :]
-        if bool(mask.any()):
-            best = min(best, float(d[mask].min()))
-    if math.isinf(best):
-        return math.inf
-    return best * float(lr) / int(batch_size) / step
-
-
 def branch_distances(model: ConvNet, x: torch.Tensor, y: torch.Tensor, *, lr: float, batch_size: int) -> pd.DataFrame:
     """Distance to bundling of every residual block's branch tap (different-label pairs and all pairs).
 
-    Columns ``block, stage, tap, distance, distance_all``; eval mode, ``no_grad`` (modes restored).
+    Columns ``block, stage, tap, distance, distance_all``; runs under :func:`eval_mode`.
     """
-    w = weight_amplitude(model)
+    kw = dict(lr=lr, batch_size=batch_size, weight_amplitude=weight_amplitude(model))
     rows = []
-    modes = _eval_mode(model)
-    try:
-        with torch.no_grad():
-            x, y = x.to(_device(model)), y.to(_device(model))
-            for tap in model.iter_taps(x):
-                if tap.kind == "branch":
-                    kw = dict(lr=lr, batch_size=batch_size, weight_amplitude=w)
-                    rows.append({"block": int(tap.block), "stage": int(tap.stage), "tap": tap.name,
-                                 "distance": distance_to_bundling(tap.activation, labels=y, **kw),
-                                 "distance_all": distance_to_bundling(tap.activation, **kw)})
-                del tap
-    finally:
-        _restore(modes)
+    with eval_mode(model):
+        x, y = x.to(model_device(model)), y.to(model_device(model))
+        for tap in model.iter_taps(x):
+            if tap.role == "branch":
+                rows.append({"block": int(tap.block), "stage": int(tap.stage), "tap": tap.name,
+                             "distance": distance_to_bundling(tap.activation, labels=y, **kw),
+                             "distance_all": distance_to_bundling(tap.activation, **kw)})
+            del tap
     return pd.DataFrame(rows, columns=["block", "stage", "tap", "distance", "distance_all"])
 
 
@@ -391,7 +292,7 @@ def block_diagnostics(model: ConvNet, x: torch.Tensor, y: torch.Tensor, *, num_c
     if not isinstance(model, ConvNet) or model.config.kind != "residual":
         raise ValueError("the lesion study needs a residual ConvNet")
     taps = measure_model(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size)
-    branch = taps[taps["kind"] == "branch"][["block", "num_bundles", "entropy", "conflicting"]]
+    branch = pd.DataFrame(layer_rows(taps))[["block", "num_bundles", "entropy", "conflicting"]]
     branch = branch.astype({"block": int, "conflicting": bool})
     dist = branch_distances(model, x, y, lr=lr, batch_size=batch_size)
     out = dist.merge(branch, on="block", how="left", validate="one_to_one")
@@ -417,7 +318,7 @@ def conflict_history(history: Sequence[dict]) -> pd.DataFrame:
     """Per epoch: ``conflicting_blocks`` (branch taps with H > 0), ``num_blocks``,
     ``median_distance`` / ``min_distance`` (NaN when the run recorded no distances), ``test_acc``."""
     frame = bundles_frame(history)
-    branch = frame[frame["kind"] == "branch"]
+    branch = frame[frame["role"] == "branch"]
     rows = []
     for i, record in enumerate(history):
         epoch = record.get("epoch", i)
@@ -501,8 +402,6 @@ class LesionResult:
     removable: dict[str, Any]
     comparison: pd.DataFrame
     history: pd.DataFrame
-    check_max_diff: float
-    check_removed: tuple[int, ...]
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -515,7 +414,7 @@ class LesionResult:
         return len(self.sets["conflicting"]) / max(1, self.num_blocks)
 
     def describe(self) -> str:
-        """A few lines: the net, the full accuracy, the sets, the equality check, the removable fraction."""
+        """A few lines: the net, the full accuracy, the sets, the removable fraction."""
         c = self.config
         r = self.removable
         lines = [
@@ -524,7 +423,6 @@ class LesionResult:
             f"blocks: {self.num_blocks}; conflicting {len(self.sets['conflicting'])} "
             f"({100 * self.conflicting_fraction:.0f} %), non-conflicting {len(self.sets['non-conflicting'])}",
             f"draws per k: {c.draws}; lesioned nets evaluated: {len(self.table)} (+ {len(self.ranked)} ranked)",
-            f"smaller net == lesioned forward (blocks {list(self.check_removed)}): max |diff| = {self.check_max_diff:.2g}",
             f"largest removable fraction (set {r['set']!r}, mean within {c.tolerance:g} of full): "
             f"{r['k']}/{self.num_blocks} = {100 * r['fraction']:.0f} %",
         ]
@@ -546,8 +444,7 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
         data = load_dataset(cfg.dataset, seed=cfg.seed, train_limit=cfg.train_limit)
     n_samples = min(cfg.sample_size, len(data.train_eval))
     x, y = measurement_samples(data, n_samples, cfg.seed)
-    mcfg = ModelConfig("residual", data.num_classes, data.in_channels, data.image_size,
-                       blocks_for_depth(cfg.depth), width=cfg.width)
+    mcfg = conv_config("residual", cfg.depth, data, width=cfg.width)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
     extra = {"dataset": data.name, "train_limit": cfg.train_limit, "sample_size": n_samples, "sample_seed": cfg.seed}
     folder = run_dir(scale, "lesion", f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, extra)
@@ -559,7 +456,6 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
         raise RuntimeError(f"the residual net of the lesion study diverged at epoch {run.diverged_epoch}; "
                            f"no lesion is possible (run folder {folder})")
     model = run.model
-    model.eval()
     full_acc = evaluate(model, data.test)[1]
 
     blocks = block_diagnostics(model, x, y, num_classes=data.num_classes, lr=cfg.lr, batch_size=cfg.batch_size)
@@ -572,12 +468,7 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
     if not conflicting:
         notes.append("no block is conflicting at the final epoch: set 'conflicting' is empty and has no curve")
 
-    # the equality check, once: the first draw of k = ceil(n / 2) from all blocks (kept and removed
-    # blocks, identity and projection shortcuts mixed)
     plan = lesion_plan(sets, cfg.draws, seed=cfg.seed)
-    half = (len(every) + 1) // 2
-    probe = plan[(plan["set"] == "all") & (plan["k"] == half)].iloc[0]["removed"]
-    diff = check_smaller_matches_lesioned(model, remove_blocks(model, probe), probe, dataset_tensors(data.test, torch.arange(min(64, len(data.test))))[0])
 
     key = config_hash({"draws": cfg.draws, "seed": cfg.seed, "sets": sets})
     table = _cached_evaluation(folder / f"lesion-{key}.csv", model, data.test, plan, progress=progress,
@@ -600,8 +491,8 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
                                         warmup=cfg.timing_warmup)
     return LesionResult(config=cfg, run=run, full_accuracy=full_acc, blocks=blocks, sets=sets, table=table,
                         summary=summary, ranked=ranked, ranked_summary=ranked_summary, removable=removable,
-                        comparison=comparison, history=conflict_history(run.history), check_max_diff=diff,
-                        check_removed=tuple(probe), seconds=time.perf_counter() - t0, notes=notes)
+                        comparison=comparison, history=conflict_history(run.history),
+                        seconds=time.perf_counter() - t0, notes=notes)
 
 
 # --------------------------------------------------------------------------- claims

@@ -1,11 +1,20 @@
-"""The networks of PAPER.md: a fully connected net and the plain / residual conv net.
+"""The networks of the method notes (``docs/method.md#models``): a fully connected net and the
+plain / residual conv net.
 
 Every model carries its :class:`ModelConfig` (``model.config``) so that checkpoints can rebuild it,
-and exposes :meth:`iter_taps`, a generator that runs the forward pass and yields the activations
-the bundle metric measures (PAPER.md, "Where activations are tapped") one at a time, so a consumer
-never holds all of them at once.
+and has **one** forward path: :meth:`iter_taps`, a generator of the intermediate activations the
+bundle metric measures (``docs/method.md#taps``), yielded one at a time so a consumer never holds
+all of them at once. ``features(x)`` (a^(L), the last tap) and ``forward(x)`` (the logits) are
+built on the same generator.
 
-Choices the specification leaves open (written down here, as PAPER.md asks):
+The conv net is laid out as torchvision's ResNet: ``stem``, four ``nn.Sequential`` stages
+``layer1`` .. ``layer4`` (a stage may be empty) and ``fc``. Blocks are also numbered globally in
+network order (``model.blocks[i]``, stage ``model.block_stage[i]``).
+
+This module also owns two small helpers every other module uses: :func:`eval_mode` (eval mode and
+``no_grad``, every submodule's train flag restored afterwards) and :func:`model_device`.
+
+Choices the specification leaves open (written down here):
 
 * Initialisation: He-uniform (``kaiming_uniform_`` for ReLU, bound ``sqrt(6 / fan_in)``) for every
   dense and conv weight, zero biases, batch-norm scale 1 and shift 0. Convolutions followed by a
@@ -15,15 +24,19 @@ Choices the specification leaves open (written down here, as PAPER.md asks):
   by the number of elements), as ``tf.math.reduce_variance`` does.
 * A network whose stages all hold 0 blocks (possible during auto-tune) taps its stem output, so
   that a^(L) is always defined.
-* Removing a residual block (lesion study) replaces it by :class:`RemovedBlock`, whose output is
-  ``ReLU(shortcut(x))``; a plain block has no shortcut and cannot be removed that way.
+* Removing a residual block (lesion study, ``docs/method.md#lesion``) replaces it by
+  :class:`RemovedBlock`, whose output is ``ReLU(shortcut(x))`` (a projection shortcut keeps its
+  weights); a plain block has no shortcut and cannot be removed. :func:`remove_blocks` returns a
+  genuinely smaller copy; ``ModelConfig.removed`` rebuilds it from a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import numbers
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +45,9 @@ from torch import nn
 __all__ = [
     "DEPTH_TABLE",
     "MODEL_KINDS",
+    "CONV_KINDS",
     "STAGE_FILTERS",
+    "TAP_ROLES",
     "ModelConfig",
     "Tap",
     "FNN",
@@ -41,9 +56,14 @@ __all__ = [
     "RemovedBlock",
     "blocks_for_depth",
     "depth_for_blocks",
+    "as_blocks",
+    "check_conv_kind",
+    "conv_config",
     "build_model",
     "remove_blocks",
     "count_parameters",
+    "eval_mode",
+    "model_device",
 ]
 
 #: depth -> residual/plain blocks per stage (depth = 2 * blocks + 2)
@@ -58,9 +78,39 @@ DEPTH_TABLE: dict[int, tuple[int, int, int, int]] = {
     120: (3, 12, 41, 3),
 }
 MODEL_KINDS = ("fnn", "plain", "residual")
+#: the conv net kinds (every kind but the FNN)
+CONV_KINDS = ("plain", "residual")
+#: what a tap measures: an FNN ``hidden`` layer, a residual ``branch``, a block ``output``, the ``stem``
+TAP_ROLES = ("hidden", "branch", "output", "stem")
 STAGE_FILTERS = (64, 128, 256, 512)
 STEM_FILTERS = 64
 BRANCH_VAR_EPS = 1e-6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Eval mode and ``no_grad`` for ``models``; every submodule's train flag is restored after."""
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (else first buffer; the CPU for an empty model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 def blocks_for_depth(depth: int) -> tuple[int, int, int, int]:
@@ -76,6 +126,22 @@ def blocks_for_depth(depth: int) -> tuple[int, int, int, int]:
 def depth_for_blocks(blocks: Iterable[int]) -> int:
     """Layer count of a conv net: two convs per block, plus the stem and the classifier."""
     return 2 * sum(blocks) + 2
+
+
+def as_blocks(blocks_or_depth: int | Sequence[int]) -> tuple[int, int, int, int]:
+    """Four blocks per stage from a depth of the table or from four non-negative counts."""
+    if isinstance(blocks_or_depth, numbers.Integral) and not isinstance(blocks_or_depth, bool):
+        return blocks_for_depth(int(blocks_or_depth))
+    try:
+        blocks = tuple(int(b) for b in blocks_or_depth)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"blocks_or_depth must be a depth ({', '.join(map(str, DEPTH_TABLE))}) or 4 block counts, "
+            f"got {blocks_or_depth!r}"
+        ) from None
+    if len(blocks) != 4 or any(b < 0 for b in blocks):
+        raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {blocks_or_depth!r}")
+    return blocks  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -112,9 +178,7 @@ class ModelConfig:
                     f"an fnn needs fnn_width >= 1 and fnn_depth >= 1, got {self.fnn_width}, {self.fnn_depth}"
                 )
         else:
-            blocks = tuple(int(b) for b in self.blocks)
-            if len(blocks) != 4 or any(b < 0 for b in blocks):
-                raise ValueError(f"blocks must be 4 non-negative counts (one per stage), got {self.blocks!r}")
+            blocks = as_blocks(tuple(self.blocks))
             object.__setattr__(self, "blocks", blocks)
             if not self.width > 0:
                 raise ValueError(f"width multiplier must be > 0, got {self.width}")
@@ -141,17 +205,32 @@ class ModelConfig:
         return f"{self.kind}-{self.depth}{tail}"
 
 
+def check_conv_kind(kind: str) -> str:
+    """``kind`` if it is a conv net kind, else ValueError naming the valid ones."""
+    if kind not in CONV_KINDS:
+        raise ValueError(f"unknown conv net kind {kind!r}; valid kinds are {', '.join(CONV_KINDS)}")
+    return kind
+
+
+def conv_config(kind: str, blocks_or_depth: int | Sequence[int], data: Any, *, width: float) -> ModelConfig:
+    """The config of a ``plain``/``residual`` conv net for ``data`` (anything with ``num_classes``,
+    ``in_channels`` and ``image_size``, e.g. a :class:`reproduce.data.DataBundle`)."""
+    check_conv_kind(kind)
+    return ModelConfig(kind, data.num_classes, data.in_channels, data.image_size, as_blocks(blocks_or_depth),
+                       width=width)
+
+
 @dataclass
 class Tap:
     """One measured activation.
 
-    ``kind``: ``hidden`` (FNN layer), ``branch`` (residual branch, scaled as PAPER.md says),
+    ``role``: ``hidden`` (FNN layer), ``branch`` (residual branch, scaled as the method notes say),
     ``output`` (block output) or ``stem``. ``block``/``stage`` locate the block (None for FNN/stem).
     """
 
     name: str
     index: int
-    kind: str
+    role: str
     block: int | None
     stage: int | None
     activation: torch.Tensor
@@ -168,6 +247,14 @@ def _he_uniform(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _last(taps: Iterator[Tap]) -> torch.Tensor:
+    last = None
+    for tap in taps:
+        last = tap.activation
+    assert last is not None, "every model yields at least one tap"
+    return last
+
+
 class FNN(nn.Module):
     """``depth`` dense layers of ``width`` units with ReLU, then a linear output layer."""
 
@@ -180,18 +267,19 @@ class FNN(nn.Module):
         self.head = nn.Linear(sizes[-1], config.num_classes)
         _he_uniform(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        for layer in self.hidden:
-            x = F.relu(layer(x))
-        return self.head(x)
-
     def iter_taps(self, x: torch.Tensor) -> Iterator[Tap]:
         """Yield every hidden layer's output (after ReLU); the logits are not tapped."""
         x = x.flatten(1)
         for i, layer in enumerate(self.hidden):
             x = F.relu(layer(x))
             yield Tap(f"dense{i + 1}", i, "hidden", i, None, x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """a^(L): the last hidden layer's output."""
+        return _last(self.iter_taps(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
@@ -205,7 +293,6 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = _conv_bn(cin, cout, 3, stride)
         self.conv2, self.bn2 = _conv_bn(cout, cout, 3, 1)
-        self.residual = residual
         self.shortcut: nn.Module | None = None
         if residual:
             if stride != 1 or cin != cout:
@@ -213,14 +300,9 @@ class BasicBlock(nn.Module):
             else:
                 self.shortcut = nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        if self.shortcut is not None:
-            b = b + self.shortcut(x)
-        return F.relu(b)
-
-    def forward_taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(output, branch_tap)``; the branch tap is None for a plain block.
+    def forward_with_branch(self, x: torch.Tensor, branch_tap: bool = True
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(output, branch tap)``; the tap is None for a plain block or with ``branch_tap=False``.
 
         The branch tap is the residual branch after its second batch norm, before the addition,
         multiplied by ``s1 * s2`` with ``s_k = 1 / sqrt(var(z_k) + 1e-6)``, ``z_k`` the output of the
@@ -231,16 +313,15 @@ class BasicBlock(nn.Module):
         b = self.bn2(z2)
         if self.shortcut is None:
             return F.relu(b), None
-        s1 = torch.rsqrt(z1.var(unbiased=False) + BRANCH_VAR_EPS)
-        s2 = torch.rsqrt(z2.var(unbiased=False) + BRANCH_VAR_EPS)
-        tap = b * (s1 * s2)
+        tap = None
+        if branch_tap:
+            s1 = torch.rsqrt(z1.var(unbiased=False) + BRANCH_VAR_EPS)
+            s2 = torch.rsqrt(z2.var(unbiased=False) + BRANCH_VAR_EPS)
+            tap = b * (s1 * s2)
         return F.relu(b + self.shortcut(x)), tap
 
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output once removed: ``ReLU(shortcut(x))``."""
-        if self.shortcut is None:
-            raise ValueError("a plain block has no shortcut and cannot be removed")
-        return F.relu(self.shortcut(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_branch(x, branch_tap=False)[0]
 
 
 class RemovedBlock(nn.Module):
@@ -255,12 +336,11 @@ class RemovedBlock(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """The plain or residual conv net of PAPER.md (stem, four stages, GAP, linear classifier)."""
+    """The plain or residual conv net: ``stem``, stages ``layer1``..``layer4``, GAP, ``fc``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.kind not in ("plain", "residual"):
-            raise ValueError(f"ConvNet needs kind 'plain' or 'residual', got {config.kind!r}")
+        check_conv_kind(config.kind)
         self.config = config
         residual = config.kind == "residual"
 
@@ -271,57 +351,70 @@ class ConvNet(nn.Module):
         if config.input_size > 50:
             stem.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*stem)
-
-        blocks: list[nn.Module] = []
-        self.block_stage: list[int] = []
         cin = ch(STEM_FILTERS)
         for s, (n, f) in enumerate(zip(config.blocks, STAGE_FILTERS)):
+            stage = []
             for j in range(n):
-                stride = 2 if (j == 0 and s > 0) else 1
-                blocks.append(BasicBlock(cin, ch(f), stride, residual))
-                self.block_stage.append(s)
+                stage.append(BasicBlock(cin, ch(f), 2 if (j == 0 and s > 0) else 1, residual))
                 cin = ch(f)
-        self.blocks = nn.ModuleList(blocks)
+            self.add_module(f"layer{s + 1}", nn.Sequential(*stage))
         self.fc = nn.Linear(cin, config.num_classes)
         _he_uniform(self)
         for i in config.removed:
-            self.blocks[i] = RemovedBlock(self.blocks[i].shortcut)
+            self._replace_block(i, RemovedBlock(self.blocks[i].shortcut))
 
-    def features(self, x: torch.Tensor, removed: Iterable[int] = ()) -> torch.Tensor:
-        """Activation before global pooling: a^(L). ``removed`` gives the lesioned forward."""
-        removed = frozenset(removed)
+    @property
+    def stages(self) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential, nn.Sequential]:
+        return (self.layer1, self.layer2, self.layer3, self.layer4)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """Every block in network order (global block index = position here)."""
+        return [block for stage in self.stages for block in stage]
+
+    @property
+    def block_stage(self) -> list[int]:
+        """Stage (0..3) of every block, in network order."""
+        return [s for s, stage in enumerate(self.stages) for _ in stage]
+
+    def _replace_block(self, index: int, module: nn.Module) -> None:
+        for stage in self.stages:
+            if index < len(stage):
+                stage[index] = module
+                return
+            index -= len(stage)
+        raise IndexError(index)
+
+    def iter_taps(self, x: torch.Tensor, branch_taps: bool = True) -> Iterator[Tap]:
+        """The forward pass, yielding the taps in order: per residual block its branch (unless
+        ``branch_taps=False``) then its output; per plain or removed block its output; the stem
+        output when the net has no block."""
         x = self.stem(x)
-        for i, block in enumerate(self.blocks):
-            x = block.lesioned(x) if (i in removed and isinstance(block, BasicBlock)) else block(x)
-        return x
-
-    def forward(self, x: torch.Tensor, removed: Iterable[int] = ()) -> torch.Tensor:
-        """Logits. With ``removed``, the lesioned forward of PAPER.md (blocks become ReLU(shortcut(x)))."""
-        return self.fc(self.features(x, removed).mean(dim=(2, 3)))
-
-    def iter_taps(self, x: torch.Tensor) -> Iterator[Tap]:
-        """Yield the taps of PAPER.md in order: per residual block its branch then its output;
-        per plain (or removed) block its output."""
-        x = self.stem(x)
-        if len(self.blocks) == 0:
+        if not any(len(stage) for stage in self.stages):
             yield Tap("stem", 0, "stem", None, None, x)
             return
-        index = 0
-        per_stage = [0, 0, 0, 0]
-        for i, block in enumerate(self.blocks):
-            s = self.block_stage[i]
-            name = f"stage{s + 1}.block{per_stage[s] + 1}"
-            per_stage[s] += 1
-            if isinstance(block, BasicBlock):
-                x, branch = block.forward_taps(x)
-                if branch is not None:
-                    yield Tap(f"{name}.branch", index, "branch", i, s, branch)
-                    index += 1
-                    del branch
-            else:
-                x = block(x)
-            yield Tap(f"{name}.out", index, "output", i, s, x)
-            index += 1
+        index = block = 0
+        for s, stage in enumerate(self.stages):
+            for j, module in enumerate(stage):
+                name = f"stage{s + 1}.block{j + 1}"
+                if isinstance(module, BasicBlock):
+                    x, branch = module.forward_with_branch(x, branch_taps)
+                    if branch is not None:
+                        yield Tap(f"{name}.branch", index, "branch", block, s, branch)
+                        index += 1
+                        del branch
+                else:
+                    x = module(x)
+                yield Tap(f"{name}.out", index, "output", block, s, x)
+                index += 1
+                block += 1
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """a^(L): the activation before global pooling (the last tap)."""
+        return _last(self.iter_taps(x, branch_taps=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -334,9 +427,8 @@ def build_model(config: ModelConfig) -> nn.Module:
 def remove_blocks(model: ConvNet, indices: Iterable[int]) -> ConvNet:
     """A genuinely smaller copy of ``model`` without the residual blocks ``indices``.
 
-    Each removed block becomes ``ReLU(shortcut(x))`` (its projection shortcut, if any, is kept with
-    its trained weights). The copy's output equals ``model(x, removed=indices)``; ``model`` is left
-    unchanged.
+    Each removed block becomes :class:`RemovedBlock`, ``ReLU(shortcut(x))`` (its projection
+    shortcut, if any, is kept with its trained weights); ``model`` is left unchanged.
     """
     if not isinstance(model, ConvNet):
         raise ValueError(f"block removal needs a ConvNet, got {type(model).__name__}")
@@ -348,10 +440,10 @@ def remove_blocks(model: ConvNet, indices: Iterable[int]) -> ConvNet:
     if model.config.kind != "residual":
         raise ValueError("only residual blocks can be removed (a plain block has no shortcut)")
     smaller = copy.deepcopy(model)
+    blocks = smaller.blocks
     for i in indices:
-        block = smaller.blocks[i]
-        if isinstance(block, BasicBlock):
-            smaller.blocks[i] = RemovedBlock(block.shortcut)
+        if isinstance(blocks[i], BasicBlock):
+            smaller._replace_block(i, RemovedBlock(blocks[i].shortcut))
     smaller.config = replace(model.config, removed=tuple(sorted(set(model.config.removed) | set(indices))))
     return smaller
 

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from .scales import ROOT_ENV, Scale, resolve_scale
-from .training import atomic_write_bytes, atomic_write_text, config_hash
+from .storage import atomic_write_bytes, atomic_write_text, config_hash
 
 __all__ = [
     "Claim",

@@ -1,6 +1,6 @@
 """Claim 1: conflicting bundles at a^(L) bound the training accuracy; one bundle = untrainable.
 
-Two pieces of PAPER.md's theory, made measurable:
+Two pieces of the method's theory (``docs/method.md#bound``), made measurable:
 
 * **The accuracy bound.** All samples of one bundle at the last hidden layer a^(L) receive (up to
   the resolution of the bundle metric) the same output, so no training accuracy above
@@ -17,10 +17,11 @@ Two pieces of PAPER.md's theory, made measurable:
   network (or the same network intact) and records every epoch's training accuracy, which for
   the collapsed network can never exceed the majority-class frequency.
 
-Choices the specification leaves open (written down here, as PAPER.md asks):
+Choices the specification leaves open (written down here):
 
 * The bound is compared in integer counts: ``correct`` (samples whose argmax logit is their label)
-  against ``sum_b max_c n_bc`` recomputed from the bundle ids, so no float rounding enters.
+  against ``sum_b max_c n_bc`` (:attr:`reproduce.bundles.BundleStats.max_accuracy` times ``N``,
+  rounded to the integer it is), so no float rounding enters.
 * Ties between logits are broken by ``argmax`` (the first maximal class), as in ``evaluate``.
 * :func:`train_worst_case` trains with :func:`reproduce.training.train` (same optimiser, seeding,
   checkpoints and resume as every other run), collapsing the layer through its ``init_fn`` hook
@@ -41,7 +42,7 @@ from torch import nn
 
 from .bundles import bundle_stats, weight_amplitude
 from .data import dataset_tensors
-from .models import FNN, ModelConfig
+from .models import FNN, ModelConfig, eval_mode, model_device
 from .training import TrainConfig, train
 
 __all__ = [
@@ -97,46 +98,27 @@ class BoundCheck:
         return self.correct <= self.bound_correct
 
 
-def _last_activation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if hasattr(model, "features") and hasattr(model, "iter_taps"):
-        return model.features(x)
-    last = None
-    for tap in model.iter_taps(x):
-        last = tap.activation
-    if last is None:
-        raise ValueError(f"{type(model).__name__}.iter_taps yielded no tap")
-    return last
-
-
 def bound_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
                 batch_size: int) -> BoundCheck:
     """Measure a^(L)'s bundles on ``(x, y)`` and the model's accuracy on the same samples.
 
-    The model runs in eval mode under ``no_grad`` (its mode is restored). ``lr``/``batch_size``
-    are the training run's, ``w_max`` is the model's (:func:`reproduce.bundles.weight_amplitude`).
+    The model runs under :func:`reproduce.models.eval_mode`. ``lr``/``batch_size`` are the
+    training run's, ``w_max`` is the model's (:func:`reproduce.bundles.weight_amplitude`).
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y) or len(x) == 0:
         raise ValueError("x and y must be non-empty tensors with the same number of samples")
-    if not hasattr(model, "iter_taps"):
-        raise ValueError(f"bound_check needs a model of this package (with iter_taps), got {type(model).__name__}")
-    device = next(model.parameters()).device
+    if not hasattr(model, "features"):
+        raise ValueError(f"bound_check needs a model of this package (with features), got {type(model).__name__}")
+    device = model_device(model)
     x, y = x.to(device), y.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            activation = _last_activation(model, x)
-            logits = model(x)
-            stats = bundle_stats(activation, y, num_classes=num_classes, lr=lr, batch_size=batch_size,
-                                 weight_amplitude=weight_amplitude(model))
-    finally:
-        model.train(was_training)
-    ids = stats.bundle_ids.to(torch.int64).cpu()
-    labels = y.to(torch.int64).cpu()
-    counts = torch.bincount(ids * num_classes + labels, minlength=stats.num_bundles * num_classes)
-    bound_correct = int(counts.view(stats.num_bundles, num_classes).max(dim=1).values.sum())
-    correct = int((logits.argmax(dim=1).cpu() == labels).sum())
-    return BoundCheck(num_samples=len(labels), correct=correct, bound_correct=bound_correct,
+    with eval_mode(model):
+        activation = model.features(x)
+        logits = model(x)
+        stats = bundle_stats(activation, y, num_classes=num_classes, lr=lr, batch_size=batch_size,
+                             weight_amplitude=weight_amplitude(model))
+    n = len(y)
+    correct = int((logits.argmax(dim=1) == y).sum())
+    return BoundCheck(num_samples=n, correct=correct, bound_correct=int(round(stats.max_accuracy * n)),
                       num_bundles=int(stats.num_bundles), entropy=float(stats.entropy))
 
 
@@ -189,7 +171,7 @@ def collapse_layer(model: FNN, index: int, bias: float = COLLAPSE_BIAS) -> FNN:
     """Make hidden layer ``index`` of ``model`` output 0 for every input (in place; returns it).
 
     Its weights become 0 and its biases ``bias`` (< 0), so ``ReLU(W x + b) = 0``: every input falls
-    into one bundle from this layer on (PAPER.md's worst case).
+    into one bundle from this layer on (the worst case of claim 1).
     """
     _check_collapse_index(model, index)
     if not bias < 0:
@@ -203,16 +185,10 @@ def collapse_layer(model: FNN, index: int, bias: float = COLLAPSE_BIAS) -> FNN:
 def layer_is_dead(model: FNN, index: int, x: torch.Tensor) -> bool:
     """True iff hidden layer ``index`` outputs exactly 0 for every sample of ``x`` (eval mode)."""
     _check_collapse_index(model, index)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for tap in model.iter_taps(x.to(device)):
-                if tap.index == index:
-                    return bool((tap.activation == 0).all())
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        for tap in model.iter_taps(x.to(model_device(model))):
+            if tap.index == index:
+                return bool((tap.activation == 0).all())
     raise AssertionError("unreachable: the index was checked")
 
 

@@ -1,7 +1,8 @@
-"""Training: the paper's optimiser, resumable epoch loop, checkpoints and metrics.
+"""Training: the paper's optimiser, a resumable epoch loop, checkpoints and metrics.
 
-PAPER.md's protocol: RAdam (lr 1e-3, eps 1e-6, decoupled weight decay 1e-2) inside Lookahead (sync
-period 6, slow step 0.5), cross-entropy on logits, a checkpoint after every epoch.
+The protocol of the method notes (``docs/method.md#training``): RAdam (lr 1e-3, eps 1e-6, decoupled
+weight decay 1e-2) inside Lookahead (sync period 6, slow step 0.5), cross-entropy on logits, a
+checkpoint after every epoch.
 
 A run lives in one folder (``results/<scale>/<experiment>/<run>``) holding
 
@@ -9,9 +10,13 @@ A run lives in one folder (``results/<scale>/<experiment>/<run>``) holding
 * ``metrics.jsonl`` -- one JSON record per finished epoch (rewritten from the checkpoint);
 * ``run.json``      -- a small summary (status, epochs done, diverged epoch, configs).
 
-All three are written atomically (temporary file, then rename). Starting a run whose folder holds a
+All three are written atomically (:mod:`reproduce.storage`). Starting a run whose folder holds a
 finished run returns it without training; an unfinished one resumes from its last complete epoch;
 an unreadable (e.g. truncated) checkpoint is reported and the run recomputed from scratch.
+
+:func:`train` reads like the loop it runs: :func:`_start` (build, or resume from the checkpoint),
+then per epoch :func:`_train_epoch` (the optimiser steps), :func:`_epoch_record` (evaluation and
+callbacks) and :func:`_save`.
 
 Determinism: the model is initialised from ``torch.manual_seed(seed)``; every epoch reseeds the
 global RNG and the shuffling generator from ``(seed, epoch)``, so an interrupted-and-resumed run
@@ -23,11 +28,7 @@ A non-finite training loss ends the run with status ``diverged`` and the epoch a
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -39,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, eval_mode, model_device
+from .storage import atomic_torch_save, atomic_write_text
 
 __all__ = [
     "TrainConfig",
@@ -51,9 +53,6 @@ __all__ = [
     "load_run",
     "evaluate",
     "resolve_device",
-    "config_hash",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "final_test_accuracy",
     "RUN_STATUSES",
 ]
@@ -68,7 +67,7 @@ Callback = Callable[[nn.Module, int, dict], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run (PAPER.md defaults)."""
+    """Hyper-parameters of one training run (the paper's defaults)."""
 
     epochs: int
     batch_size: int = 64
@@ -142,7 +141,7 @@ class Lookahead:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> Lookahead:
-    """RAdam with decoupled weight decay inside Lookahead, as PAPER.md says."""
+    """RAdam with decoupled weight decay inside Lookahead (``docs/method.md#training``)."""
     inner = torch.optim.RAdam(
         model.parameters(), lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, decoupled_weight_decay=True
     )
@@ -154,61 +153,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def config_hash(*parts: Any, length: int = 8) -> str:
-    """A short stable hash of JSON-able configs (dataclasses allowed), for run folder names."""
-
-    def plain(x: Any) -> Any:
-        if dataclasses.is_dataclass(x) and not isinstance(x, type):
-            return {k: plain(v) for k, v in asdict(x).items()}
-        if isinstance(x, dict):
-            return {str(k): plain(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [plain(v) for v in x]
-        return x
-
-    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are ordinary files
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename."""
-    _atomic_write(path, lambda f: f.write(data), "wb")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
-    _atomic_write(path, lambda f: f.write(text), "w")
-
-
-def _atomic_torch_save(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 @dataclass
@@ -243,7 +187,7 @@ class RunResult:
 
 
 def final_test_accuracy(history: Sequence[dict], last: int) -> float:
-    """Mean test accuracy over the last ``last`` epochs (PAPER.md), nan for an empty history."""
+    """Mean test accuracy over the last ``last`` epochs, nan for an empty history."""
     accs = [r["test_acc"] for r in history if r.get("test_acc") is not None][-max(1, last):]
     return float(sum(accs) / len(accs)) if accs else float("nan")
 
@@ -273,23 +217,18 @@ def _batches(ds: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Ge
         yield xb.to(device, non_blocking=True), torch.as_tensor(yb).to(device, non_blocking=True)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, ds: Dataset, *, batch_size: int = 256, device: torch.device | None = None,
              num_workers: int = 0) -> tuple[float, float]:
-    """``(mean cross-entropy, accuracy)`` of ``model`` on ``ds`` in eval mode (mode restored)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    """``(mean cross-entropy, accuracy)`` of ``model`` on ``ds`` under :func:`eval_mode`."""
+    device = device or model_device(model)
     total, loss_sum, correct = 0, 0.0, 0
-    try:
+    with eval_mode(model):
         for xb, yb in _batches(ds, batch_size, shuffle=False, generator=None, device=device,
                                num_workers=num_workers):
             logits = model(xb)
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
             correct += (logits.argmax(1) == yb).sum().item()
             total += len(yb)
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("cannot evaluate on an empty dataset")
     return loss_sum / total, correct / total
@@ -360,7 +299,7 @@ def _save(run_dir: Path, *, model: nn.Module, opt: Lookahead, mcfg: ModelConfig,
         "diverged_epoch": diverged_epoch,
         "stop_reason": stop_reason,
     }
-    _atomic_torch_save(run_dir / "checkpoint.pt", ckpt)
+    atomic_torch_save(run_dir / "checkpoint.pt", ckpt)
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     summary = {"status": status, "epochs_done": epoch, "diverged_epoch": diverged_epoch,
                "stop_reason": stop_reason, "data": data_name, "model_config": asdict(mcfg),
@@ -392,6 +331,118 @@ def _progress(iterable: Iterable, progress: bool, **kw: Any):
     return tqdm(iterable, **kw)
 
 
+@dataclass
+class _Run:
+    """What the loop carries from one epoch to the next (and what a checkpoint stores)."""
+
+    run_dir: Path | None
+    model: nn.Module
+    opt: Lookahead
+    mcfg: ModelConfig
+    tcfg: TrainConfig
+    data_name: str
+    data_identity: dict
+    history: list[dict]
+    epoch: int = 0
+    status: str = "running"
+    diverged_epoch: int | None = None
+    stop_reason: str | None = None
+    resumed_from: int = 0
+
+    def result(self) -> RunResult:
+        return RunResult(self.run_dir, self.status, self.epoch, self.model, self.history, self.mcfg, self.tcfg,
+                         self.diverged_epoch, self.stop_reason, self.resumed_from)
+
+    def save(self) -> None:
+        if self.run_dir is not None:
+            _save(self.run_dir, model=self.model, opt=self.opt, mcfg=self.mcfg, tcfg=self.tcfg,
+                  history=self.history, status=self.status, epoch=self.epoch,
+                  diverged_epoch=self.diverged_epoch, stop_reason=self.stop_reason, data_name=self.data_name,
+                  data_identity=self.data_identity)
+
+
+def _check_same_run(ckpt: dict, run: _Run) -> None:
+    """ValueError when the checkpoint in the run folder holds another configuration or other data."""
+    mcfg, tcfg = asdict(run.mcfg), asdict(run.tcfg)
+    saved_m, saved_t = ckpt["model_config"], ckpt["train_config"]
+    # checkpoints written before data identities were stored are compared by name only
+    saved_id = ckpt.get("data_identity", {"name": ckpt.get("data")})
+    same_data = saved_id == (run.data_identity if "data_identity" in ckpt else {"name": run.data_name})
+    if saved_m == mcfg and saved_t == tcfg and same_data:
+        return
+    diff = [k for k in mcfg if saved_m.get(k) != mcfg[k]] + [k for k in tcfg if saved_t.get(k) != tcfg[k]]
+    if not same_data:
+        diff.append(f"data {saved_id} != {run.data_identity}")
+    raise ValueError(f"run folder {run.run_dir} holds a run with a different configuration (differs in: "
+                     f"{', '.join(diff)}); use another folder or delete it")
+
+
+def _start(mcfg: ModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None, dev: torch.device,
+           init_fn: Callable[[nn.Module], None] | None) -> _Run:
+    """A freshly initialised run, or the run stored in ``run_dir`` resumed from its checkpoint."""
+    torch.manual_seed(tcfg.seed)
+    model = build_model(mcfg)
+    if init_fn is not None:
+        init_fn(model)
+    model = model.to(dev)
+    data_name = getattr(data, "name", type(data).__name__)
+    run = _Run(run_dir, model, make_optimizer(model, tcfg), mcfg, tcfg, data_name,
+               dict(getattr(data, "identity", None) or {"name": data_name}), [])
+    ckpt = _load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
+    if ckpt is not None:
+        _check_same_run(ckpt, run)
+        model.load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+        run.history = list(ckpt["history"])
+        run.epoch, run.status = int(ckpt["epoch"]), ckpt["status"]
+        run.diverged_epoch, run.stop_reason = ckpt.get("diverged_epoch"), ckpt.get("stop_reason")
+    run.resumed_from = run.epoch
+    return run
+
+
+def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
+    """One epoch of optimiser steps; the running loss/accuracy, or None when the run diverged."""
+    tcfg, model, opt = run.tcfg, run.model, run.opt
+    epoch = run.epoch + 1
+    torch.manual_seed(_epoch_seed(tcfg.seed, epoch))
+    gen = torch.Generator().manual_seed(_epoch_seed(tcfg.seed, epoch))
+    model.train()
+    n_seen, loss_sum, correct = 0, 0.0, 0
+    for xb, yb in _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
+                           num_workers=tcfg.num_workers):
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        if not torch.isfinite(loss):
+            return None
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        n = len(yb)
+        n_seen += n
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(1) == yb).sum().item()
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return None
+    return {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
+            "train_acc_running": correct / max(n_seen, 1)}
+
+
+def _epoch_record(run: _Run, record: dict[str, Any], data: Any, dev: torch.device,
+                  callbacks: Sequence[Callback]) -> dict[str, Any]:
+    """The epoch's record: evaluation on the (unaugmented) training and test sets, then callbacks."""
+    tcfg = run.tcfg
+    if tcfg.eval_train:
+        record["train_loss"], record["train_acc"] = evaluate(run.model, data.train_eval, device=dev,
+                                                             num_workers=tcfg.num_workers)
+    record["test_loss"], record["test_acc"] = evaluate(run.model, data.test, device=dev,
+                                                       num_workers=tcfg.num_workers)
+    for cb in callbacks:
+        cb(run.model, record["epoch"], record)
+    # one JSON round trip: numpy scalars become plain floats (torch.load(weights_only=True) would
+    # reject them on resume) and a value JSON cannot hold fails here, at the epoch that made it
+    return json.loads(json.dumps(record))
+
+
 def train(
     model_config: ModelConfig,
     data: Any,
@@ -416,116 +467,35 @@ def train(
     config, so give such runs a folder of their own.
     """
     dev = resolve_device(device)
-    run_dir = Path(run_dir) if run_dir is not None else None
-    mcfg, tcfg = model_config, train_config
-    data_name = getattr(data, "name", type(data).__name__)
-    data_identity = dict(getattr(data, "identity", None) or {"name": data_name})
-
-    torch.manual_seed(tcfg.seed)
-    model = build_model(mcfg)
-    if init_fn is not None:
-        init_fn(model)
-    model = model.to(dev)
-    opt = make_optimizer(model, tcfg)
-    history: list[dict] = []
-    start_epoch, status, diverged_epoch, stop_reason = 0, "running", None, None
-
-    ckpt = _load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
-    if ckpt is not None:
-        saved_m, saved_t = ckpt["model_config"], ckpt["train_config"]
-        # checkpoints written before data identities were stored are compared by name only
-        saved_id = ckpt.get("data_identity", {"name": ckpt.get("data")})
-        same_data = saved_id == (data_identity if "data_identity" in ckpt else {"name": data_name})
-        if saved_m != asdict(mcfg) or saved_t != asdict(tcfg) or not same_data:
-            diff = [k for k in asdict(mcfg) if saved_m.get(k) != asdict(mcfg)[k]]
-            diff += [k for k in asdict(tcfg) if saved_t.get(k) != asdict(tcfg)[k]]
-            if not same_data:
-                diff.append(f"data {saved_id} != {data_identity}")
-            raise ValueError(
-                f"run folder {run_dir} holds a run with a different configuration (differs in: "
-                f"{', '.join(diff)}); use another folder or delete it"
-            )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        history = list(ckpt["history"])
-        start_epoch, status = int(ckpt["epoch"]), ckpt["status"]
-        diverged_epoch, stop_reason = ckpt.get("diverged_epoch"), ckpt.get("stop_reason")
-    resumed_from = start_epoch
-
-    def result() -> RunResult:
-        return RunResult(run_dir, status, start_epoch, model, history, mcfg, tcfg, diverged_epoch,
-                         stop_reason, resumed_from)
-
-    if status != "running" or start_epoch >= tcfg.epochs:
-        if status == "running":
-            status = "finished"
-        return result()
+    tcfg = train_config
+    run = _start(model_config, data, tcfg, Path(run_dir) if run_dir is not None else None, dev, init_fn)
+    if run.status != "running" or run.epoch >= tcfg.epochs:
+        if run.status == "running":
+            run.status = "finished"
+        return run.result()
 
     last = tcfg.epochs if stop_after is None else min(tcfg.epochs, stop_after)
-    bar = _progress(range(start_epoch, last), progress, desc=desc or mcfg.label, unit="epoch",
-                    initial=0, leave=False)
-    for epoch0 in bar:
-        epoch = epoch0 + 1
+    bar = _progress(range(run.epoch, last), progress, desc=desc or model_config.label, unit="epoch", leave=False)
+    for _ in bar:
         t0 = time.perf_counter()
-        torch.manual_seed(_epoch_seed(tcfg.seed, epoch))
-        gen = torch.Generator().manual_seed(_epoch_seed(tcfg.seed, epoch))
-        model.train()
-        n_seen, loss_sum, correct = 0, 0.0, 0
-        diverged = False
-        for xb, yb in _batches(data.train, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
-                               num_workers=tcfg.num_workers):
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            n = len(yb)
-            n_seen += n
-            loss_sum += loss.item() * n
-            correct += (logits.argmax(1) == yb).sum().item()
-        if not diverged:
-            diverged = not all(torch.isfinite(p).all() for p in model.parameters())
-        if diverged:
-            status, diverged_epoch = "diverged", epoch
-            start_epoch = epoch
-            history.append({"epoch": epoch, "diverged": True, "test_acc": None,
-                            "seconds": time.perf_counter() - t0})
-            if run_dir:
-                _save(run_dir, model=model, opt=opt, mcfg=mcfg, tcfg=tcfg, history=history, status=status,
-                      epoch=epoch, diverged_epoch=epoch, stop_reason=None, data_name=data_name,
-                      data_identity=data_identity)
+        record = _train_epoch(run, data.train, dev)
+        run.epoch += 1
+        if record is None:
+            run.status, run.diverged_epoch = "diverged", run.epoch
+            run.history.append({"epoch": run.epoch, "diverged": True, "test_acc": None,
+                                "seconds": time.perf_counter() - t0})
+            run.save()
             break
-
-        record: dict[str, Any] = {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
-                                  "train_acc_running": correct / max(n_seen, 1)}
-        if tcfg.eval_train:
-            record["train_loss"], record["train_acc"] = evaluate(model, data.train_eval, device=dev,
-                                                                 num_workers=tcfg.num_workers)
-        record["test_loss"], record["test_acc"] = evaluate(model, data.test, device=dev,
-                                                           num_workers=tcfg.num_workers)
-        for cb in callbacks:
-            cb(model, epoch, record)
-        # one JSON round trip: numpy scalars become plain floats (torch.load(weights_only=True) would
-        # reject them on resume) and a value JSON cannot hold fails here, at the epoch that made it
-        record = json.loads(json.dumps(record))
+        record = _epoch_record(run, record, data, dev, callbacks)
         record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        start_epoch = epoch
+        run.history.append(record)
         if record.get("stop"):
-            status, stop_reason = "stopped", str(record["stop"])
-        elif epoch >= tcfg.epochs:
-            status = "finished"
-        if run_dir:
-            _save(run_dir, model=model, opt=opt, mcfg=mcfg, tcfg=tcfg, history=history, status=status,
-                  epoch=epoch, diverged_epoch=None, stop_reason=stop_reason, data_name=data_name,
-                  data_identity=data_identity)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{record['train_loss_running']:.3f}", test=f"{record['test_acc']:.3f}")
-        if status != "running":
+            run.status, run.stop_reason = "stopped", str(record["stop"])
+        elif run.epoch >= tcfg.epochs:
+            run.status = "finished"
+        run.save()
+        bar.set_postfix(loss=f"{record['train_loss_running']:.3f}", test=f"{record['test_acc']:.3f}")
+        if run.status != "running":
             break
-    if hasattr(bar, "close"):
-        bar.close()
-    return result()
+    bar.close()
+    return run.result()

@@ -64,17 +64,19 @@ def test_prune_rejects_mismatched_input(stages, entropies):
 
 def test_block_entropies_use_output_taps_for_plain_and_branch_taps_for_residual():
     rows = [
-        {"tap": "stage1.block1.branch", "kind": "branch", "block": 0, "stage": 0, "entropy": 0.4, "num_bundles": 3},
-        {"tap": "stage1.block1.out", "kind": "output", "block": 0, "stage": 0, "entropy": 0.0, "num_bundles": 64},
+        {"tap": "stage1.block1.branch", "role": "branch", "block": 0, "stage": 0, "entropy": 0.4, "num_bundles": 3},
+        {"tap": "stage1.block1.out", "role": "output", "block": 0, "stage": 0, "entropy": 0.0, "num_bundles": 64},
     ]
-    assert [b["entropy"] for b in at.block_entropies(rows, "residual")] == [0.4]
-    assert [b["entropy"] for b in at.block_entropies(rows, "plain")] == [0.0]
+    # a residual net's rows hold branch taps: the branch decides
+    assert [b["entropy"] for b in at.block_entropies(rows)] == [0.4]
+    # a plain net's rows hold only block outputs: the output decides
+    assert [b["entropy"] for b in at.block_entropies(rows[1:])] == [0.0]
     # on a real residual model's measurement: one branch tap per block
     torch.manual_seed(0)
     model = build_model(ModelConfig("residual", 10, 1, 8, (1, 1, 0, 1), width=1 / 16))
     x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
     frame = bundles.measure_model(model, x, y, num_classes=10, lr=1e-3, batch_size=64)
-    per_block = at.block_entropies(frame, "residual")
+    per_block = at.block_entropies(frame)
     assert [(b["block"], b["stage"]) for b in per_block] == [(0, 0), (1, 1), (2, 3)]
     assert all(b["tap"].endswith(".branch") for b in per_block)
 
@@ -122,9 +124,9 @@ def plant(monkeypatch, conflicting_stage_entropies):
         for i, s in enumerate(model.block_stage):
             h = conflicting_stage_entropies.get(i, 0.0) if conflicted(model) else 0.0
             if model.config.kind == "residual":
-                rows.append({"tap": f"b{i}.branch", "layer": 2 * i, "kind": "branch", "block": i, "stage": s,
+                rows.append({"tap": f"b{i}.branch", "layer": 2 * i, "role": "branch", "block": i, "stage": s,
                              "num_bundles": 2 if h else 64, "entropy": h})
-            rows.append({"tap": f"b{i}.out", "layer": 2 * i + 1, "kind": "output", "block": i, "stage": s,
+            rows.append({"tap": f"b{i}.out", "layer": 2 * i + 1, "role": "output", "block": i, "stage": s,
                          "num_bundles": 64, "entropy": 0.0 if model.config.kind == "residual" else h})
         return pd.DataFrame(rows)
 
@@ -183,7 +185,7 @@ def test_search_stops_when_the_network_would_be_empty(tmp_root, monkeypatch):
         return types.SimpleNamespace(entropy=0.5, num_bundles=2)
 
     def fake_model(model, x, y, **kw):
-        return pd.DataFrame([{"tap": "b0.out", "layer": 0, "kind": "output", "block": 0, "stage": 0,
+        return pd.DataFrame([{"tap": "b0.out", "layer": 0, "role": "output", "block": 0, "stage": 0,
                               "num_bundles": 2, "entropy": 0.5}])
 
     monkeypatch.setattr(bundles, "measure_last_layer", fake_last)
@@ -201,7 +203,7 @@ def test_search_caps_the_number_of_attempts(tmp_root, monkeypatch):
 
     def fake_model(model, x, y, **kw):  # always the last block conflicting: one block fewer per try
         n = len(model.blocks)
-        return pd.DataFrame([{"tap": f"b{i}.out", "layer": i, "kind": "output", "block": i, "stage": 0,
+        return pd.DataFrame([{"tap": f"b{i}.out", "layer": i, "role": "output", "block": i, "stage": 0,
                               "num_bundles": 2, "entropy": 0.5 if i == n - 1 else 0.0} for i in range(n)])
 
     monkeypatch.setattr(bundles, "measure_last_layer", fake_last)

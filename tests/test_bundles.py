@@ -368,7 +368,7 @@ def test_measure_model_fnn_with_collapsing_first_layer():
     df = measure_model(model, x, y, num_classes=3, lr=1e-3, batch_size=64)
     assert df["tap"].tolist() == ["dense1", "dense2", "dense3"]
     assert df["layer"].tolist() == [0, 1, 2]
-    assert (df["kind"] == "hidden").all()
+    assert (df["role"] == "hidden").all()
     assert (df["num_bundles"] == 1).all()
     assert np.allclose(df["entropy"], label_entropy(y), rtol=1e-12)
     assert np.allclose(df["max_accuracy"], 10 / 20)
@@ -413,7 +413,7 @@ def test_measure_model_residual_convnet_taps_in_order():
         "stage2.block1.branch", "stage2.block1.out",
         "stage3.block1.branch", "stage3.block1.out",
     ]
-    assert df["kind"].tolist() == ["branch", "output"] * 3
+    assert df["role"].tolist() == ["branch", "output"] * 3
     assert df["layer"].tolist() == list(range(6))
     assert df["block"].tolist() == [0, 0, 1, 1, 2, 2]
     assert df["stage"].tolist() == [0, 0, 1, 1, 2, 2]
@@ -438,7 +438,7 @@ def test_measure_model_plain_sequential_through_hooks():
     net.train()
     df = measure_model(net, x, y, num_classes=2, lr=1e-3, batch_size=64)
     assert df["tap"].tolist() == ["1", "3"]
-    assert df["kind"].tolist() == ["ReLU", "ReLU"]
+    assert df["role"].tolist() == ["ReLU", "ReLU"]
     assert (df["num_bundles"] == 1).all()
     assert np.allclose(df["entropy"], label_entropy(y))
     assert net.training and all(m.training for m in net)
@@ -483,7 +483,7 @@ def test_bundle_callback_adds_keys_and_frame():
         history.append(record)
     rec = history[0]
     assert [b["tap"] for b in rec["bundles"]] == ["dense1", "dense2"]
-    assert set(rec["bundles"][0]) >= {"tap", "layer", "kind", "block", "stage", "num_bundles", "entropy", "conflicting"}
+    assert set(rec["bundles"][0]) >= {"tap", "layer", "role", "block", "stage", "num_bundles", "entropy", "conflicting"}
     assert rec["a_L_num_bundles"] == 1
     assert rec["a_L_entropy"] == pytest.approx(math.log(3))
     frame = bundles_frame(history)

@@ -53,7 +53,7 @@ def test_depth_sweep_tables_one_row_per_run(tmp_root):
     # every tap was measured: a depth-4 residual net has 1 block -> branch + output taps
     res = ds.train_conv(P, "residual", 4, dataset="digits", seed=0, progress=False, device="cpu")
     assert res.resumed_from == 2  # reused, not retrained
-    assert [b["kind"] for b in res.history[-1]["bundles"]] == ["branch", "output"]
+    assert [b["role"] for b in res.history[-1]["bundles"]] == ["branch", "output"]
 
 
 def test_train_conv_rejects_bad_kind_and_depth(tmp_root):
@@ -72,8 +72,8 @@ def _fake_run(history, status="finished", diverged_epoch=None, kind="plain"):
                      diverged_epoch=diverged_epoch)
 
 
-def _rows(entropies, kind="output"):
-    return [{"tap": f"b{i}", "layer": i, "kind": kind, "block": i, "stage": 0, "num_bundles": 3,
+def _rows(entropies, role="output"):
+    return [{"tap": f"b{i}", "layer": i, "role": role, "block": i, "stage": 0, "num_bundles": 3,
              "entropy": h, "max_accuracy": 1.0, "conflicting": h > 0} for i, h in enumerate(entropies)]
 
 
@@ -147,16 +147,16 @@ def test_layer_epoch_matrix_shape_order_and_values():
 def test_layer_epoch_matrix_filters_residual_branch_taps():
     rows = []
     for i, (hb, ho) in enumerate([(0.0, 0.0), (0.4, 0.0)]):
-        rows.append({"tap": f"s1.b{i}.branch", "layer": 2 * i, "kind": "branch", "entropy": hb})
-        rows.append({"tap": f"s1.b{i}.out", "layer": 2 * i + 1, "kind": "output", "entropy": ho})
+        rows.append({"tap": f"s1.b{i}.branch", "layer": 2 * i, "role": "branch", "entropy": hb})
+        rows.append({"tap": f"s1.b{i}.out", "layer": 2 * i + 1, "role": "output", "entropy": ho})
     hist = [{"epoch": 1, "bundles": rows}]
-    m = ds.layer_epoch_matrix(hist, kind="branch")
+    m = ds.layer_epoch_matrix(hist, role="branch")
     assert list(m.index) == ["s1.b0.branch", "s1.b1.branch"]
     assert list(ds.layer_epoch_matrix(hist).index) == ["s1.b0.branch", "s1.b0.out", "s1.b1.branch", "s1.b1.out"]
     # residual: a block conflicts by its branch tap, whatever its output tap shows
     assert ds.conflicting_layers(hist[0]) == {"s1.b1.branch"}
     with pytest.raises(ValueError, match="branch"):
-        ds.layer_epoch_matrix(hist, kind="hidden")
+        ds.layer_epoch_matrix(hist, role="hidden")
 
 
 def test_first_detection_epoch_hand_computed():
