@@ -6,6 +6,7 @@
 #   make reproduce SCALE=paper     # the paper's datasets and sizes; meant for a GPU
 #   make reproduce NOTEBOOKS="03 05"   # only some notebooks (stem, number prefix or path)
 #   make test                      # library tests + every notebook under nbval at smoke scale
+#   make test-slurm                # tests/test_slurm.py on a one-node SLURM cluster on this machine
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -44,6 +45,18 @@ list: $(VENV)/.installed
 # --nbval-lax collects the notebooks; .py test files are collected as usual.
 test: $(VENV)/.installed
 	$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
+
+# The SLURM integration tests: a one-node cluster on this machine (tools/slurm-local; `start
+# --install` apt-installs slurm-wlm and munge when missing, so run as root), the tests marked
+# `slurm` against it through submitit, and the cluster stopped again even when a test fails.
+# REPRODUCE_REQUIRE_SLURM=1 makes "no cluster" a failure instead of a skip.
+.PHONY: test-slurm
+test-slurm: $(VENV)/.installed
+	$(PY) -c "import submitit" 2>/dev/null || $(PY) -m pip install --quiet submitit
+	tools/slurm-local start --install; status=$$?; \
+	if [ $$status = 0 ]; then eval "$$(tools/slurm-local env)" && \
+		REPRODUCE_REQUIRE_SLURM=1 $(TEST_ENV) $(PY) -m pytest -m slurm tests/test_slurm.py -v || status=$$?; fi; \
+	tools/slurm-local stop; exit $$status
 
 clean-results:
 	rm -rf results/
