@@ -60,6 +60,8 @@ from torch import nn
 from .models import eval_mode, model_device
 
 __all__ = [
+    "NonFiniteActivationError",
+    "MAX_CLASSES",
     "BundleStats",
     "bundle_stats",
     "weight_amplitude",
@@ -85,6 +87,14 @@ _CPU_CHUNK_ELEMENTS = 1 << 19
 _CUDA_CHUNK_ELEMENTS = 1 << 26
 #: activation modules that produce outputs, not hidden representations (never default taps)
 _OUTPUT_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d)
+
+
+#: the largest number of classes (bundle-label pairs are counted in int64: ``N * num_classes`` must fit)
+MAX_CLASSES = 2**31
+
+
+class NonFiniteActivationError(ValueError):
+    """Activations hold NaN or inf: bundles need finite activations (a diverged network gives them)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +130,8 @@ class BundleStats:
 def _check_scalars(*, num_classes: Any, lr: Any, batch_size: Any, weight_amplitude: Any) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if num_classes > MAX_CLASSES:
+        raise ValueError(f"num_classes must be at most {MAX_CLASSES} (2**31), got {num_classes!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be an integer > 0, got {batch_size!r}")
     try:
@@ -131,6 +143,18 @@ def _check_scalars(*, num_classes: Any, lr: Any, batch_size: Any, weight_amplitu
         raise ValueError(f"lr (learning rate) must be finite and > 0, got {lr!r}")
     if not (math.isfinite(w_f) and w_f >= 0):
         raise ValueError(f"weight_amplitude (w_max) must be finite and >= 0, got {weight_amplitude!r}")
+    # the metric computes in float32: constants that round to 0 or inf there give a degenerate metric
+    with np.errstate(over="ignore", under="ignore"):
+        lr32, inv_bs32, w32 = np.float32(lr_f), np.float32(1.0 / int(batch_size)), np.float32(w_f)
+    if not (np.isfinite(lr32) and lr32 > 0):
+        raise ValueError(f"lr = {lr!r} rounds to {float(lr32)!r} in float32, where the metric computes; "
+                         f"it must be a positive float32 number (about 1.4e-45 .. 3.4e38)")
+    if not inv_bs32 > 0:
+        raise ValueError(f"batch_size = {batch_size!r}: 1 / batch_size rounds to 0 in float32, where the metric "
+                         f"computes; it must be below about 1e45")
+    if not np.isfinite(w32):
+        raise ValueError(f"weight_amplitude (w_max) = {weight_amplitude!r} rounds to inf in float32, where the "
+                         f"metric computes; it must be below about 3.4e38")
 
 
 def _check_activations(activations: Any, n: int | None = None, where: str = "activations") -> int:
@@ -141,9 +165,14 @@ def _check_activations(activations: Any, n: int | None = None, where: str = "act
         raise ValueError(f"{where} must have at least 1 dim (samples first), got a {activations.dim()}-dim tensor")
     if activations.is_complex() or activations.dtype == torch.bool:
         raise ValueError(f"{where} must be real numbers, got dtype {activations.dtype}")
+    if activations.device.type == "meta":
+        raise ValueError(f"{where} are on the meta device and hold no values; pass real tensors")
     m = activations.shape[0]
     if m == 0:
         raise ValueError(f"empty sample set: {where} hold N = 0 samples; need N >= 1")
+    if activations[0].numel() == 0:
+        raise ValueError(f"{where} of shape {tuple(activations.shape)} hold 0 values per sample: nothing to "
+                         f"compare; need at least 1 value per sample")
     if n is not None and m != n:
         raise ValueError(f"{where} hold N = {m} samples but labels hold {n}; the counts must match")
     return m
@@ -316,7 +345,7 @@ class _Bundler:
         del hashes
         k = int(inverse.max()) + 1
         if bool(nonfinite) and not bool(torch.isfinite(a).all()):
-            raise ValueError("activations hold non-finite values (NaN or inf); bundles need finite activations")
+            raise NonFiniteActivationError("activations hold non-finite values (NaN or inf); bundles need finite activations")
         if k == self.n:  # every row alone: nothing to verify, ids are the sample order
             return torch.arange(self.n, device=a.device), k
         ids, first = _first_appearance(inverse, k)
@@ -467,6 +496,8 @@ def _measure_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_cla
     """Plain-Python rows of :func:`measure_model` (JSON-serialisable)."""
     bundler, x = _prepare(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size)
     n = bundler.n
+    if isinstance(taps, str):
+        raise ValueError(f"taps must be a list of tap names, got the string {taps!r}; did you mean [{taps!r}]?")
     wanted = None if taps is None else list(taps)
     rows: list[dict[str, Any]] = []
     with eval_mode(model):

@@ -205,7 +205,7 @@ def boundary_segments(mask: np.ndarray | pd.DataFrame) -> list[tuple[tuple[float
 
 @dataclass(frozen=True)
 class ConflictStatistics:
-    """Claim 6's tests on a map table (networks with a finite test accuracy only).
+    """Claim 6's tests on a map table (networks that did not diverge, with a finite test accuracy).
 
     ``p_mannwhitney``: one-sided Mann-Whitney U test that the test accuracy of the networks whose
     a^(L) is conflicting is lower than that of the others (NaN when a group is empty).
@@ -237,6 +237,8 @@ def conflict_statistics(table: pd.DataFrame) -> ConflictStatistics:
     from scipy import stats
 
     t = table.dropna(subset=["test_acc", "a_L_entropy"])
+    if "status" in t.columns:  # a net that diverged at a later epoch keeps earlier numbers: leave it out
+        t = t[t["status"] != "diverged"]
     t = t[np.isfinite(t["test_acc"].astype(float))]
     conf = t["a_L_entropy"].astype(float) > 0
     acc = t["test_acc"].astype(float)

@@ -185,6 +185,26 @@ def _short(text: str, width: int = _REASON_WIDTH) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
+def _unfinished_cells(executed: Path) -> str:
+    """"" when every code cell of the executed notebook ran to completion, else why not.
+
+    papermill does not raise for a cell that ends the kernel's execution quietly (``sys.exit(0)``):
+    that cell is marked failed and every later one stays pending.
+    """
+    import nbformat
+
+    cells = [c for c in nbformat.read(str(executed), as_version=4).cells if c.cell_type == "code"]
+    states = [c.metadata.get("papermill", {}).get("status", "completed") for c in cells]
+    bad = [i for i, st in enumerate(states) if st != "completed"]
+    if not bad:
+        return ""
+    first = cells[bad[0]]
+    errors = [o for o in first.get("outputs", []) if o.get("output_type") == "error"]
+    what = f"{errors[0].get('ename')}: {errors[0].get('evalue')}" if errors else states[bad[0]]
+    pending = sum(st == "pending" for st in states)
+    return _short(f"{pending} cell(s) did not run: code cell {bad[0] + 1} stopped the notebook ({what})")
+
+
 def run_notebooks(
     paths: Sequence[Path],
     scale: str,
@@ -229,6 +249,7 @@ def run_notebooks(
                     cwd=str(path.parent),
                     progress_bar=progress_bar,
                 )
+            reason = _unfinished_cells(output)
         except PapermillExecutionError as err:
             reason = _short(f"{err.ename}: {err.evalue}") + f" (cell {err.exec_count})"
         except Exception as err:  # noqa: BLE001 - one broken notebook must not stop the rest

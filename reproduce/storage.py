@@ -6,18 +6,23 @@ killed process never leaves a half-written file under its final name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
+import io
 import json
 import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["config_hash", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["config_hash", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "exclusive_lock",
+           "LockHeld", "remove_temporaries"]
 
 
 def config_hash(*parts: Any, length: int = 8) -> str:
@@ -72,5 +77,54 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
-    """``torch.save(obj)`` to ``path`` via a temporary file and a rename."""
-    _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
+    """``torch.save(obj)`` to ``path`` via a temporary file and a rename.
+
+    Serialised in memory first, so a failing write (a full disk) raises the operating system's
+    error (``OSError`` with its ``errno``) instead of torch's "unexpected pos".
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries of :func:`atomic_write_bytes` left in ``folder`` by killed writers.
+
+    Call it only while holding the folder's :func:`exclusive_lock` (no live writer then). Returns
+    the removed paths.
+    """
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created if missing) for the ``with`` block.
+
+    Raises :class:`LockHeld` (with the holder's pid when it wrote one) at once instead of waiting.
+    The lock dies with its process, so a killed holder never leaves a stale lock behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise LockHeld(f"{path} is locked by another process (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -10,9 +10,15 @@ A run lives in one folder (``results/<scale>/<experiment>/<run>``) holding
 * ``metrics.jsonl`` -- one JSON record per finished epoch (rewritten from the checkpoint);
 * ``run.json``      -- a small summary (status, epochs done, diverged epoch, configs).
 
-All three are written atomically (:mod:`reproduce.storage`). Starting a run whose folder holds a
-finished run returns it without training; an unfinished one resumes from its last complete epoch;
-an unreadable (e.g. truncated) checkpoint is reported and the run recomputed from scratch.
+All three are written atomically (:mod:`reproduce.storage`); the checkpoint is the source of truth
+and carries a checksum (:mod:`reproduce.checkpoints`). Starting a run whose folder holds a
+finished run returns it without training; an unfinished one resumes from its last complete epoch.
+A provably truncated checkpoint is reported and the run recomputed; any other unreadable one
+(newer format, I/O error, failed checksum) stops with :class:`CheckpointError` and is left alone.
+While :func:`train` works on a folder it holds the folder's lock (:func:`run_lock`): a second
+trainer gets :class:`RunLockedError` instead of training the same run again. With the lock held,
+side files that disagree with the checkpoint (a kill between the writes) are rewritten from it and
+temporaries of killed writers are removed.
 
 :func:`train` reads like the loop it runs: :func:`_start` (build, or resume from the checkpoint),
 then per epoch :func:`_train_epoch` (the optimiser steps), :func:`_epoch_record` (evaluation and
@@ -22,15 +28,22 @@ Determinism: the model is initialised from ``torch.manual_seed(seed)``; every ep
 global RNG and the shuffling generator from ``(seed, epoch)``, so an interrupted-and-resumed run
 follows exactly the same path as an uninterrupted one on the CPU.
 
-A non-finite training loss ends the run with status ``diverged`` and the epoch at which it happened
-(an untrainable network is one of the paper's results, not a crash).
+A non-finite training loss, non-finite weights or batch-norm statistics after an epoch, or
+non-finite activations met by a measuring callback end the run with status ``diverged`` and the
+epoch at which it happened (an untrainable network is one of the paper's results, not a crash).
+Non-finite values in the *training data* are a data error (ValueError), not a divergence.
+
+Data identity: a run remembers the data it was trained on (``data.identity`` of a
+:class:`reproduce.data.DataBundle`; for other data objects a fingerprint of their content,
+:func:`data_identity`) and refuses to resume on other data.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -40,8 +53,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .bundles import NonFiniteActivationError
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .models import ModelConfig, build_model, eval_mode, model_device
-from .storage import atomic_torch_save, atomic_write_text
+from .storage import LockHeld, atomic_write_text, exclusive_lock, remove_temporaries
 
 __all__ = [
     "TrainConfig",
@@ -54,11 +69,14 @@ __all__ = [
     "evaluate",
     "resolve_device",
     "final_test_accuracy",
+    "data_identity",
+    "run_lock",
+    "CheckpointError",
+    "RunLockedError",
     "RUN_STATUSES",
 ]
 
 RUN_STATUSES = ("running", "finished", "diverged", "stopped")
-CHECKPOINT_FORMAT = 1
 
 #: ``callback(model, epoch, record)`` after every epoch; may add JSON-serialisable keys to
 #: ``record``; setting ``record["stop"] = "<reason>"`` ends the run with status ``stopped``.
@@ -172,8 +190,9 @@ class RunResult:
 
     @property
     def test_accuracy(self) -> float:
-        """Test accuracy of the last epoch (nan when no epoch finished)."""
-        return self.history[-1]["test_acc"] if self.history else float("nan")
+        """Test accuracy of the last epoch (nan when no epoch finished or the last one diverged)."""
+        acc = self.history[-1].get("test_acc") if self.history else None
+        return float("nan") if acc is None else float(acc)
 
     def summary(self) -> dict:
         return {
@@ -238,22 +257,47 @@ def evaluate(model: nn.Module, ds: Dataset, *, batch_size: int = 256, device: to
 # checkpoints
 
 
-def _load_checkpoint(path: Path) -> dict | None:
-    """The checkpoint at ``path``; None (with a warning) when it is unreadable or incomplete."""
-    if not path.exists():
-        return None
+class RunLockedError(RuntimeError):
+    """Another process is training the run in this folder."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the lock of the run folder ``run_dir`` (``<run_dir>/.lock``) for the ``with`` block.
+
+    :class:`RunLockedError` at once when another process holds it; a killed holder's lock is gone
+    with its process.
+    """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("unknown checkpoint format")
-        for key in ("model_config", "train_config", "model", "optimizer", "history", "status", "epoch"):
-            if key not in ckpt:
-                raise ValueError(f"missing key {key!r}")
-        return ckpt
-    except Exception as exc:  # truncated zip, pickle error, ...
-        warnings.warn(f"checkpoint {path} is unreadable ({exc}); recomputing the run from scratch",
-                      RuntimeWarning, stacklevel=3)
-        return None
+        with exclusive_lock(Path(run_dir) / ".lock"):
+            yield
+    except LockHeld as exc:
+        raise RunLockedError(f"run folder {run_dir} is being trained by another process ({exc}); "
+                             f"wait for it, or stop it first") from None
+
+
+def data_identity(data: Any) -> dict:
+    """What a run remembers of its data: ``data.identity`` when the data object has one, else its
+    name and a fingerprint (sha256 of the tensors of ``TensorDataset`` splits; of the length and
+    the first, middle and last samples of other splits)."""
+    identity = getattr(data, "identity", None)
+    name = getattr(data, "name", type(data).__name__)
+    if identity:
+        return dict(identity)
+    h = hashlib.sha256()
+    for split in ("train", "train_eval", "test"):
+        ds = getattr(data, split, None)
+        if ds is None:
+            continue
+        h.update(f"{split}:{len(ds)};".encode())
+        if isinstance(ds, TensorDataset):
+            items = ds.tensors
+        else:
+            items = [torch.as_tensor(v) for i in sorted({0, len(ds) // 2, len(ds) - 1}) if len(ds)
+                     for v in ds[i]]
+        for t in items:
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"name": name, "fingerprint": h.hexdigest()[:16]}
 
 
 def _model_config_from_dict(d: dict) -> ModelConfig:
@@ -268,9 +312,10 @@ def _train_config_from_dict(d: dict) -> TrainConfig:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> RunResult | None:
-    """Load the run stored in ``run_dir`` (any status), or None if there is no readable one."""
+    """Load the run stored in ``run_dir`` (any status); None when there is none (or only a
+    truncated checkpoint); :class:`CheckpointError` when its checkpoint cannot be used."""
     run_dir = Path(run_dir)
-    ckpt = _load_checkpoint(run_dir / "checkpoint.pt")
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     if ckpt is None:
         return None
     mcfg = _model_config_from_dict(ckpt["model_config"])
@@ -282,29 +327,35 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> 
                      ckpt.get("diverged_epoch"), ckpt.get("stop_reason"), int(ckpt["epoch"]))
 
 
-def _save(run_dir: Path, *, model: nn.Module, opt: Lookahead, mcfg: ModelConfig, tcfg: TrainConfig,
-          history: list[dict], status: str, epoch: int, diverged_epoch: int | None,
-          stop_reason: str | None, data_name: str, data_identity: dict) -> None:
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "model_config": asdict(mcfg),
-        "train_config": asdict(tcfg),
-        "data": data_name,
-        "data_identity": data_identity,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": _to_cpu(opt.state_dict()),
-        "history": history,
-        "status": status,
-        "epoch": epoch,
-        "diverged_epoch": diverged_epoch,
-        "stop_reason": stop_reason,
-    }
-    atomic_torch_save(run_dir / "checkpoint.pt", ckpt)
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    summary = {"status": status, "epochs_done": epoch, "diverged_epoch": diverged_epoch,
-               "stop_reason": stop_reason, "data": data_name, "model_config": asdict(mcfg),
-               "train_config": asdict(tcfg)}
-    atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+def _side_files(state: dict) -> dict[str, str]:
+    """``metrics.jsonl`` and ``run.json`` as derived from a checkpoint's state."""
+    summary = {"status": state["status"], "epochs_done": state["epoch"], "diverged_epoch": state["diverged_epoch"],
+               "stop_reason": state["stop_reason"], "data": state["data"], "model_config": state["model_config"],
+               "train_config": state["train_config"]}
+    return {"metrics.jsonl": "".join(json.dumps(r) + "\n" for r in state["history"]),
+            "run.json": json.dumps(summary, indent=2) + "\n"}
+
+
+def _write_side_files(run_dir: Path, state: dict, *, only_if_different: bool = False) -> None:
+    for name, text in _side_files(state).items():
+        path = run_dir / name
+        if only_if_different:
+            try:
+                if path.read_text() == text:
+                    continue
+            except (OSError, UnicodeDecodeError):
+                pass
+        atomic_write_text(path, text)
+
+
+def _json_plain(obj: Any) -> Any:
+    """``json.dumps`` default: numpy scalars and arrays as plain Python values (tensors are refused:
+    a record holds numbers, not device memory)."""
+    import numpy as np
+
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -353,12 +404,28 @@ class _Run:
         return RunResult(self.run_dir, self.status, self.epoch, self.model, self.history, self.mcfg, self.tcfg,
                          self.diverged_epoch, self.stop_reason, self.resumed_from)
 
+    def state(self) -> dict:
+        """What the checkpoint stores."""
+        return {
+            "model_config": asdict(self.mcfg),
+            "train_config": asdict(self.tcfg),
+            "data": self.data_name,
+            "data_identity": self.data_identity,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.opt.state_dict()),
+            "history": self.history,
+            "status": self.status,
+            "epoch": self.epoch,
+            "diverged_epoch": self.diverged_epoch,
+            "stop_reason": self.stop_reason,
+        }
+
     def save(self) -> None:
+        """The checkpoint first (the source of truth), then the side files derived from it."""
         if self.run_dir is not None:
-            _save(self.run_dir, model=self.model, opt=self.opt, mcfg=self.mcfg, tcfg=self.tcfg,
-                  history=self.history, status=self.status, epoch=self.epoch,
-                  diverged_epoch=self.diverged_epoch, stop_reason=self.stop_reason, data_name=self.data_name,
-                  data_identity=self.data_identity)
+            state = self.state()
+            save_checkpoint(self.run_dir / "checkpoint.pt", state)
+            _write_side_files(self.run_dir, state)
 
 
 def _check_same_run(ckpt: dict, run: _Run) -> None:
@@ -386,11 +453,11 @@ def _start(mcfg: ModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None
         init_fn(model)
     model = model.to(dev)
     data_name = getattr(data, "name", type(data).__name__)
-    run = _Run(run_dir, model, make_optimizer(model, tcfg), mcfg, tcfg, data_name,
-               dict(getattr(data, "identity", None) or {"name": data_name}), [])
-    ckpt = _load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
+    run = _Run(run_dir, model, make_optimizer(model, tcfg), mcfg, tcfg, data_name, data_identity(data), [])
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
     if ckpt is not None:
         _check_same_run(ckpt, run)
+        _write_side_files(run_dir, ckpt, only_if_different=True)  # a kill between the writes
         model.load_state_dict(ckpt["model"])
         run.opt.load_state_dict(ckpt["optimizer"])
         run.history = list(ckpt["history"])
@@ -413,6 +480,9 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         if not torch.isfinite(loss):
+            if not bool(torch.isfinite(xb).all()):
+                raise ValueError(f"the training data hold non-finite values (NaN or inf) in a batch of epoch "
+                                 f"{epoch}: a data error, not a divergence of the network; clean the data")
             return None
         opt.zero_grad()
         loss.backward()
@@ -421,8 +491,9 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
         n_seen += n
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == yb).sum().item()
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        return None
+    if not all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers())
+               if t.is_floating_point()):
+        return None  # non-finite weights or batch-norm statistics
     return {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
             "train_acc_running": correct / max(n_seen, 1)}
 
@@ -438,9 +509,10 @@ def _epoch_record(run: _Run, record: dict[str, Any], data: Any, dev: torch.devic
                                                        num_workers=tcfg.num_workers)
     for cb in callbacks:
         cb(run.model, record["epoch"], record)
-    # one JSON round trip: numpy scalars become plain floats (torch.load(weights_only=True) would
-    # reject them on resume) and a value JSON cannot hold fails here, at the epoch that made it
-    return json.loads(json.dumps(record))
+    # one JSON round trip: numpy scalars and arrays become plain numbers and lists
+    # (torch.load(weights_only=True) would reject them on resume) and a value JSON cannot hold fails
+    # here, at the epoch that made it
+    return json.loads(json.dumps(record, default=_json_plain))
 
 
 def train(
@@ -467,35 +539,46 @@ def train(
     config, so give such runs a folder of their own.
     """
     dev = resolve_device(device)
-    tcfg = train_config
-    run = _start(model_config, data, tcfg, Path(run_dir) if run_dir is not None else None, dev, init_fn)
-    if run.status != "running" or run.epoch >= tcfg.epochs:
-        if run.status == "running":
+    folder = Path(run_dir) if run_dir is not None else None
+    with run_lock(folder) if folder is not None else contextlib.nullcontext():
+        if folder is not None:
+            remove_temporaries(folder)  # of writers killed mid-save: none is alive while we hold the lock
+        run = _start(model_config, data, train_config, folder, dev, init_fn)
+        if run.status == "running" and run.epoch >= train_config.epochs:
             run.status = "finished"
+        if run.status == "running":
+            last = train_config.epochs if stop_after is None else min(train_config.epochs, stop_after)
+            _run_epochs(run, data, dev, callbacks, last, progress=progress, desc=desc or model_config.label)
         return run.result()
 
-    last = tcfg.epochs if stop_after is None else min(tcfg.epochs, stop_after)
-    bar = _progress(range(run.epoch, last), progress, desc=desc or model_config.label, unit="epoch", leave=False)
-    for _ in bar:
+
+def _run_epochs(run: _Run, data: Any, dev: torch.device, callbacks: Sequence[Callback], last: int, *,
+                progress: bool, desc: str) -> None:
+    """Epochs ``run.epoch + 1 .. last``: train, record, save; stop early when the run ends."""
+    bar = _progress(None, progress, total=last - run.epoch, desc=desc, unit="epoch", leave=False)
+    while run.epoch < last and run.status == "running":
         t0 = time.perf_counter()
         record = _train_epoch(run, data.train, dev)
         run.epoch += 1
+        reason = "non-finite loss, weights or batch-norm statistics"
+        if record is not None:
+            try:
+                record = _epoch_record(run, record, data, dev, callbacks)
+            except NonFiniteActivationError as exc:
+                record, reason = None, f"non-finite activations while measuring ({exc})"
         if record is None:
             run.status, run.diverged_epoch = "diverged", run.epoch
-            run.history.append({"epoch": run.epoch, "diverged": True, "test_acc": None,
-                                "seconds": time.perf_counter() - t0})
-            run.save()
-            break
-        record = _epoch_record(run, record, data, dev, callbacks)
+            record = {"epoch": run.epoch, "diverged": True, "reason": reason, "test_acc": None}
+        elif record.get("stop"):
+            run.status, run.stop_reason = "stopped", str(record["stop"])
+        elif run.epoch >= run.tcfg.epochs:
+            run.status = "finished"
         record["seconds"] = time.perf_counter() - t0
         run.history.append(record)
-        if record.get("stop"):
-            run.status, run.stop_reason = "stopped", str(record["stop"])
-        elif run.epoch >= tcfg.epochs:
-            run.status = "finished"
         run.save()
-        bar.set_postfix(loss=f"{record['train_loss_running']:.3f}", test=f"{record['test_acc']:.3f}")
-        if run.status != "running":
-            break
+        bar.update(1)
+        if record.get("test_acc") is not None:
+            bar.set_postfix(loss=f"{record['train_loss_running']:.3f}", test=f"{record['test_acc']:.3f}")
+    bar.total = bar.n  # a run that ends early still ends with a full (green) bar
+    bar.refresh()
     bar.close()
-    return run.result()

@@ -230,3 +230,14 @@ def test_run_pins_the_results_root_for_the_kernel(tmp_path: Path, monkeypatch: p
         "import os, pathlib\npathlib.Path('root.txt').write_text(os.environ['REPRODUCE_ROOT'])")])
     assert runner.main(["run", "--root", str(tmp_path), "--scale", "smoke", "01"]) == 0
     assert (tmp_path / "notebooks" / "root.txt").read_text() == str(tmp_path.resolve())
+
+
+def test_a_notebook_that_exits_early_is_reported_failed(tmp_path: Path) -> None:
+    nb = tmp_path / "notebooks" / "01_exits.ipynb"
+    _write_notebook(nb, [_parameters_cell('scale = "cpu"'),
+                         new_code_cell("import sys\nsys.exit(0)"),
+                         new_code_cell("import pathlib\npathlib.Path('after.txt').write_text('ran')")])
+    records = run_notebooks([nb], "smoke", 0, tmp_path / "out", progress_bar=False)
+    assert not (nb.parent / "after.txt").exists()
+    assert [r.ok for r in records] == [False]
+    assert "did not run" in records[0].reason

@@ -159,7 +159,7 @@ def test_worst_case_runs_are_checkpointed_and_reused(tmp_path):
     # a truncated checkpoint is recomputed
     ckpt = tmp_path / "collapse1" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    with pytest.warns(RuntimeWarning, match="unreadable"):
+    with pytest.warns(RuntimeWarning, match="truncated"):
         fourth = train_worst_case(mcfg, data, tcfg, collapse=1, run_dir=tmp_path, progress=False)
     assert not fourth.cached
     assert [r["train_acc"] for r in fourth.history] == [r["train_acc"] for r in third.history]
