@@ -7,17 +7,31 @@
 #   make reproduce NOTEBOOKS="03 05"   # only some notebooks (stem, number prefix or path)
 #   make test                      # library tests + every notebook under nbval at smoke scale
 #   make test-slurm                # tests/test_slurm.py on a one-node SLURM cluster on this machine
+#   make data DATASETS="mnist svhn"    # download the paper's datasets into $REPRODUCE_DATA (default: all four)
+#   make TORCH=cpu test            # on a machine without a GPU: install torch/torchvision from
+#                                  # PyTorch's CPU wheel index instead of PyPI's CUDA build (a
+#                                  # fraction of the size); takes effect when .venv has no torch yet
+#   make binder-lock               # regenerate the fully pinned binder/requirements.txt
+#   make browser-check             # open a notebook in JupyterLab in headless Chromium, run it at
+#                                  # smoke scale, save screenshots (results/browser-check/)
 
 VENV ?= .venv
 PYTHON ?= python3
 PY = $(VENV)/bin/python
 SCALE ?= cpu
 NOTEBOOKS ?=
+# TORCH= (empty): torch from PyPI (the CUDA build on Linux); TORCH=cpu: PyTorch's CPU wheel index.
+TORCH ?=
+TORCH_INDEX_cpu = --index-url https://download.pytorch.org/whl/cpu
+TORCH_PINS = torch==2.14.1 torchvision==0.29.1
+ifneq ($(filter-out cpu,$(TORCH)),)
+$(error unknown TORCH=$(TORCH); valid values are cpu or empty (the default build from PyPI))
+endif
 
 # Environment of the test run: notebooks at smoke scale, no GUI backend, no progress bars.
 TEST_ENV = REPRODUCE_SCALE=smoke MPLBACKEND=agg TQDM_DISABLE=1
 
-.PHONY: all install reproduce test list clean-results
+.PHONY: all install reproduce test list data clean-results binder-lock browser-check
 
 all: reproduce
 
@@ -31,7 +45,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch, torchvision" 2>/dev/null || \
-		$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+		$(PY) -m pip install $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -40,6 +54,11 @@ reproduce: $(VENV)/.installed
 
 list: $(VENV)/.installed
 	$(PY) -m reproduce list
+
+# Resumable and idempotent: files already there (and verifying) are not downloaded again.
+DATASETS ?=
+data: $(VENV)/.installed
+	$(PY) -m reproduce data fetch $(DATASETS)
 
 # One pytest command, so the output ends with pytest's summary line.
 # --nbval-lax collects the notebooks; .py test files are collected as usual.
@@ -60,3 +79,31 @@ test-slurm: $(VENV)/.installed
 
 clean-results:
 	rm -rf results/
+
+# binder/requirements.txt: every package Binder installs, pinned: pyproject.toml with its test
+# extra, resolved by pip-compile (in a throwaway venv) for this Python, with torch/torchvision held
+# at $(TORCH_PINS). Binder has no GPU, so the CUDA-only packages (nvidia-*, cuda-*, triton) are
+# dropped and torch/torchvision pinned to the +cpu builds of PyTorch's CPU index, which depend on
+# nothing else (their requirements are the CUDA build's minus those packages).
+LOCK_VENV = $(VENV)/.binder-lock
+binder-lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet pip-tools
+	printf '%s\n' $(TORCH_PINS) > $(LOCK_VENV)/torch-pins.txt
+	$(LOCK_VENV)/bin/pip-compile --quiet --no-header --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra test --constraint $(LOCK_VENV)/torch-pins.txt \
+		--output-file $(LOCK_VENV)/resolved.txt pyproject.toml
+	{ printf '%s\n' '# Binder (repo2docker) installs exactly these versions; binder/postBuild then installs' \
+		'# the repository itself with --no-deps. Regenerate with: make binder-lock' \
+		"# Resolved by pip-compile for Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())') on Linux x86_64." \
+		'--extra-index-url https://download.pytorch.org/whl/cpu'; \
+	  awk '/^[a-zA-Z0-9]/ { skip = ($$0 ~ /^(nvidia-|cuda-|triton==)/) } !skip' $(LOCK_VENV)/resolved.txt | \
+	  sed -E -e 's/^(torch|torchvision)==([0-9.]+)$$/\1==\2+cpu/' \
+		-e 's|-c $(LOCK_VENV)/torch-pins.txt|TORCH_PINS of the Makefile|'; } > binder/requirements.txt
+	rm -rf $(LOCK_VENV)
+
+# JupyterLab on 127.0.0.1 from $(VENV), one notebook run in headless Chromium at smoke scale,
+# screenshots under results/browser-check/ (needs Debian's `chromium`; see tools/browser-check).
+BROWSER_NOTEBOOK ?= notebooks/00_quickstart.ipynb
+browser-check: $(VENV)/.installed
+	$(PY) tools/browser-check $(BROWSER_NOTEBOOK) --out results/browser-check
