@@ -71,6 +71,7 @@ from .data import DataBundle, load_dataset, measurement_samples
 from .efficiency import efficiency_report, inference_times
 from .models import CONV_KINDS, ModelConfig, as_blocks, conv_config, depth_for_blocks
 from .reporting import Claim, results_dir, run_dir
+from .runs import RunSpec, train_spec
 from .scales import Scale
 from .storage import atomic_write_text, config_hash
 from .training import RunResult, TrainConfig, final_test_accuracy, train
@@ -85,6 +86,9 @@ __all__ = [
     "ConflictCheck",
     "SearchResult",
     "block_entropies",
+    "baseline_specs",
+    "SearchSpec",
+    "search_specs",
     "autotune_claims",
     "prune_blocks",
     "search",
@@ -458,29 +462,77 @@ def run_searches(scale: Scale, kinds: Sequence[str] = ("plain",), *, datasets: S
 # comparison with fixed-depth nets
 
 
-def baseline_runs(scale: Scale, *, dataset: str | None = None, seeds: Sequence[int] | None = None,
-                  depths: Sequence[int] | None = None, kinds: Sequence[str] = AUTOTUNE_KINDS,
-                  device: str | None = "auto", progress: bool = True) -> list[tuple[int, RunResult]]:
-    """The fixed-depth plain and residual nets of ``scale.autotune_baseline_depths``: ``(seed, run)``.
+def baseline_specs(scale: Scale, *, dataset: str | None = None, seeds: Sequence[int] | None = None,
+                   depths: Sequence[int] | None = None, kinds: Sequence[str] = AUTOTUNE_KINDS) -> list[RunSpec]:
+    """The fixed-depth plain and residual nets of ``scale.autotune_baseline_depths``, declared.
 
-    Trained by :func:`reproduce.depth_study.train_conv` for ``scale.autotune_epochs`` epochs (so they
-    share their run folders with the depth study when the epochs agree). Seeds default to
-    ``0..scale.repeats-1``.
+    They are :func:`reproduce.depth_study.conv_spec` runs trained for ``scale.autotune_epochs``
+    epochs (so they share their run folders with the depth study when the epochs agree). Seeds
+    default to ``0..scale.repeats-1``.
     """
-    from .depth_study import train_conv
+    from .depth_study import conv_spec
 
     dataset = dataset or scale.dataset
     seeds = tuple(range(scale.repeats)) if seeds is None else tuple(seeds)
     depths = tuple(depths or scale.autotune_baseline_depths)
     scale_b = scale.replace(epochs=scale.autotune_epochs)
-    out = []
-    for seed in seeds:
-        data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
-        for kind in kinds:
-            for depth in depths:
-                out.append((seed, train_conv(scale_b, kind, depth, dataset=dataset, seed=seed, data=data,
-                                             device=device, progress=progress)))
+    return [conv_spec(scale_b, kind, depth, dataset=dataset, seed=seed)
+            for seed in seeds for kind in kinds for depth in depths]
+
+
+def baseline_runs(scale: Scale, *, dataset: str | None = None, seeds: Sequence[int] | None = None,
+                  depths: Sequence[int] | None = None, kinds: Sequence[str] = AUTOTUNE_KINDS,
+                  device: str | None = "auto", progress: bool = True) -> list[tuple[int, RunResult]]:
+    """Train (or reuse) the runs of :func:`baseline_specs`: ``(seed, run)`` pairs."""
+    out, data = [], None
+    for spec in baseline_specs(scale, dataset=dataset, seeds=seeds, depths=depths, kinds=kinds):
+        if data is None or not spec.data.matches(data):
+            data = spec.data.load()
+        out.append((spec.data.seed, train_spec(spec, data=data, device=device, progress=progress)))
     return out
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """One auto-tune search declared as data. A sweep runs a search as one job: its attempts
+    depend on each other. Same job interface as :class:`reproduce.runs.RunSpec`."""
+
+    scale: Scale
+    kind: str
+    dataset: str
+    seed: int
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    @property
+    def log_path(self) -> Path:
+        return search_log_path(self.scale, AutotuneConfig.from_scale(self.scale, self.kind), dataset=self.dataset,
+                               seed=self.seed)
+
+    @property
+    def key(self) -> str:
+        return f"{EXPERIMENT}/{self.log_path.stem}"
+
+    def state(self) -> str:
+        """``missing`` (no log), ``partial`` (running or resumable), ``finished`` (a net was found) or
+        ``stopped`` (the search gave up), from the search log."""
+        log = load_search_log(self.log_path)
+        if log is None:
+            return "missing"
+        return {"found": "finished", "stopped": "stopped"}.get(log.get("status"), "partial")
+
+    def run(self, *, device: Any = "auto", progress: bool = True) -> SearchResult:
+        return search(self.scale, self.kind, dataset=self.dataset, seed=self.seed, max_attempts=self.max_attempts,
+                      device=device, progress=progress)
+
+
+def search_specs(scale: Scale, kinds: Sequence[str] = ("plain",), *, datasets: Sequence[str] | None = None,
+                 seeds: Sequence[int] | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[SearchSpec]:
+    """Every search of the preset (``scale.autotune_seeds`` seeds per dataset and kind), declared,
+    in the order :func:`run_searches` runs them."""
+    datasets = tuple(datasets or scale.datasets)
+    seeds = tuple(range(scale.autotune_seeds)) if seeds is None else tuple(seeds)
+    return [SearchSpec(scale, kind, dataset, seed, max_attempts) for dataset in datasets for kind in kinds
+            for seed in seeds]
 
 
 def _efficiency_row(model: nn.Module, cfg: ModelConfig, batch_size: int) -> dict[str, Any]:

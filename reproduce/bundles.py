@@ -57,6 +57,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .data import measurement_samples
 from .models import eval_mode, model_device
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "measure_last_layer",
     "default_hook_taps",
     "BundleCallback",
+    "bundle_callback",
     "bundles_frame",
     "layer_rows",
     "conflicting_layers",
@@ -639,6 +641,16 @@ class BundleCallback:
         record.setdefault("epoch", int(epoch))
         record["bundles"] = rows
         record["a_L_entropy"], record["a_L_num_bundles"], record["a_L_max_accuracy"] = a_l
+
+
+def bundle_callback(data: Any, spec: Any, *, sample_size: int, seed: int, every_tap: bool = True) -> BundleCallback:
+    """The :class:`BundleCallback` a run declares (:class:`reproduce.runs.Hook`): measured on
+    ``measurement_samples(data, sample_size, seed)`` (at most the whole training set) with the
+    run's learning rate and batch size."""
+    n = min(int(sample_size), len(data.train_eval))
+    x, y = measurement_samples(data, n, seed)
+    return BundleCallback(x, y, num_classes=data.num_classes, lr=spec.train.lr, batch_size=spec.train.batch_size,
+                          every_tap=every_tap)
 
 
 def bundles_frame(history: Iterable[dict]) -> pd.DataFrame:

@@ -116,6 +116,8 @@ __all__ = [
     "load_dataset",
     "measurement_samples",
     "dataset_tensors",
+    "dataset_shape",
+    "IMAGENETTE_SIZES",
 ]
 
 DATASETS = ("digits", "mnist", "cifar10", "svhn", "imagenette")
@@ -173,6 +175,14 @@ _SPECS = MappingProxyType(
         "imagenette": _Spec(10, 3, 128, grow=10, flip=True, standardize=True),
     }
 )
+
+
+def dataset_shape(name: str) -> tuple[int, int, int]:
+    """``(num_classes, in_channels, image_size)`` of a dataset, without loading it."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
+    spec = _SPECS[name]
+    return spec.num_classes, spec.in_channels, spec.image_size
 
 
 def default_root() -> Path:

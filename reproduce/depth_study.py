@@ -1,5 +1,7 @@
 """Depth study (claim 2) and early detection (claim 3): plain vs residual conv nets across depth.
 
+* :func:`conv_spec` declares one run (:class:`reproduce.runs.RunSpec`), :func:`run_specs` every
+  run of the depth study (a sweep trains them as jobs);
 * :func:`train_conv` trains one plain or residual conv net of the preset's width and measures the
   bundle entropy of **every tap** after every epoch (64 samples: cheap), so that the
   early-detection study reuses the depth-study runs of the same depth instead of retraining.
@@ -47,10 +49,10 @@ import numpy as np
 import pandas as pd
 
 from . import bundles
-from .bundles import BundleCallback
-from .data import DataBundle, load_dataset, measurement_samples
+from .data import DataBundle
 from .models import CONV_KINDS, DEPTH_TABLE, ModelConfig, blocks_for_depth, check_conv_kind, conv_config, depth_for_blocks
-from .reporting import Claim, run_dir
+from .reporting import Claim
+from .runs import DataSpec, Hook, RunSpec, train_spec
 from .scales import Scale
 from .training import RunResult, TrainConfig, final_test_accuracy, train
 
@@ -61,6 +63,8 @@ __all__ = [
     "EPOCH_COLUMNS",
     "CORRELATION_COLUMNS",
     "conv_configs",
+    "conv_spec",
+    "run_specs",
     "train_conv",
     "run_row",
     "epoch_rows",
@@ -97,7 +101,7 @@ _DETECTION_MODES = ("contains", "equal")
 # training
 
 
-def conv_configs(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], data: DataBundle,
+def conv_configs(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], data: DataBundle | DataSpec,
                  seed: int) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs :func:`train_conv` uses for ``kind`` at a depth (or blocks)."""
     mcfg = conv_config(kind, blocks_or_depth, data, width=scale.width)
@@ -109,6 +113,39 @@ def _run_label(dataset: str, kind: str, blocks: tuple[int, ...], seed: int) -> s
     depth = depth_for_blocks(blocks)
     tail = "" if DEPTH_TABLE.get(depth) == tuple(blocks) else "-b" + "-".join(map(str, blocks))
     return f"{dataset}-{kind}-{depth}{tail}-s{seed}"
+
+
+def conv_spec(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], *, dataset: str | None = None,
+              seed: int = 0, every_tap: bool = True) -> RunSpec:
+    """The run of one ``kind`` conv net (``plain``/``residual``) at the preset's width, declared.
+
+    ``blocks_or_depth`` is a depth of the depth table or four blocks per stage; ``dataset``
+    defaults to ``scale.dataset``. After every epoch the bundle metric is measured on
+    ``measurement_samples(data, scale.sample_size, seed)`` at every tap (or only at a^(L) with
+    ``every_tap=False``), adding ``bundles``, ``a_L_entropy`` and ``a_L_num_bundles`` to the
+    history. The run lives in ``results/<scale>/depth/``.
+    """
+    data = DataSpec(dataset or scale.dataset, int(seed), scale.train_limit)
+    mcfg, tcfg = conv_configs(scale, kind, blocks_or_depth, data, seed)
+    measure = Hook.to("reproduce.bundles:bundle_callback", sample_size=scale.sample_size, seed=int(seed),
+                      every_tap=bool(every_tap))
+    return RunSpec(scale.name, EXPERIMENT, _run_label(data.name, kind, mcfg.blocks, seed), mcfg, tcfg, data,
+                   (measure,))
+
+
+def run_specs(scale: Scale, *, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+              depths: Sequence[int] | None = None, kinds: Sequence[str] = CONV_KINDS) -> list[RunSpec]:
+    """Every run of the depth study: ``scale.datasets`` x seeds ``0..scale.repeats-1`` x
+    ``scale.depths`` x both kinds (defaults), in the order :func:`depth_sweep` trains them."""
+    datasets = tuple(datasets or scale.datasets)
+    seeds = tuple(range(scale.repeats)) if seeds is None else tuple(seeds)
+    depths = tuple(depths or scale.depths)
+    for kind in kinds:
+        check_conv_kind(kind)
+    for depth in depths:
+        blocks_for_depth(depth)
+    return [conv_spec(scale, kind, depth, dataset=dataset, seed=seed)
+            for dataset in datasets for seed in seeds for kind in kinds for depth in depths]
 
 
 def train_conv(
@@ -123,30 +160,10 @@ def train_conv(
     progress: bool = True,
     device: str | None = "auto",
 ) -> RunResult:
-    """Train (or reuse) one ``kind`` conv net (``plain``/``residual``) at the preset's width.
-
-    ``blocks_or_depth`` is a depth of the depth table or four blocks per stage. ``dataset``
-    defaults to ``scale.dataset``; ``data`` may pass the already loaded dataset (it must be
-    ``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)``). After every epoch the bundle
-    metric is measured on ``measurement_samples(data, scale.sample_size, seed)`` at every tap (or only
-    at a^(L) with ``every_tap=False``), adding ``bundles``, ``a_L_entropy`` and ``a_L_num_bundles``
-    to the history. The run lives in ``results/<scale>/depth/`` and is reused when finished.
-    """
-    dataset = dataset or scale.dataset
-    if data is None:
-        data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
-    elif data.name != dataset:
-        raise ValueError(f"data holds dataset {data.name!r} but dataset={dataset!r} was asked for")
-    mcfg, tcfg = conv_configs(scale, kind, blocks_or_depth, data, seed)
-    x, y = measurement_samples(data, scale.sample_size, seed)
-    callback = BundleCallback(x, y, num_classes=data.num_classes, lr=scale.lr, batch_size=scale.batch_size,
-                              every_tap=every_tap)
-    measure = {"dataset": dataset, "train_limit": scale.train_limit, "sample_size": scale.sample_size,
-               "every_tap": bool(every_tap)}
-    label = _run_label(dataset, kind, mcfg.blocks, seed)
-    folder = run_dir(scale, EXPERIMENT, label, mcfg, tcfg, measure)
-    return train(mcfg, data, tcfg, folder, callbacks=[callback], device=device, progress=progress,
-                 desc=label)
+    """Train (or reuse) the run of :func:`conv_spec`; ``data`` may pass the already loaded dataset
+    (it must be ``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)``)."""
+    spec = conv_spec(scale, kind, blocks_or_depth, dataset=dataset, seed=seed, every_tap=every_tap)
+    return train_spec(spec, data=data, device=device, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,24 +246,15 @@ def depth_sweep(
     row per run (:data:`RUN_COLUMNS`), ``per_epoch`` one row per run and epoch
     (:data:`EPOCH_COLUMNS`). Diverged runs are kept, with their status.
     """
-    datasets = tuple(datasets or scale.datasets)
-    seeds = tuple(range(scale.repeats)) if seeds is None else tuple(seeds)
-    depths = tuple(depths or scale.depths)
-    for kind in kinds:
-        check_conv_kind(kind)
-    for depth in depths:
-        blocks_for_depth(depth)
     runs, epochs = [], []
-    for dataset in datasets:
-        for seed in seeds:
-            data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
-            for kind in kinds:
-                for depth in depths:
-                    run = train_conv(scale, kind, depth, dataset=dataset, seed=seed, data=data,
-                                     progress=progress, device=device)
-                    runs.append(run_row(run, dataset=dataset, seed=seed, last_epochs=scale.last_epochs))
-                    epochs.extend(epoch_rows(run, dataset=dataset, seed=seed))
-                    del run
+    loaded: dict[DataSpec, DataBundle] = {}
+    for spec in run_specs(scale, datasets=datasets, seeds=seeds, depths=depths, kinds=kinds):
+        if spec.data not in loaded:
+            loaded = {spec.data: spec.data.load()}  # one dataset in memory at a time
+        run = train_spec(spec, data=loaded[spec.data], progress=progress, device=device)
+        runs.append(run_row(run, dataset=spec.data.name, seed=spec.data.seed, last_epochs=scale.last_epochs))
+        epochs.extend(epoch_rows(run, dataset=spec.data.name, seed=spec.data.seed))
+        del run
     return (pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
             pd.DataFrame(epochs, columns=list(EPOCH_COLUMNS)))
 

@@ -1,13 +1,14 @@
 """Claim 6: a test-accuracy map of fully connected nets over a width x depth grid, with the
 boundary between the nets whose last hidden layer a^(L) holds conflicting bundles and the rest.
 
-:func:`sweep` trains one FNN per grid cell through :func:`reproduce.training.train` (resumable:
+:func:`run_specs` declares one run per grid cell (:func:`cell_spec`, a
+:class:`reproduce.runs.RunSpec`); :func:`sweep` trains them (resumable:
 ``results/<scale>/fnn_map/<label>-<hash>``), measuring after every epoch
 
 * a^(L)'s bundles on the measurement sample set (``measurement_samples(data, sample_size, seed)``,
   the method's protocol): ``a_L_entropy``, ``a_L_num_bundles``, ``a_L_max_accuracy``;
 * a^(L)'s bundles and the eval-mode accuracy on the *whole* unaugmented training set
-  (:class:`reproduce.theory.TrainingBoundCallback`, for claim 1's accuracy bound): ``bound_*``.
+  (:func:`reproduce.theory.bound_callback`, for claim 1's accuracy bound): ``bound_*``.
 
 It returns a :class:`FnnMap`: a tidy per-network table (:data:`MAP_COLUMNS`) and a long per-epoch
 table (:data:`EPOCH_COLUMNS`). :func:`boundary_segments` gives the cell edges that separate
@@ -32,13 +33,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .bundles import BundleCallback
-from .data import measurement_samples
 from .models import ModelConfig, count_parameters
-from .reporting import run_dir
+from .runs import DataSpec, Hook, RunSpec, train_spec
 from .scales import Scale
-from .theory import TrainingBoundCallback, dataset_tensors
-from .training import RunResult, TrainConfig, final_test_accuracy, train
+from .training import RunResult, TrainConfig, final_test_accuracy
 
 __all__ = [
     "EXPERIMENT",
@@ -86,7 +84,8 @@ class FnnMap:
 
 
 def fnn_config(data: Any, width: int, depth: int) -> ModelConfig:
-    """The FNN of one grid cell for ``data`` (a :class:`reproduce.data.DataBundle`)."""
+    """The FNN of one grid cell for ``data`` (a :class:`reproduce.data.DataBundle` or a
+    :class:`reproduce.runs.DataSpec`)."""
     return ModelConfig("fnn", num_classes=data.num_classes, in_channels=data.in_channels,
                        input_size=data.image_size, fnn_width=int(width), fnn_depth=int(depth))
 
@@ -105,17 +104,34 @@ def _check_grid(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def train_cell(scale: Scale, data: Any, width: int, depth: int, *, seed: int = 0,
-               callbacks: Sequence[Any] = (), device: str = "auto", progress: bool = False) -> RunResult:
-    """Train (or load) the FNN ``width x depth`` of the grid, resumably, with ``callbacks``.
+def cell_spec(scale: Scale, width: int, depth: int, *, dataset: str | None = None, seed: int = 0,
+              data: Any = None) -> RunSpec:
+    """The run of the FNN ``width x depth`` of the grid, declared (see the module docstring).
 
-    The run folder is ``results/<scale>/fnn_map/fnn-<w>x<d>-<hash>`` (see the module docstring).
-    """
-    mcfg, tcfg = fnn_config(data, width, depth), train_config(scale, seed)
-    extra = {"dataset": data.name, "train_limit": scale.train_limit, "data_seed": seed,
-             "sample_size": scale.sample_size, "measure": _MEASURE_VERSION}
-    folder = run_dir(scale, EXPERIMENT, mcfg.label, mcfg, tcfg, extra)
-    return train(mcfg, data, tcfg, folder, callbacks=callbacks, device=device, progress=progress)
+    ``data`` (already loaded, possibly custom data) takes the place of ``dataset``."""
+    spec = DataSpec.of(data, seed) if data is not None else DataSpec(dataset or scale.dataset, int(seed),
+                                                                       scale.train_limit, flat=True)
+    mcfg, tcfg = fnn_config(data if data is not None else spec, width, depth), train_config(scale, seed)
+    callbacks = (Hook.to("reproduce.bundles:bundle_callback", sample_size=scale.sample_size, seed=int(seed),
+                         every_tap=False),
+                 Hook.to("reproduce.theory:bound_callback"))
+    return RunSpec(scale.name, EXPERIMENT, mcfg.label, mcfg, tcfg, spec, callbacks,
+                   extra=(("measure", _MEASURE_VERSION),))
+
+
+def run_specs(scale: Scale, *, dataset: str | None = None, seed: int = 0, widths: Sequence[int] | None = None,
+              depths: Sequence[int] | None = None, data: Any = None) -> list[RunSpec]:
+    """One run per cell of ``widths x depths`` (default: the scale's grid), depth-major."""
+    widths = _check_grid("widths", scale.fnn_widths if widths is None else widths)
+    depths = _check_grid("depths", scale.fnn_depths if depths is None else depths)
+    return [cell_spec(scale, w, d, dataset=dataset, seed=seed, data=data) for d in depths for w in widths]
+
+
+def train_cell(scale: Scale, data: Any, width: int, depth: int, *, seed: int = 0, device: str = "auto",
+               progress: bool = False) -> RunResult:
+    """Train (or load) the run of :func:`cell_spec` on the loaded ``data``, resumably."""
+    spec = cell_spec(scale, width, depth, seed=seed, data=data)
+    return train_spec(spec, data=data, device=device, progress=progress)
 
 
 def _final(history: list[dict], key: str) -> Any:
@@ -133,19 +149,13 @@ def sweep(scale: Scale, data: Any, *, seed: int = 0, widths: Sequence[int] | Non
     ``measurement_samples(data, scale.sample_size, seed)``; the bound is measured on the whole
     ``data.train_eval``. Finished runs are reused, interrupted ones resumed.
     """
-    widths = _check_grid("widths", scale.fnn_widths if widths is None else widths)
-    depths = _check_grid("depths", scale.fnn_depths if depths is None else depths)
-    x_m, y_m = measurement_samples(data, scale.sample_size, seed)
-    x_t, y_t = dataset_tensors(data.train_eval)
-    kw = dict(num_classes=data.num_classes, lr=scale.lr, batch_size=scale.batch_size)
-    callbacks = [BundleCallback(x_m, y_m, every_tap=False, **kw), TrainingBoundCallback(x_t, y_t, **kw)]
-
     from tqdm.auto import tqdm
 
-    cells = [(w, d) for d in depths for w in widths]
+    specs = run_specs(scale, seed=seed, widths=widths, depths=depths, data=data)
     rows, epoch_rows = [], []
-    for w, d in tqdm(cells, desc="fnn grid", unit="net", disable=not progress):
-        res = train_cell(scale, data, w, d, seed=seed, callbacks=callbacks, device=device)
+    for spec in tqdm(specs, desc="fnn grid", unit="net", disable=not progress):
+        w, d = spec.model.fnn_width, spec.model.fnn_depth
+        res = train_spec(spec, data=data, device=device, progress=False)
         hist = [r for r in res.history if not r.get("diverged")]
         for r in hist:
             epoch_rows.append({"width": w, "depth": d, **{k: r.get(k) for k in EPOCH_COLUMNS[2:]}})
@@ -164,7 +174,8 @@ def sweep(scale: Scale, data: Any, *, seed: int = 0, widths: Sequence[int] | Non
         })
     table = pd.DataFrame(rows, columns=list(MAP_COLUMNS))
     epochs = pd.DataFrame(epoch_rows, columns=list(EPOCH_COLUMNS))
-    return FnnMap(table=table, epochs=epochs, sample_size=int(len(y_m)), train_samples=int(len(y_t)))
+    return FnnMap(table=table, epochs=epochs, sample_size=min(scale.sample_size, len(data.train_eval)),
+                  train_samples=len(data.train_eval))
 
 
 def accuracy_grid(table: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:

@@ -63,16 +63,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .bundles import (BundleCallback, bundles_frame, distance_to_bundling, layer_rows, measure_model,
-                      weight_amplitude)
-from .data import DataBundle, load_dataset, measurement_samples
+from .bundles import bundles_frame, distance_to_bundling, layer_rows, measure_model, weight_amplitude
+from .data import DataBundle, measurement_samples
 from .efficiency import inference_times
 from .models import (DEPTH_TABLE, ConvNet, conv_config, count_parameters, eval_mode, model_device,
                      remove_blocks)
-from .reporting import Claim, run_dir
+from .reporting import Claim
+from .runs import DataSpec, Hook, RunSpec, train_spec
 from .scales import Scale
 from .storage import atomic_write_text, config_hash
-from .training import RunResult, TrainConfig, evaluate, train
+from .training import RunResult, TrainConfig, evaluate
 
 __all__ = [
     "SET_NAMES",
@@ -89,6 +89,9 @@ __all__ = [
     "branch_distances",
     "block_diagnostics",
     "BranchDistanceCallback",
+    "distance_callback",
+    "lesion_spec",
+    "EXPERIMENT",
     "conflict_history",
     "compare_full_vs_pruned",
     "lesion_claims",
@@ -101,6 +104,8 @@ SET_NAMES = ("conflicting", "non-conflicting", "all")
 RANKED_SET_NAMES = ("closest", "farthest")
 #: columns of a lesion table
 TABLE_COLUMNS = ("set", "k", "draw", "removed", "fraction", "parameters", "test_acc")
+#: results/<scale>/<EXPERIMENT>/ holds the lesion runs
+EXPERIMENT = "lesion"
 #: the paper's lesion study runs on CIFAR-10
 PAPER_DATASET = "cifar10"
 
@@ -299,6 +304,13 @@ def block_diagnostics(model: ConvNet, x: torch.Tensor, y: torch.Tensor, *, num_c
     return out[["block", "stage", "tap", "num_bundles", "entropy", "conflicting", "distance", "distance_all"]]
 
 
+def distance_callback(data: Any, spec: Any, *, sample_size: int, seed: int) -> "BranchDistanceCallback":
+    """The :class:`BranchDistanceCallback` a run declares, on ``measurement_samples(data,
+    sample_size, seed)`` (at most the whole training set) with the run's lr and batch size."""
+    x, y = measurement_samples(data, min(int(sample_size), len(data.train_eval)), seed)
+    return BranchDistanceCallback(x, y, lr=spec.train.lr, batch_size=spec.train.batch_size)
+
+
 class BranchDistanceCallback:
     """Training callback: adds ``record["branch_distances"]``, one dict per block with ``block``,
     ``distance`` and ``distance_all`` (see :func:`branch_distances`), after every epoch."""
@@ -429,6 +441,20 @@ class LesionResult:
         return "\n".join(lines + self.notes)
 
 
+def lesion_spec(scale: Scale, config: LesionConfig) -> RunSpec:
+    """The training run of the lesion study, declared: the residual net of ``config``, measured
+    after every epoch at every tap (:func:`reproduce.bundles.bundle_callback`) and for the
+    distance to bundling of every block (:func:`distance_callback`)."""
+    cfg = config
+    data = DataSpec(cfg.dataset, cfg.seed, cfg.train_limit)
+    mcfg = conv_config("residual", cfg.depth, data, width=cfg.width)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    measure = dict(sample_size=cfg.sample_size, seed=cfg.seed)
+    callbacks = (Hook.to("reproduce.bundles:bundle_callback", **measure),
+                 Hook.to("reproduce.lesion:distance_callback", **measure))
+    return RunSpec(scale.name, EXPERIMENT, f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, data, callbacks)
+
+
 def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None, data: DataBundle | None = None,
                      config: LesionConfig | None = None, progress: bool = True, device: str = "auto") -> LesionResult:
     """Train (or reuse) the residual net of ``scale`` and run the whole lesion study on it.
@@ -440,18 +466,12 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
     """
     t0 = time.perf_counter()
     cfg = config or LesionConfig.from_scale(scale, seed=seed, dataset=dataset)
+    spec = lesion_spec(scale, cfg)
     if data is None:
-        data = load_dataset(cfg.dataset, seed=cfg.seed, train_limit=cfg.train_limit)
-    n_samples = min(cfg.sample_size, len(data.train_eval))
-    x, y = measurement_samples(data, n_samples, cfg.seed)
-    mcfg = conv_config("residual", cfg.depth, data, width=cfg.width)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
-    extra = {"dataset": data.name, "train_limit": cfg.train_limit, "sample_size": n_samples, "sample_seed": cfg.seed}
-    folder = run_dir(scale, "lesion", f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, extra)
-    callbacks = [BundleCallback(x, y, num_classes=data.num_classes, lr=cfg.lr, batch_size=cfg.batch_size),
-                 BranchDistanceCallback(x, y, lr=cfg.lr, batch_size=cfg.batch_size)]
-    run = train(mcfg, data, tcfg, run_dir=folder, callbacks=callbacks, device=device, progress=progress,
-                desc=f"lesion {mcfg.label}")
+        data = spec.data.load()
+    x, y = measurement_samples(data, min(cfg.sample_size, len(data.train_eval)), cfg.seed)
+    folder = spec.run_dir
+    run = train_spec(spec, data=data, device=device, progress=progress)
     if run.status == "diverged":
         raise RuntimeError(f"the residual net of the lesion study diverged at epoch {run.diverged_epoch}; "
                            f"no lesion is possible (run folder {folder})")

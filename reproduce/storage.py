@@ -106,23 +106,31 @@ class LockHeld(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path) -> Iterator[None]:
+def exclusive_lock(path: str | Path, wait: float = 0.0) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the file ``path`` (created if missing) for the ``with`` block.
 
-    Raises :class:`LockHeld` (with the holder's pid when it wrote one) at once instead of waiting.
-    The lock dies with its process, so a killed holder never leaves a stale lock behind.
+    Tries for up to ``wait`` seconds (a short wait rides over another process that only probes the
+    lock), then raises :class:`LockHeld` (with the holder's pid when it wrote one). The lock dies
+    with its process, so a killed holder never leaves a stale lock behind.
     """
+    import time
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise LockHeld(f"{path} is locked by another process (pid {holder})") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    raise LockHeld(f"{path} is locked by another process (pid {holder})") from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,9 @@ from torch import nn
 from .bundles import bundle_stats, weight_amplitude
 from .data import dataset_tensors
 from .models import FNN, ModelConfig, eval_mode, model_device
-from .training import TrainConfig, train
+from .runs import DataSpec, Hook, RunSpec, train_spec
+from .scales import Scale
+from .training import RunResult, TrainConfig, train
 
 __all__ = [
     "BoundCheck",
@@ -55,6 +58,11 @@ __all__ = [
     "layer_is_dead",
     "WorstCaseRun",
     "train_worst_case",
+    "worst_case_spec",
+    "run_worst_case",
+    "bound_callback",
+    "dead_layer_callback",
+    "EXPERIMENT",
     "worst_case_frame",
     "BoundSummary",
     "bound_summary",
@@ -62,6 +70,8 @@ __all__ = [
     "worst_case_summary",
 ]
 
+#: results/<scale>/<EXPERIMENT>/ holds the worst-case runs
+EXPERIMENT = "theory"
 #: bias given to a collapsed layer (any negative value kills every ReLU when the weights are 0)
 COLLAPSE_BIAS = -1.0
 
@@ -216,43 +226,90 @@ class WorstCaseRun:
         return "collapsed" if self.collapse is not None else "intact"
 
 
+def bound_callback(data: Any, spec: Any) -> TrainingBoundCallback:
+    """The :class:`TrainingBoundCallback` a run declares: on the whole unaugmented training set,
+    with the run's learning rate and batch size."""
+    x, y = dataset_tensors(data.train_eval)
+    return TrainingBoundCallback(x, y, num_classes=data.num_classes, lr=spec.train.lr,
+                                 batch_size=spec.train.batch_size)
+
+
+def dead_layer_callback(data: Any, spec: Any, *, index: int | None) -> Callable[[nn.Module, int, dict], None]:
+    """A callback recording whether hidden layer ``index`` is dead (``dead``; None when ``index`` is
+    None) and its largest ``|weight|`` and bias (``collapsed_weight_absmax``, ``collapsed_bias_max``)."""
+    x, _ = dataset_tensors(data.train_eval)
+
+    def track_dead_layer(model: nn.Module, epoch: int, record: dict) -> None:
+        if index is None:
+            record["dead"] = None
+            return
+        layer = model.hidden[index]
+        record["dead"] = layer_is_dead(model, index, x)
+        record["collapsed_weight_absmax"] = float(layer.weight.detach().abs().max())
+        record["collapsed_bias_max"] = float(layer.bias.detach().max())
+
+    return track_dead_layer
+
+
+def _check_worst_case(mcfg: ModelConfig, collapse: int | None) -> int | None:
+    if mcfg.kind != "fnn":
+        raise ValueError(f"the worst-case study uses an FNN, got model kind {mcfg.kind!r}")
+    if collapse is not None and not (isinstance(collapse, (int, np.integer)) and 0 <= collapse < mcfg.fnn_depth):
+        raise ValueError(f"collapse must be None or an int in [0, {mcfg.fnn_depth - 1}], got {collapse!r}")
+    return None if collapse is None else int(collapse)
+
+
+def worst_case_spec(scale: Scale, *, collapse: int | None, dataset: str | None = None, seed: int = 0,
+                    width: int | None = None, depth: int = 4, epochs: int | None = None) -> RunSpec:
+    """The run of the worst-case FNN (hidden layer ``collapse`` dead from the start; None: intact),
+    declared. Defaults: ``width`` the middle of ``scale.fnn_widths``, ``epochs`` 3 x
+    ``scale.fnn_epochs`` ("however long it trains")."""
+    data = DataSpec(dataset or scale.dataset, int(seed), scale.train_limit, flat=True)
+    width = width or scale.fnn_widths[len(scale.fnn_widths) // 2]
+    mcfg = ModelConfig("fnn", data.num_classes, data.in_channels, data.image_size, fnn_width=int(width),
+                       fnn_depth=int(depth))
+    tcfg = TrainConfig(epochs=epochs or 3 * scale.fnn_epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed)
+    k = _check_worst_case(mcfg, collapse)
+    name = "intact" if k is None else f"collapse{k}"
+    callbacks = (Hook.to("reproduce.theory:bound_callback"), Hook.to("reproduce.theory:dead_layer_callback", index=k))
+    init = None if k is None else Hook.to("reproduce.theory:collapse_layer", index=k)
+    return RunSpec(scale.name, EXPERIMENT, f"{mcfg.label}-{name}", mcfg, tcfg, data, callbacks, init)
+
+
+def _worst_case_run(result: RunResult, data: Any, collapse: int | None, folder: Path | None) -> WorstCaseRun:
+    majority = majority_frequency(dataset_tensors(data.train_eval)[1], data.num_classes)
+    cached = result.resumed_from >= result.epochs_done and result.epochs_done > 0
+    return WorstCaseRun(result.model_config, result.train_config, collapse, majority, result.history,
+                        result.model, folder, cached)
+
+
+def run_worst_case(spec: RunSpec, data: Any, *, device: str | None = "auto", progress: bool = True) -> WorstCaseRun:
+    """Train (or reuse) the run of :func:`worst_case_spec` on the loaded ``data``."""
+    collapse = None if spec.init is None else int(dict(spec.init.kwargs)["index"])
+    return _worst_case_run(train_spec(spec, data=data, device=device, progress=progress), data, collapse,
+                           spec.run_dir)
+
+
 def train_worst_case(model_config: ModelConfig, data: Any, train_config: TrainConfig, *,
                      collapse: int | None, run_dir: str | Path | None = None, device: str | None = "auto",
                      progress: bool = True, desc: str | None = None) -> WorstCaseRun:
     """Train an FNN whose hidden layer ``collapse`` is dead from the start (or, with ``collapse=None``,
-    the same network intact) and record every epoch (see :class:`WorstCaseRun`).
+    the same network intact) on any ``data`` and record every epoch (see :class:`WorstCaseRun`);
+    the same callbacks and initialisation as :func:`worst_case_spec` declares.
 
     Training is :func:`reproduce.training.train` with an ``init_fn`` that collapses the layer
     before the optimiser is built (so Lookahead's slow weights start collapsed too). With
     ``run_dir`` the run is checkpointed in ``run_dir/collapse<k>`` (or ``run_dir/intact``): a later
     call resumes it or returns it finished (``cached`` is then True).
     """
-    mcfg, tcfg = model_config, train_config
-    if mcfg.kind != "fnn":
-        raise ValueError(f"the worst-case study uses an FNN, got model kind {mcfg.kind!r}")
-    if collapse is not None and not (isinstance(collapse, (int, np.integer)) and 0 <= collapse < mcfg.fnn_depth):
-        raise ValueError(f"collapse must be None or an int in [0, {mcfg.fnn_depth - 1}], got {collapse!r}")
-    k = None if collapse is None else int(collapse)
-    x_train, y_train = dataset_tensors(data.train_eval)
-    majority = majority_frequency(y_train, data.num_classes)
-    bound = TrainingBoundCallback(x_train, y_train, num_classes=data.num_classes, lr=tcfg.lr,
-                                  batch_size=tcfg.batch_size)
-
-    def track_dead_layer(model: nn.Module, epoch: int, record: dict) -> None:
-        if k is None:
-            record["dead"] = None
-            return
-        layer = model.hidden[k]
-        record["dead"] = layer_is_dead(model, k, x_train)
-        record["collapsed_weight_absmax"] = float(layer.weight.detach().abs().max())
-        record["collapsed_bias_max"] = float(layer.bias.detach().max())
-
+    k = _check_worst_case(model_config, collapse)
+    spec = SimpleNamespace(train=train_config)
+    callbacks = [bound_callback(data, spec), dead_layer_callback(data, spec, index=k)]
     folder = None if run_dir is None else Path(run_dir) / ("intact" if k is None else f"collapse{k}")
-    result = train(mcfg, data, tcfg, folder, callbacks=[bound, track_dead_layer], device=device,
-                   progress=progress, desc=desc or f"{mcfg.label} {'intact' if k is None else 'collapsed'}",
+    result = train(model_config, data, train_config, folder, callbacks=callbacks, device=device, progress=progress,
+                   desc=desc or f"{model_config.label} {'intact' if k is None else 'collapsed'}",
                    init_fn=None if k is None else (lambda model: collapse_layer(model, k)))
-    cached = result.resumed_from >= result.epochs_done and result.epochs_done > 0
-    return WorstCaseRun(mcfg, tcfg, k, majority, result.history, result.model, folder, cached)
+    return _worst_case_run(result, data, k, folder)
 
 
 def worst_case_frame(runs: Sequence[WorstCaseRun]) -> pd.DataFrame:

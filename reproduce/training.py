@@ -265,11 +265,11 @@ class RunLockedError(RuntimeError):
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold the lock of the run folder ``run_dir`` (``<run_dir>/.lock``) for the ``with`` block.
 
-    :class:`RunLockedError` at once when another process holds it; a killed holder's lock is gone
-    with its process.
+    :class:`RunLockedError` when another process holds it for more than 2 seconds (a status probe
+    holds it for microseconds); a killed holder's lock is gone with its process.
     """
     try:
-        with exclusive_lock(Path(run_dir) / ".lock"):
+        with exclusive_lock(Path(run_dir) / ".lock", wait=2.0):
             yield
     except LockHeld as exc:
         raise RunLockedError(f"run folder {run_dir} is being trained by another process ({exc}); "
