@@ -383,7 +383,7 @@ def _check_train_limit(train_limit: int | None, available: int) -> None:
 
 
 def measurement_samples(data: DataBundle, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """PAPER.md "Sample set": ``n`` training samples without augmentation, by a seeded shuffle.
+    """The measurement sample set (``docs/method.md#measurement``): ``n`` training samples without augmentation, by a seeded shuffle.
 
     Takes the first ``n`` indices of ``torch.randperm(len(data.train_eval))`` drawn with a
     ``torch.Generator`` seeded with ``seed`` (so the same ``seed`` gives the same samples, and a

@@ -416,8 +416,10 @@ def depth_claims(runs: pd.DataFrame, corr: pd.DataFrame) -> list[Claim]:
     * deep plain nets develop conflicting bundles: holds iff the deepest plain net's averaged
       a^(L) entropy is > 0;
     * residual nets develop fewer: holds iff, over the depths where either kind has an averaged
-      entropy > 0, the residual net's is lower at more than half of them;
-    * entropy vs test accuracy: holds iff Pearson r < 0 with p < 0.05.
+      entropy > 0, the residual net's is lower at more than half of them (not testable when no
+      depth has one);
+    * entropy vs test accuracy: holds iff Pearson r < 0 with p < 0.05 (not testable when the
+      correlation is undefined: fewer than 3 runs or a constant column).
     """
     claims = []
     cidx = corr.set_index("dataset")
@@ -433,22 +435,24 @@ def depth_claims(runs: pd.DataFrame, corr: pd.DataFrame) -> list[Claim]:
         claims.append(Claim(
             f"{name}: residual nets develop fewer conflicts", "residual networks much less",
             f"residual lower at {lower} of {len(active)} depths with a conflict {list(map(int, active.index))}",
-            bool(len(active) > 0 and lower > len(active) / 2)))
+            bool(lower > len(active) / 2) if len(active) else None))
         c = cidx.loc[name]
         claims.append(Claim(
             f"{name}: bundle entropy vs test accuracy", "negative correlation",
             f"Pearson r = {c.pearson_r:.3f} (p = {c.pearson_p:.2g}), Spearman rho = {c.spearman_r:.3f} "
-            f"(p = {c.spearman_p:.2g}), n = {int(c.n)}", bool(c.pearson_r < 0 and c.pearson_p < 0.05)))
+            f"(p = {c.spearman_p:.2g}), n = {int(c.n)}",
+            None if math.isnan(c.pearson_p) else bool(c.pearson_r < 0 and c.pearson_p < 0.05)))
     return claims
 
 
 def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -> list[Claim]:
     """Claim 3 from :func:`detection_summary`'s summary:
 
-    * the plain net's conflicting layers are visible early: holds iff it has conflicting layers at
-      the end and its first detection epoch is <= ``horizon``;
+    * the plain net's conflicting layers are visible early: holds iff its first detection epoch is
+      <= ``horizon``; not testable when it has no conflicting layer at the end;
     * a^(L) at the horizon predicts the end: holds iff for every net, H(a^(L)) > 0 at epoch
-      ``horizon`` exactly when it is > 0 at the end.
+      ``horizon`` exactly when it is > 0 at the end; not testable when a net was not measured at
+      both epochs.
     """
     s = summary.set_index("kind")
 
@@ -462,13 +466,13 @@ def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -
         "conflicting layers can be detected in the first epochs",
         f"{plain.conflicting_final} of {plain.blocks} blocks conflicting at the end; first detection epoch "
         f"{'n/a' if pd.isna(plain.first_detection) else int(plain.first_detection)} (horizon {horizon})",
-        bool(detected and plain.first_detection <= horizon))]
-    agree = [pd.notna(r.a_L_entropy_horizon) and pd.notna(r.a_L_entropy_final)
-             and (r.a_L_entropy_horizon > 0) == (r.a_L_entropy_final > 0) for _, r in s.iterrows()]
+        bool(plain.first_detection <= horizon) if detected else None)]
+    measured = all(pd.notna(r.a_L_entropy_horizon) and pd.notna(r.a_L_entropy_final) for _, r in s.iterrows())
+    agree = [(r.a_L_entropy_horizon > 0) == (r.a_L_entropy_final > 0) for _, r in s.iterrows()] if measured else []
     claims.append(Claim(
         f"depth {depth}: a^(L) conflict at epoch {horizon} predicts the final one",
         "conflicts are visible at the start of training",
         "; ".join(f"{k}: H(a^(L)) {num(r.a_L_entropy_horizon)} at epoch {horizon}, {num(r.a_L_entropy_final)} at the end"
                   for k, r in s.iterrows()),
-        bool(all(agree))))
+        bool(all(agree)) if measured else None))
     return claims

@@ -30,7 +30,7 @@ For every file of every dataset asked for, :func:`fetch`:
   downloads nothing;
 * downloads it over HTTP(S) into ``<file>.part``, resuming a ``.part`` left by an interrupted
   call with a ``Range: bytes=N-`` request (and starting over when the server ignores the range);
-  a bar per file shows the progress (``tqdm.auto``);
+  a bar per file shows the progress (:func:`reproduce.progress.progress_bar`);
 * checks the MD5 torchvision declares for the download; a mismatch deletes the download and is
   reported with the file name, the expected and the actual MD5 (a resumed download that fails is
   first downloaded once more from scratch);
@@ -314,7 +314,7 @@ def fetch(
 ) -> FetchReport:
     """Download, verify and unpack the datasets ``names`` (default: all of :data:`DATASET_NAMES`).
 
-    ``root`` defaults to :func:`reproduce.data.default_root`. ``progress`` draws a ``tqdm.auto``
+    ``root`` defaults to :func:`reproduce.data.default_root`. ``progress`` draws a :func:`reproduce.progress.progress_bar`
     bar per downloaded file. ``base_urls`` maps a dataset name to a folder URL its files are
     fetched from instead of torchvision's (``base_url/<published file name>``).
 
@@ -417,7 +417,7 @@ def _http_get(url: str, part: Path, *, desc: str, progress: bool) -> bool:
     range request means ``part`` already holds the whole file (the checksum decides). A transfer
     that ends early raises DownloadError and keeps ``part`` for the next call to resume.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     offset = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": _USER_AGENT}
@@ -436,9 +436,9 @@ def _http_get(url: str, part: Path, *, desc: str, progress: bool) -> bool:
         if not resuming:
             offset = 0
         total = None if size is None else offset + size
-        with open(part, "ab" if resuming else "wb") as handle, tqdm(
-            total=total, initial=offset, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-            disable=not progress, leave=True,
+        with open(part, "ab" if resuming else "wb") as handle, progress_bar(
+            enabled=progress, total=total, initial=offset, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+            leave=True,
         ) as bar:  # fmt: skip
             while chunk := response.read(_CHUNK):
                 handle.write(chunk)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .models import ModelConfig, count_parameters
+from .progress import progress_bar
 from .runs import DataSpec, Hook, RunSpec, train_spec
 from .scales import Scale
 from .training import RunResult, TrainConfig, final_test_accuracy
@@ -149,11 +150,9 @@ def sweep(scale: Scale, data: Any, *, seed: int = 0, widths: Sequence[int] | Non
     ``measurement_samples(data, scale.sample_size, seed)``; the bound is measured on the whole
     ``data.train_eval``. Finished runs are reused, interrupted ones resumed.
     """
-    from tqdm.auto import tqdm
-
     specs = run_specs(scale, seed=seed, widths=widths, depths=depths, data=data)
     rows, epoch_rows = [], []
-    for spec in tqdm(specs, desc="fnn grid", unit="net", disable=not progress):
+    for spec in progress_bar(specs, enabled=progress, desc="fnn grid", unit="net"):
         w, d = spec.model.fnn_width, spec.model.fnn_depth
         res = train_spec(spec, data=data, device=device, progress=False)
         hist = [r for r in res.history if not r.get("diverged")]

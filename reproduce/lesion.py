@@ -34,7 +34,7 @@ Choices the specification leaves open (written down here):
   returned with it).
 * Distance to bundling of a block: over pairs of measurement samples with **different labels**
   (only such a pair can form a *conflicting* bundle), the smallest max-norm distance
-  ``max_c |a_ic - a_jc|`` of the branch tap, times ``lr / bs`` (the mapping of PAPER.md's
+  ``max_c |a_ic - a_jc|`` of the branch tap, times ``lr / bs`` (the mapping of the method's
   ``t = w_max - a * lr / bs``) and divided by one resolution step, the float32 spacing at
   ``w_max`` (``numpy.spacing(float32(w_max))``). A distance well below 1 means the pair is about
   to fall into one bundle; a first probe on digits measured 57-900 steps. The same quantity over all
@@ -68,6 +68,7 @@ from .data import DataBundle, measurement_samples
 from .efficiency import inference_times
 from .models import (DEPTH_TABLE, ConvNet, conv_config, count_parameters, eval_mode, model_device,
                      remove_blocks)
+from .progress import progress_bar
 from .reporting import Claim
 from .runs import DataSpec, Hook, RunSpec, train_spec
 from .scales import Scale
@@ -223,12 +224,10 @@ def evaluate_lesions(model: ConvNet, test: Dataset, plan: pd.DataFrame, *, progr
     ``fraction`` is ``k / num_blocks``; ``parameters`` counts the smaller net's parameters. Equal
     ``removed`` tuples are evaluated once.
     """
-    from tqdm.auto import tqdm
-
     n = len(model.blocks)
     done: dict[tuple[int, ...], tuple[int, float]] = {}
     accs, params = [], []
-    for removed in tqdm(list(plan["removed"]), desc=desc, disable=not progress, leave=False):
+    for removed in progress_bar(list(plan["removed"]), enabled=progress, desc=desc, leave=False):
         removed = tuple(removed)
         if removed not in done:
             smaller = remove_blocks(model, removed)
@@ -529,16 +528,18 @@ def lesion_claims(result: LesionResult) -> list[Claim]:
     """The claims table, by rules fixed before any number was seen (the notebook states them):
 
     * **4a** holds iff at least half of the blocks are conflicting and the net without *all*
-      conflicting blocks keeps test accuracy ``>= full - tolerance``.
+      conflicting blocks keeps test accuracy ``>= full - tolerance``; not testable when no block
+      is conflicting.
     * **4b** holds iff both sets are non-empty and, at ``k* = min(|conflicting|,
       |non-conflicting|)``, the mean accuracy after removing ``k*`` non-conflicting blocks is
-      lower than after removing ``k*`` conflicting ones by more than the larger of the two stds.
+      lower than after removing ``k*`` conflicting ones by more than the larger of the two stds;
+      not testable unless both sets are non-empty.
     * **4c (any blocks; this project's proxy)** holds iff removing at least half of all blocks
       at random keeps the mean accuracy ``>= full - tolerance`` (largest removable fraction of set
       ``all`` >= 0.5).
     * **addition** holds iff, over ``k = 1..n-1``, removing the ``k`` blocks closest to bundling
       gives a higher accuracy than removing the ``k`` farthest for more than half of the ``k`` and
-      the mean difference exceeds ``tolerance``.
+      the mean difference exceeds ``tolerance``; not testable with fewer than 2 blocks.
     """
     tol = result.config.tolerance
     n = result.num_blocks
@@ -549,7 +550,7 @@ def lesion_claims(result: LesionResult) -> list[Claim]:
     claims = []
 
     frac_conf = len(conf) / max(1, n)
-    holds_a = bool(conf) and frac_conf >= 0.5 and pruned_acc >= full - tol - 1e-12
+    holds_a = (frac_conf >= 0.5 and pruned_acc >= full - tol - 1e-12) if conf else None
     measured_a = (f"{len(conf)}/{n} blocks conflicting ({100 * frac_conf:.0f} %)"
                   + (f"; without them test acc {pruned_acc:.3f} vs full {full:.3f}" if conf
                      else "; nothing to remove, claim cannot be tested at this scale"))
@@ -565,7 +566,7 @@ def lesion_claims(result: LesionResult) -> list[Claim]:
         measured_b = (f"k={k_star}: non-conflicting removed {m_n:.3f}±{s_n:.3f} vs conflicting removed "
                       f"{m_c:.3f}±{s_c:.3f}")
     else:
-        holds_b = False
+        holds_b = None
         measured_b = (f"not testable: {len(conf)} conflicting and {len(non)} non-conflicting blocks "
                       f"(both sets must be non-empty)")
     claims.append(Claim("4b: removing non-conflicting blocks hurts more than removing conflicting ones",
@@ -586,7 +587,7 @@ def lesion_claims(result: LesionResult) -> list[Claim]:
         holds_d = bool(wins > len(diffs) / 2 and mean_d > tol)
         measured_d = f"closest better at {wins}/{len(diffs)} k; mean difference {100 * mean_d:+.1f} points"
     else:
-        holds_d, measured_d = False, "not testable: fewer than 2 blocks"
+        holds_d, measured_d = None, "not testable: fewer than 2 blocks"
     claims.append(Claim("addition (this project): blocks closest to bundling are removed with less harm",
                         "(not in the paper; a continuous stand-in for 'conflicting')", measured_d, holds_d))
     return claims

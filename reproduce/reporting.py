@@ -8,7 +8,7 @@
   so that a changed preset never silently reuses a stale run.
 * :func:`save_figure` -- ``figures/<scale>/<stem>[-<what>].png`` and ``.pdf``.
 * :func:`write_claims` -- ``figures/<scale>/<stem>-claims.csv`` with columns
-  ``claim,paper,measured,holds``.
+  ``claim,paper,measured,verdict`` (a verdict is one of :data:`VERDICTS`).
 * :func:`setup_notebook` -- resolve the scale (``$REPRODUCE_SCALE`` wins), print the preset,
   set a quiet plotting style.
 """
@@ -27,6 +27,7 @@ from .scales import ROOT_ENV, Scale, resolve_scale
 from .storage import atomic_write_bytes, atomic_write_text, config_hash
 
 __all__ = [
+    "VERDICTS",
     "Claim",
     "project_root",
     "results_dir",
@@ -36,6 +37,7 @@ __all__ = [
     "write_claims",
     "write_table",
     "setup_notebook",
+    "discussion_note",
     "ROOT_ENV",
 ]
 
@@ -94,22 +96,39 @@ def save_figure(fig: Any, scale: Scale | str, stem: str, what: str | None = None
     return paths
 
 
+#: the verdict of a claim: its rule held, did not hold, or could not be applied at this scale
+VERDICTS = ("holds", "does not hold", "not testable")
+
+
 @dataclass(frozen=True)
 class Claim:
-    """One row of a notebook's claims table. ``holds`` comes from a rule stated before the run."""
+    """One row of a notebook's claims table, decided by a rule stated before the run.
+
+    ``holds`` is True or False when the rule could be applied, None when it could not (e.g. no
+    conflicting block to remove): the verdict is then "not testable".
+    """
 
     claim: str
     paper: str
     measured: str
-    holds: bool
+    holds: bool | None
+
+    def __post_init__(self) -> None:
+        if self.holds is not None:
+            object.__setattr__(self, "holds", bool(self.holds))
+
+    @property
+    def verdict(self) -> str:
+        """One of :data:`VERDICTS`."""
+        return VERDICTS[2] if self.holds is None else VERDICTS[0] if self.holds else VERDICTS[1]
 
 
 def write_claims(claims: Iterable[Claim], scale: Scale | str, stem: str) -> pd.DataFrame:
-    """Write ``figures/<scale>/<stem>-claims.csv`` (columns claim,paper,measured,holds); return it."""
-    frame = pd.DataFrame([asdict(c) for c in claims], columns=["claim", "paper", "measured", "holds"])
+    """Write ``figures/<scale>/<stem>-claims.csv`` (columns claim,paper,measured,verdict); return it."""
+    rows = [{"claim": c.claim, "paper": c.paper, "measured": c.measured, "verdict": c.verdict} for c in claims]
+    frame = pd.DataFrame(rows, columns=["claim", "paper", "measured", "verdict"])
     if frame.empty:
         raise ValueError("a claims table needs at least one claim")
-    frame["holds"] = frame["holds"].astype(bool)
     atomic_write_text(figures_dir(scale) / f"{stem}-claims.csv", frame.to_csv(index=False))
     return frame
 
@@ -124,6 +143,15 @@ def write_table(frame: pd.DataFrame, scale: Scale | str, name: str) -> Path:
         md = frame.to_string(index=False)
     atomic_write_text(figures_dir(scale) / f"{name}.md", md + "\n")
     return path
+
+
+def discussion_note(scale: Scale) -> str:
+    """The line printed above a notebook's Discussion, which quotes the committed ``cpu`` run."""
+    if scale.name == "cpu":
+        return ("The discussion below quotes the committed cpu run (figures/cpu/). The claims table above is "
+                "this run's: where the two differ, the table is what this machine measured.")
+    return (f"The discussion below describes the committed cpu run (figures/cpu/), not this {scale.name!r} "
+            f"run: its numbers do not apply here. The claims table above is this run's.")
 
 
 def setup_notebook(scale: str = "cpu", **overrides: Any) -> Scale:

@@ -44,6 +44,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .progress import PROGRESS_ENV
 from .scales import ROOT_ENV, SCALE_ENV, SCALE_NAMES
 
 __all__ = [
@@ -185,6 +186,23 @@ def _short(text: str, width: int = _REASON_WIDTH) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
+def _drop_widget_state(executed: Path) -> None:
+    """Remove ipywidgets' saved state and views from an executed copy: with the kernel gone they
+    show "Error displaying widget: model not found"; their text fallback stays."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    changed = nb.metadata.pop("widgets", None) is not None
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                del data["application/vnd.jupyter.widget-view+json"]
+                changed = True
+    if changed:
+        nbformat.write(nb, str(executed))
+
+
 def _unfinished_cells(executed: Path) -> str:
     """"" when every code cell of the executed notebook ran to completion, else why not.
 
@@ -231,12 +249,14 @@ def run_notebooks(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
-    env = {"MPLBACKEND": "agg", SCALE_ENV: scale}
+    # text progress bars: an executed copy keeps their final state, not a widget it cannot show
+    env = {"MPLBACKEND": "agg", SCALE_ENV: scale, PROGRESS_ENV: "text"}
     if root is not None:
         env[ROOT_ENV] = str(Path(root).resolve())
     for path in paths:
         path = Path(path)
         output = out_dir / f"{path.stem}.ipynb"
+        print(f"running {path.stem} at scale {scale} ...", flush=True)
         start = time.perf_counter()
         reason = ""
         try:
@@ -249,6 +269,7 @@ def run_notebooks(
                     cwd=str(path.parent),
                     progress_bar=progress_bar,
                 )
+            _drop_widget_state(output)
             reason = _unfinished_cells(output)
         except PapermillExecutionError as err:
             reason = _short(f"{err.ename}: {err.evalue}") + f" (cell {err.exec_count})"
@@ -369,12 +390,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     available = find_notebooks(root)
 
     if args.command == "list":
+        width = max((len(p.stem) for p in available), default=0)
         for path in available:
             try:
                 title = notebook_title(path)
             except Exception as err:  # noqa: BLE001 - list the rest all the same
                 title = f"(unreadable: {_short(str(err), 40)})"
-            print(f"{path.stem}  {title}".rstrip())
+            print(f"{path.stem:<{width}}  {title}".rstrip())
         return 0
 
     if not available and not args.notebooks:

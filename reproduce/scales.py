@@ -31,7 +31,7 @@ class Scale:
     datasets: tuple[str, ...]
     #: width multiplier of the conv nets (1.0 = the paper's 64..512 filters)
     width: float
-    #: depths of the conv nets compared in the depth study (PAPER.md depth table)
+    #: depths of the conv nets compared in the depth study (the depth table of docs/method.md#models)
     depths: tuple[int, ...]
     #: training epochs of the conv-net runs
     epochs: int
@@ -181,6 +181,12 @@ def get_scale(name: str) -> Scale:
 
 
 def resolve_scale(scale: str = "cpu") -> Scale:
-    """The preset a notebook runs at: ``$REPRODUCE_SCALE`` if set, else ``scale``."""
+    """The preset a notebook runs at: ``$REPRODUCE_SCALE`` if set, else ``scale``.
+
+    When both are given and differ, a note says which one wins (papermill's ``-p scale`` loses to
+    the environment variable).
+    """
     override = os.environ.get(SCALE_ENV, "").strip()
+    if override and override != scale:
+        print(f"note: ${SCALE_ENV}={override!r} overrides the notebook parameter scale={scale!r}")
     return get_scale(override or scale)

@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .bundles import NonFiniteActivationError
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .models import ModelConfig, build_model, eval_mode, model_device
+from .progress import progress_bar
 from .storage import LockHeld, atomic_write_text, exclusive_lock, remove_temporaries
 
 __all__ = [
@@ -374,14 +375,6 @@ def _to_cpu(obj: Any) -> Any:
 # the loop
 
 
-def _progress(iterable: Iterable, progress: bool, **kw: Any):
-    from tqdm.auto import tqdm
-
-    if not progress:
-        kw["disable"] = True
-    return tqdm(iterable, **kw)
-
-
 @dataclass
 class _Run:
     """What the loop carries from one epoch to the next (and what a checkpoint stores)."""
@@ -555,7 +548,7 @@ def train(
 def _run_epochs(run: _Run, data: Any, dev: torch.device, callbacks: Sequence[Callback], last: int, *,
                 progress: bool, desc: str) -> None:
     """Epochs ``run.epoch + 1 .. last``: train, record, save; stop early when the run ends."""
-    bar = _progress(None, progress, total=last - run.epoch, desc=desc, unit="epoch", leave=False)
+    bar = progress_bar(enabled=progress, total=last - run.epoch, desc=desc, unit="epoch", leave=False)
     while run.epoch < last and run.status == "running":
         t0 = time.perf_counter()
         record = _train_epoch(run, data.train, dev)

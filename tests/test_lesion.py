@@ -202,7 +202,11 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert list(res.history["epoch"]) == [1] and not res.history["median_distance"].isna().any()
     assert (tmp_path / "results" / "smoke" / "lesion").is_dir()
     claims = lesion.lesion_claims(res)
-    assert len(claims) == 4 and all(isinstance(c.holds, bool) for c in claims)
+    conf, non = res.sets["conflicting"], res.sets["non-conflicting"]
+    assert len(claims) == 4
+    assert (claims[0].verdict == "not testable") == (not conf)  # 4a needs a conflicting block
+    assert (claims[1].verdict == "not testable") == (not conf or not non)  # 4b needs both sets
+    assert claims[2].verdict in ("holds", "does not hold")  # 4c is always testable
 
     # a second call reuses the finished run and the cached lesion tables
     def no_evaluation(*args, **kwargs):

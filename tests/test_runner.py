@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -62,9 +63,9 @@ def test_list_command_prints_stem_and_title(repo: Path, capsys: pytest.CaptureFi
     assert runner.main(["list", "--root", str(repo)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        "01_bundles  Claim 1: conflicting bundles",
+        "01_bundles   Claim 1: conflicting bundles",
         "02_no_title",
-        "10_tenth  Tenth claim",
+        "10_tenth     Tenth claim",
     ]
 
 
@@ -241,3 +242,33 @@ def test_a_notebook_that_exits_early_is_reported_failed(tmp_path: Path) -> None:
     assert not (nb.parent / "after.txt").exists()
     assert [r.ok for r in records] == [False]
     assert "did not run" in records[0].reason
+
+
+def test_executed_copies_hold_finished_text_bars_and_no_widget_state(tmp_path: Path) -> None:
+    nb = tmp_path / "notebooks" / "01_bars.ipynb"
+    _write_notebook(nb, [_parameters_cell('scale = "cpu"'), new_code_cell(
+        "from reproduce.progress import progress_bar\n"
+        "for _ in progress_bar(range(3), desc='work'):\n    pass\n"
+        "import ipywidgets\nipywidgets.IntSlider()")])
+    records = run_notebooks([nb], "smoke", 0, tmp_path / "out", progress_bar=False)
+    assert [r.ok for r in records] == [True], records
+    raw = json.loads((tmp_path / "out" / "01_bars.ipynb").read_text())
+    assert "widgets" not in raw["metadata"]
+    outputs = [o for c in raw["cells"] for o in c.get("outputs", [])]
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    assert "work: 100%" in text and "3/3" in text
+
+
+def test_run_prints_each_notebook_before_running_it(tiny_repo: Path, capsys: pytest.CaptureFixture) -> None:
+    runner.main(["run", "--root", str(tiny_repo), "--scale", "smoke", "01"])
+    out = capsys.readouterr().out
+    assert out.index("running 01_writes at scale smoke") < out.index("1 notebook(s)")
+
+
+def test_list_aligns_its_columns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for stem in ("01_a", "02_longer_name"):
+        _write_notebook(tmp_path / "notebooks" / f"{stem}.ipynb", [new_markdown_cell(f"# Title {stem}")])
+    assert runner.main(["list", "--root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.index("Title") for line in lines] == [len("02_longer_name") + 2] * 2

@@ -43,3 +43,11 @@ def test_paper_preset_matches_the_paper():
     assert P.autotune_blocks == (3, 12, 41, 3) and P.autotune_check_epochs == 10
     assert len(P.fnn_widths) * len(P.fnn_depths) == 176  # the paper's 176 networks
     assert set(P.datasets) == {"mnist", "cifar10", "svhn", "imagenette"}
+
+
+def test_an_environment_override_of_the_parameter_is_announced(monkeypatch, capsys):
+    monkeypatch.setenv(SCALE_ENV, "smoke")
+    assert resolve_scale("cpu").name == "smoke"
+    assert "REPRODUCE_SCALE='smoke' overrides the notebook parameter scale='cpu'" in capsys.readouterr().out
+    assert resolve_scale("smoke").name == "smoke"
+    assert capsys.readouterr().out == ""  # no note when they agree
