@@ -25,8 +25,9 @@ dataset failed.
 
 Choices made here:
 
-* The kernel's environment gets ``MPLBACKEND=agg`` (no display is needed) and
-  ``REPRODUCE_SCALE=<scale>``: the notebooks let that variable override their ``scale``
+* The kernel's environment gets ``MPLBACKEND`` = matplotlib's inline backend (figures go into the
+  executed copy as PNG images, no display is needed), ``REPRODUCE_PROGRESS=text`` (text progress
+  bars, see :mod:`reproduce.progress`) and ``REPRODUCE_SCALE=<scale>``: the notebooks let that variable override their ``scale``
   parameter, so setting it to the requested scale keeps a stray value in the caller's shell
   from silently running another scale than the one the output folder is named after.
 * The repository root is the folder above this package (``--root`` overrides it), so the
@@ -61,6 +62,8 @@ __all__ = [
 
 #: the kernel papermill starts for every notebook
 KERNEL_NAME = "python3"
+#: matplotlib's backend in the runner's kernels: figures are stored in the executed copy as PNG
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 #: longest failure reason shown in the summary table
 _REASON_WIDTH = 70
 
@@ -235,7 +238,7 @@ def run_notebooks(
     """Execute each notebook with papermill and record how it went.
 
     Each notebook runs with parameters ``{"scale": scale, "seed": seed}`` in a ``python3``
-    kernel started in the notebook's folder, with ``MPLBACKEND=agg`` and
+    kernel started in the notebook's folder, with ``MPLBACKEND`` the inline backend and
     ``REPRODUCE_SCALE=scale`` (and, given ``root``, ``REPRODUCE_ROOT=root``, so results and
     figures land in the same tree as the executed copies) in its environment; the executed copy goes to
     ``out_dir/<stem>.ipynb``. A failing notebook (papermill's execution error or any other
@@ -250,7 +253,7 @@ def run_notebooks(
     out_dir.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
     # text progress bars: an executed copy keeps their final state, not a widget it cannot show
-    env = {"MPLBACKEND": "agg", SCALE_ENV: scale, PROGRESS_ENV: "text"}
+    env = {"MPLBACKEND": INLINE_BACKEND, SCALE_ENV: scale, PROGRESS_ENV: "text"}
     if root is not None:
         env[ROOT_ENV] = str(Path(root).resolve())
     for path in paths:

@@ -194,7 +194,7 @@ def test_run_executes_injects_parameters_and_continues_past_failure(
 
     assert [(r.notebook, r.ok) for r in records] == [("02_raises", False), ("01_writes", True)]
     assert "RuntimeError" in records[0].reason and "planted failure" in records[0].reason
-    assert (nbs / "written.txt").read_text() == "smoke 7 agg smoke"
+    assert (nbs / "written.txt").read_text() == "smoke 7 module://matplotlib_inline.backend_inline smoke"
     for record in records:
         assert record.output == out / f"{record.notebook}.ipynb"
         assert record.output.is_file()
