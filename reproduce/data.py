@@ -451,8 +451,13 @@ def load_dataset(
     if name == "digits":
         bundle = _load_digits(seed=seed, flat=flat, train_limit=train_limit)
     else:
-        bundle = _load_torchvision(name, root=root, download=download, seed=seed, flat=flat, augment=augment,
-                                   train_limit=train_limit, verify_checksums=verify_checksums)
+        try:
+            bundle = _load_torchvision(name, root=root, download=download, seed=seed, flat=flat, augment=augment,
+                                       train_limit=train_limit, verify_checksums=verify_checksums)
+        except DatasetNotFoundError as error:
+            where = "" if root is None else f" --root {root}"
+            raise DatasetNotFoundError(f"{error}\nThe one command that gets it (resumable, verified): "
+                                       f"python -m reproduce data fetch {name}{where}") from error
     bundle.identity = identity
     return bundle
 

@@ -377,6 +377,8 @@ def test_missing_data_names_the_searched_path(tmp_path, name, searched):
     message = str(info.value)
     assert str(tmp_path / searched) in message
     assert "download=True" in message
+    # and the one command that gets the data
+    assert f"python -m reproduce data fetch {name} --root {tmp_path}" in message
 
 
 def test_partial_mnist_names_the_missing_file(tmp_path):
