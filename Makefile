@@ -67,14 +67,15 @@ test: $(VENV)/.installed
 
 # The SLURM integration tests: a one-node cluster on this machine (tools/slurm-local; `start
 # --install` apt-installs slurm-wlm and munge when missing, so run as root), the tests marked
-# `slurm` against it through submitit, and the cluster stopped again even when a test fails.
-# REPRODUCE_REQUIRE_SLURM=1 makes "no cluster" a failure instead of a skip.
+# `slurm` against it through submitit (among them a sweep of notebook 03's runs with one job
+# cancelled and one preempted mid-run; a few minutes), and the cluster stopped again even when a
+# test fails. REPRODUCE_REQUIRE_SLURM=1 makes "no cluster" a failure instead of a skip.
 .PHONY: test-slurm
 test-slurm: $(VENV)/.installed
 	$(PY) -c "import submitit" 2>/dev/null || $(PY) -m pip install --quiet submitit
 	tools/slurm-local start --install; status=$$?; \
 	if [ $$status = 0 ]; then eval "$$(tools/slurm-local env)" && \
-		REPRODUCE_REQUIRE_SLURM=1 $(TEST_ENV) $(PY) -m pytest -m slurm tests/test_slurm.py -v || status=$$?; fi; \
+		REPRODUCE_REQUIRE_SLURM=1 $(TEST_ENV) $(PY) -m pytest -m slurm tests/test_slurm.py -v -rA --durations=0 || status=$$?; fi; \
 	tools/slurm-local stop; exit $$status
 
 clean-results:

@@ -6,6 +6,9 @@
     python -m reproduce run [--scale smoke|cpu|paper] [--seed N] [--root DIR] [NOTEBOOK ...]
     python -m reproduce data fetch [--root DATA_DIR] [mnist cifar10 svhn imagenette]
     python -m reproduce data status [--root DATA_DIR]
+    python -m reproduce plan   [--scale S] [--assume-steps-per-second X] [NOTEBOOK ...]
+    python -m reproduce sweep  [--scale S] [--executor local|slurm] [--jobs N] [--dry-run] [NOTEBOOK ...]
+    python -m reproduce status [--scale S] [NOTEBOOK ...]
 
 ``list`` prints the notebooks of ``<root>/notebooks`` (files named ``NN_name.ipynb``), one per
 line, with the first markdown heading of each as its title.
@@ -22,6 +25,13 @@ and the rest still run; a summary table ends the run, and the exit status is 1 i
 ``--root`` (default ``$REPRODUCE_DATA``, see :func:`reproduce.data.default_root`); ``data status``
 says which of them are present there. See :mod:`reproduce.fetch`; the exit status is 1 if a
 dataset failed.
+
+``plan``, ``sweep`` and ``status`` are the cluster path (:mod:`reproduce.sweep`): the training
+runs the notebooks need, with the GPU-hours left; every missing or unfinished run submitted as a
+job through submitit (``local`` processes or a ``slurm`` job array; SLURM settings from flags or
+``--config FILE``, flags winning); and per notebook, which runs are done, running, queued,
+failed (with the log and its last lines), partial or missing. Exit status: 0 ok, 1 when a job
+failed (``sweep``) or a run failed (``status``), 2 for a bad command line.
 
 Choices made here:
 
@@ -322,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m reproduce",
         description="Run the notebooks that reproduce the paper's claims.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,data}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,data,plan,sweep,status}")
     sub.add_parser("list", parents=[common], help="list the notebooks with their titles")
     run = sub.add_parser("run", parents=[common], help="execute notebooks with papermill")
     run.add_argument(
@@ -349,7 +359,137 @@ def build_parser() -> argparse.ArgumentParser:
         "names", nargs="*", metavar="NAME", help="mnist, cifar10, svhn or imagenette (default: all four)"
     )
     data_sub.add_parser("status", parents=[data_root], help="which datasets are present under the data folder")
+    _add_sweep_parsers(sub, common)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+#: the flags of ``sweep`` that only the SLURM executor reads (``--config`` holds the same keys)
+_SLURM_FLAGS = ("partition", "time", "gpus_per_job", "cpus_per_job", "array_parallelism", "mem", "sbatch")
+
+
+def _add_sweep_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``plan``, ``sweep`` and ``status`` (see :mod:`reproduce.sweep`)."""
+    which = argparse.ArgumentParser(add_help=False)
+    which.add_argument("--scale", choices=SCALE_NAMES, default="cpu", help="experiment size (default: %(default)s)")
+    which.add_argument("--seed", type=int, default=0, help="the notebooks' seed, as for `run` (default: 0)")
+    which.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                       help="stem or number prefix of a notebook (default: all)")
+    plan = sub.add_parser("plan", parents=[common, which],
+                          help="list the training runs the notebooks need, which are done, and the GPU-hours left")
+    plan.add_argument("--assume-steps-per-second", type=_positive_float, default=None, metavar="X",
+                      help="assume X optimiser steps per second instead of measuring them on this device")
+    plan.add_argument("--measure-budget", type=_positive_float, default=60.0, metavar="SECONDS",
+                      help="at most this long timing model configs (default: %(default)s)")
+    plan.add_argument("--device", default="auto", help="device to time the steps on (default: %(default)s)")
+    sweep = sub.add_parser("sweep", parents=[common, which],
+                           help="train every missing or unfinished run as its own job (submitit)")
+    sweep.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="local processes or a SLURM cluster (default: %(default)s)")
+    sweep.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                       help="local: at most N jobs at a time (default: one per GPU, else 1)")
+    sweep.add_argument("--device", default="auto", help="device of the jobs (default: %(default)s)")
+    sweep.add_argument("--dry-run", action="store_true", help="only list what would be submitted")
+    sweep.add_argument("--wait", action="store_true", help="slurm: wait until every job has ended")
+    slurm = sweep.add_argument_group("slurm", "SLURM settings (flags win over --config)")
+    slurm.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="TOML or JSON file with the keys partition, time, gpus_per_job, cpus_per_job, "
+                            "array_parallelism, mem, sbatch, signal_delay_s, max_timeouts, setup")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--time", type=_positive_int, default=None, metavar="MINUTES",
+                       help="wall-clock limit per job (default 1440; a job out of time is requeued and resumes)")
+    slurm.add_argument("--gpus-per-job", type=_count, default=None, metavar="N", help="default 0")
+    slurm.add_argument("--cpus-per-job", type=_positive_int, default=None, metavar="N",
+                       help="default 1 (also the job's torch threads)")
+    slurm.add_argument("--array-parallelism", type=_positive_int, default=None, metavar="N",
+                       help="at most N jobs of the array at once (default 64)")
+    slurm.add_argument("--mem", default=None, help="memory per job, e.g. 16G")
+    slurm.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE",
+                       help="an extra sbatch option, e.g. account=abc (repeatable)")
+    sub.add_parser("status", parents=[common, which],
+                   help="per notebook: runs done, running, queued, failed (with logs), partial, missing")
+
+
+def _sweep_commands(args: argparse.Namespace) -> int:
+    """``plan`` / ``sweep`` / ``status``; returns the exit status."""
+    from . import sweep
+
+    root = (args.root or default_root()).resolve()
+
+    def usage(message: str) -> int:
+        print(f"python -m reproduce {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        notebooks = sweep.resolve_notebooks(args.notebooks)
+        if args.command == "plan":
+            report = sweep.plan(args.scale, notebooks, seed=args.seed, root=root, device=args.device,
+                                steps_per_second=args.assume_steps_per_second,
+                                measure_budget_s=args.measure_budget)
+            print(report.format())
+            return 0
+        if args.command == "status":
+            status = sweep.status(args.scale, notebooks, seed=args.seed, root=root)
+            print(status.format())
+            return 1 if status.failed else 0
+        flags = {name: getattr(args, name) for name in _SLURM_FLAGS}
+        if args.executor == "local":
+            given = [f"--{n.replace('_', '-')}" for n, v in flags.items() if v is not None]
+            if args.config is not None:
+                given.append("--config")
+            if args.wait:
+                given.append("--wait")
+            if given:
+                return usage(f"{', '.join(given)} belong(s) to --executor slurm, not local")
+            config = None
+        else:
+            if args.jobs is not None:
+                return usage("--jobs belongs to --executor local; for slurm use --array-parallelism")
+            config = sweep.slurm_config(args.config, **flags)
+    except ValueError as err:
+        return usage(str(err))
+    try:
+        result = sweep.submit(args.scale, notebooks, executor=args.executor, seed=args.seed, root=root,
+                              jobs=args.jobs, slurm=config, device=args.device, dry_run=args.dry_run,
+                              echo=lambda line: print(line, flush=True))
+    except ValueError as err:
+        return usage(str(err))
+    except sweep.SweepError as err:
+        print(f"python -m reproduce sweep: error: {err}", file=sys.stderr)
+        return 1
+    if args.wait and result.submitted:
+        result.wait()
+    print(result.format())
+    return 0 if result.ok else 1
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -389,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "data":
         return _data(args)
+    if args.command in ("plan", "sweep", "status"):
+        return _sweep_commands(args)
     root = (args.root or default_root()).resolve()
     available = find_notebooks(root)
 

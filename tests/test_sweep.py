@@ -1,0 +1,345 @@
+"""Sweeps (reproduce.sweep, ``python -m reproduce plan / sweep / status``) with submitit's local executor.
+
+The expectations are independent of the sweep: which runs a notebook needs is checked against the
+run folders the notebook itself creates; a swept run against the same run trained inline; a
+locked run against a lock this test holds; a failure against a dataset that is not there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reproduce import fnn_map, runner, sweep
+from reproduce.data import load_dataset
+from reproduce.reporting import ROOT_ENV
+from reproduce.runs import train_spec
+from reproduce.scales import get_scale
+from reproduce.training import load_run, run_lock, train
+
+submitit = pytest.importorskip("submitit")
+
+NB04 = "04_early_detection"
+JOB_TIMEOUT_S = 300
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "root"
+    folder.mkdir()
+    monkeypatch.setenv(ROOT_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Jobs train with one thread; so does the inline reference (bit-identical results need the same count)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny():
+    """Notebook 04 at this scale: a plain and a residual net of depth 4, 2 epochs on 128 digits."""
+    return get_scale("smoke").replace(epochs=2, train_limit=128, depths=(4,), early_depth=4)
+
+
+def other_root(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    path.mkdir(exist_ok=True)
+    monkeypatch.setenv(ROOT_ENV, str(path))
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def interrupt_after_one_epoch(spec) -> None:
+    """Train ``spec`` for one of its epochs only (an interrupted run: ``partial``)."""
+    data = spec.data.load()
+    callbacks = [hook(data, spec) for hook in spec.callbacks]
+    train(spec.model, data, spec.train, spec.run_dir, callbacks=callbacks, progress=False, stop_after=1)
+
+
+# --------------------------------------------------------------------------------------------
+# which runs the notebooks need
+
+
+def parameters_cell(stem: str) -> dict:
+    nb = json.loads((runner.default_root() / "notebooks" / f"{stem}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    values: dict = {}
+    exec("".join(cell["source"]), {}, values)  # literals only (the notebooks' convention)
+    return values
+
+
+def test_the_notebooks_and_their_defaults_are_the_ones_the_sweep_assumes():
+    stems = [p.stem for p in runner.find_notebooks(runner.default_root())]
+    assert tuple(stems) == sweep.NOTEBOOKS
+    for stem, defaults in sweep.NOTEBOOK_DEFAULTS.items():
+        params = parameters_cell(stem)
+        assert {k: params[k] for k in defaults} == dict(defaults), stem
+        assert params["seed"] == 0
+
+
+def test_notebook_jobs_per_notebook_and_deduplicated(root):
+    scale = get_scale("smoke")
+    jobs = sweep.notebook_jobs(scale)
+    assert list(jobs) == list(sweep.NOTEBOOKS) and jobs["00_quickstart"] == []
+    # 01 and 02 train the grid on the data they load (flat); the same specs without loading it
+    data = load_dataset("digits", seed=0, flat=True, train_limit=scale.train_limit)
+    grid = [s.key for s in fnn_map.run_specs(scale, seed=0, data=data)]
+    assert [j.key for j in jobs["02_fnn_width_depth"]] == grid
+    assert [j.key for j in jobs["01_bundles_theory"]][: len(grid)] == grid
+    assert [j.key.split("/")[0] for j in jobs["01_bundles_theory"][len(grid):]] == ["theory", "theory"]
+    assert len(jobs["04_early_detection"]) == 2 and {j.key for j in jobs[NB04]} <= {j.key for j in jobs["03_depth_vgg_vs_resnet"]}
+    unique = sweep.unique_jobs(jobs)
+    keys = [job.key for job, _ in unique]
+    assert len(keys) == len(set(keys)) == len({j.key for specs in jobs.values() for j in specs})
+    shared = dict((job.key, stems) for job, stems in unique)[jobs[NB04][0].key]
+    assert NB04 in shared and "03_depth_vgg_vs_resnet" in shared
+    assert sweep.notebook_jobs(scale, ["04"], seed=1)[NB04][0].train.seed == 1
+    with pytest.raises(ValueError, match="unknown notebook 'nope'; valid notebooks: 00_quickstart"):
+        sweep.resolve_notebooks(["nope"])
+    with pytest.raises(ValueError, match="ambiguous"):
+        sweep.resolve_notebooks(["0"])
+    assert sweep.resolve_notebooks(["notebooks/03_depth_vgg_vs_resnet.ipynb", "03", "04"]) == [
+        "03_depth_vgg_vs_resnet", NB04]
+
+
+def test_jobs_of_notebooks_03_and_04_are_exactly_the_runs_the_notebooks_train(tmp_path):
+    """Run the notebooks at smoke in a fresh root: the run folders they create are the jobs' keys,
+    and every job then reports its run done."""
+    root = tmp_path / "nbroot"
+    root.mkdir()
+    depth = root / "results" / "smoke" / "depth"
+    paths = runner.resolve_notebooks(["04", "03"], runner.find_notebooks(runner.default_root()))
+    created = {}
+    for path in paths:  # 04 first: its runs are a subset of 03's, which 03 then reuses
+        [record] = runner.run_notebooks([path], "smoke", 0, root / "executed", progress_bar=False, root=root)
+        assert record.ok, record.reason
+        created[path.stem] = {f"depth/{p.name}" for p in depth.iterdir() if (p / "checkpoint.pt").exists()}
+    # keys are computed only now (computing a key creates the run's folder)
+    jobs = sweep.notebook_jobs("smoke", ["03", "04"], root=root)
+    assert {j.key for j in jobs[NB04]} == created[NB04]
+    assert {j.key for j in jobs["03_depth_vgg_vs_resnet"]} == created["03_depth_vgg_vs_resnet"]
+    report = sweep.status("smoke", ["03", "04"], root=root)
+    assert all(e.category == "done" and e.state == "finished" for e in report.jobs)
+    assert report.counts(NB04)["done"] == 2 and report.counts("03_depth_vgg_vs_resnet")["done"] == 4
+
+
+# --------------------------------------------------------------------------------------------
+# sweeping with the local executor
+
+
+def test_local_sweep_submits_only_unfinished_runs_and_matches_inline_training(root, monkeypatch, one_thread):
+    scale = tiny()
+    done, partial = sweep.notebook_jobs(scale, ["04"])[NB04]
+    train_spec(done, progress=False)
+    interrupt_after_one_epoch(partial)
+    assert (sweep.job_state(done), sweep.job_state(partial)) == ("finished", "partial")
+
+    dry = sweep.submit(scale, ["04"], dry_run=True)
+    assert dry.planned == [(done.key, "finished", "skip: done (finished)"), (partial.key, "partial", "submit")]
+    assert dry.submitted == [] and "would submit 1 of 2" in dry.format()
+
+    lines: list[str] = []
+    result = sweep.submit(scale, ["04"], jobs=2, threads=1, echo=lines.append)
+    assert result.ok, result.failures
+    assert [s.key for s in result.submitted] == [partial.key]
+    outcome = result.outcomes[partial.key]
+    assert (outcome.outcome, outcome.before, outcome.epochs_before, outcome.epochs_after, outcome.resumed_from) == (
+        "finished", "partial", 1, 2, 1)
+    assert any(line.startswith("[1/1] " + partial.key) for line in lines)
+    record = sweep.load_records(scale)[partial.key]
+    assert record["job_id"] == result.submitted[0].job_id and record["notebooks"] == [NB04]
+    assert "epoch 2/2" in Path(record["stdout"]).read_text()  # the job's own log
+
+    swept = load_run(partial.run_dir)
+    assert [r["epoch"] for r in swept.history] == [1, 2]
+    # the same run trained inline, uninterrupted, in another root
+    other_root(monkeypatch, root.parent / "inline")
+    inline = train_spec(partial, progress=False)
+    assert inline.run_dir != swept.run_dir and same_weights(inline.model, swept.model)
+    assert without_seconds(inline.history) == without_seconds(swept.history)
+    monkeypatch.setenv(ROOT_ENV, str(root))
+
+    again = sweep.submit(scale, ["04"], jobs=2)
+    assert again.submitted == [] and {a for _, _, a in again.planned} == {"skip: done (finished)"}
+    report = sweep.status(scale, ["04"])
+    assert report.counts(NB04) == {"done": 2, "running": 0, "queued": 0, "failed": 0, "partial": 0, "missing": 0}
+
+
+def wait_done(job) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not job.done():
+        assert time.monotonic() < deadline, f"local job {job.job_id} did not end within {JOB_TIMEOUT_S} s"
+        time.sleep(0.2)
+
+
+def test_a_job_on_a_locked_run_ends_running_elsewhere_and_trains_nothing(root, monkeypatch, tmp_path):
+    scale = tiny()
+    spec = sweep.notebook_jobs(scale, ["04"])[NB04][0]
+    with run_lock(spec.run_dir):  # a live trainer (this process) holds the run folder
+        assert sweep.job_state(spec) == "running"
+        plan = sweep.submit(scale, ["04"], dry_run=True).planned
+        assert plan[0] == (spec.key, "running", f"skip: {sweep.RUNNING_ELSEWHERE}")
+        # a job submitted anyway, in another process
+        executor = submitit.LocalExecutor(folder=tmp_path / "logs" / "%j")
+        executor.update_parameters(timeout_min=30)
+        job = executor.submit(sweep.SweepJob(root, threads=1), spec)
+        wait_done(job)
+        outcome = job.result()
+        assert outcome.outcome == sweep.RUNNING_ELSEWHERE and outcome.before == "running"
+        # the lock taken between the job's look and its training: train() refuses, no failure either
+        monkeypatch.setattr(sweep, "job_state", lambda job: "missing")
+        raced = sweep.SweepJob(root, threads=1)(spec)
+        assert raced.outcome == sweep.RUNNING_ELSEWHERE and "another process" in raced.message
+    assert not (spec.run_dir / "checkpoint.pt").exists()
+
+
+def test_jobs_that_fail_are_reported_failed_with_their_log(root, monkeypatch, tmp_path, capsys):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("REPRODUCE_DATA", str(empty))  # the jobs inherit it: MNIST is missing there
+    scale = tiny().replace(datasets=("mnist",))
+    result = sweep.submit(scale, ["04"], jobs=2, threads=1)
+    assert not result.ok and set(result.failures) == {s.key for s in result.submitted} and len(result.submitted) == 2
+    report = sweep.status(scale, ["04"])
+    assert report.counts(NB04) == {"done": 0, "running": 0, "queued": 0, "failed": 2, "partial": 0, "missing": 0}
+    for entry in report.failed:
+        assert Path(entry.log).is_file() and entry.log == sweep.load_records(scale)[entry.key]["stderr"]
+        assert any("DatasetNotFoundError" in line or "mnist data not found" in line for line in entry.tail)
+        assert "raised" in entry.detail
+    text = report.format()
+    assert text.count("FAILED ") == 2 and report.failed[0].log in text
+
+
+def test_status_command_shows_killed_and_raising_jobs_and_exits_1(root, capsys):
+    """Two submissions recorded in jobs.json as a sweep writes them: a local job whose process is
+    gone without a result (killed), and one whose result is submitit's ("error", traceback)."""
+    killed, raising = sweep.notebook_jobs("smoke", ["04"])[NB04]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    records = {}
+    for spec, job_id in ((killed, gone.stdout.strip()), (raising, "999999999")):
+        logs = root / "logs" / job_id
+        logs.mkdir(parents=True)
+        records[spec.key] = {"job_id": job_id, "executor": "local", "notebooks": [NB04], "submitted": "2024-01-01",
+                             "stdout": str(logs / f"{job_id}_0_log.out"), "stderr": str(logs / f"{job_id}_0_log.err"),
+                             "result": str(logs / f"{job_id}_0_result.pkl")}
+    Path(records[killed.key]["stderr"]).write_text("epoch 1\nKilled: out of memory\n")
+    Path(records[raising.key]["stderr"]).write_text("Traceback (most recent call last):\nValueError: boom\n")
+    with open(records[raising.key]["result"], "wb") as f:
+        pickle.dump(("error", "Traceback (most recent call last):\n  ...\nValueError: boom\n"), f)
+    sweep.jobs_path("smoke").write_text(json.dumps({"version": 1, "jobs": records}))
+
+    assert runner.main(["status", "--scale", "smoke", "--root", str(root), "04"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED {killed.key} (04_early_detection): local job {gone.stdout.strip()} ended without a result" in out
+    assert f"FAILED {raising.key} (04_early_detection): local job 999999999 raised: ValueError: boom" in out
+    assert records[killed.key]["stderr"] in out and "| Killed: out of memory" in out and "| ValueError: boom" in out
+
+
+# --------------------------------------------------------------------------------------------
+# plan
+
+
+def test_plan_counts_the_remaining_steps(root):
+    scale = tiny()
+    done, left = sweep.notebook_jobs(scale, ["04"])[NB04]
+    train_spec(done, progress=False)
+    assumed = sweep.plan(scale, ["04"], steps_per_second=4.0)
+    rows = {r.key: r for r in assumed.rows}
+    steps = math.ceil(128 / scale.batch_size)
+    assert rows[done.key].hours_left == 0 and rows[done.key].state == "finished"
+    assert rows[left.key].steps_per_epoch == steps
+    assert rows[left.key].hours_left == pytest.approx(scale.epochs * steps / 4.0 / 3600)
+    assert (rows[left.key].model, rows[left.key].dataset, rows[left.key].epochs, rows[left.key].seed) == (
+        left.model.label, "digits", 2, 0)
+    assert "assumed: 4 optimiser steps per second" in assumed.format()
+    measured = sweep.plan(scale, ["04"], measure_budget_s=5)
+    row = {r.key: r for r in measured.rows}[left.key]
+    assert row.timing == "measured" and row.seconds_per_step > 0 and measured.measured == 1
+    assert "GPU-hours left" in measured.format() and "cpu" in measured.device
+    # paper datasets are sized without their files
+    assert sweep._train_size("cifar10", None, 0) == 50_000 and sweep._train_size("digits", None, 0) == 1437
+
+
+# --------------------------------------------------------------------------------------------
+# the job callable, SLURM settings and the command line
+
+
+def test_sweep_job_is_picklable_and_checkpointable(root):
+    spec = sweep.notebook_jobs(tiny(), ["04"])[NB04][0]
+    call = sweep.SweepJob(root, threads=1)
+    assert isinstance(call, submitit.helpers.Checkpointable)
+    clone = pickle.loads(pickle.dumps(call))
+    assert clone.root == str(root.resolve()) and clone.threads == 1
+    delayed = call.checkpoint(spec)
+    assert delayed.function is call and delayed.args == (spec,)
+
+
+def test_slurm_settings_from_file_and_flags(tmp_path):
+    toml = tmp_path / "cluster.toml"
+    toml.write_text('[slurm]\npartition = "gpu"\ntime = 720\ngpus_per_job = 1\nsbatch = { account = "abc", qos = "low" }\n')
+    cfg = sweep.slurm_config(toml, time=90, sbatch=["qos=high"], cpus_per_job=None)
+    assert (cfg.partition, cfg.time, cfg.gpus_per_job, cfg.cpus_per_job) == ("gpu", 90, 1, 1)
+    assert dict(cfg.sbatch) == {"account": "abc", "qos": "high"}
+    params = cfg.executor_parameters("reproduce-paper")
+    assert params["gpus_per_node"] == 1 and params["additional_parameters"] == {"account": "abc", "qos": "high"}
+    (tmp_path / "bad.json").write_text('{"partiton": "gpu"}')
+    with pytest.raises(ValueError, match="unknown setting.*partiton.*valid settings: partition"):
+        sweep.slurm_config(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        sweep.slurm_config(sbatch=["account"])
+    with pytest.raises(ValueError, match="cannot read config file"):
+        sweep.slurm_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--scale", "smoke", "nope"], "unknown notebook 'nope'; valid notebooks"),
+    (["sweep", "--scale", "smoke", "--partition", "gpu"], "--partition belong(s) to --executor slurm"),
+    (["sweep", "--scale", "smoke", "--executor", "slurm", "--jobs", "2"], "--jobs belongs to --executor local"),
+    (["sweep", "--scale", "smoke", "--executor", "slurm", "--sbatch", "account"], "KEY=VALUE"),
+    (["status", "--scale", "smoke", "0"], "ambiguous"),
+    (["plan", "--scale", "smoke", "9"], "unknown notebook '9'"),
+])
+def test_command_line_errors_name_the_value_and_the_choices(argv, message, root, capsys):
+    assert runner.main([*argv, "--root", str(root)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "--executor", "pbs"], ["sweep", "--jobs", "0"], ["sweep", "--scale", "huge"],
+    ["plan", "--assume-steps-per-second", "-1"], ["sweep", "--executor", "slurm", "--time", "ten"],
+])
+def test_command_line_rejects_bad_values_as_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        runner.main(argv)
+    assert exc.value.code == 2 and "error: argument" in capsys.readouterr().err
+
+
+def test_command_line_dry_run_plan_and_status(root, capsys):
+    assert runner.main(["sweep", "--scale", "smoke", "--root", str(root), "--dry-run", "04"]) == 0
+    out = capsys.readouterr().out
+    assert "would submit 2 of 2" in out and "depth/digits-plain-10-s0-" in out
+    assert runner.main(["status", "--scale", "smoke", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "00_quickstart" in out and "trains one tiny run inline" in out and "all (each run once)" in out
+    assert runner.main(["plan", "--scale", "smoke", "--root", str(root), "--assume-steps-per-second", "10",
+                        "04"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-hours left" in out and "assumed: 10 optimiser steps per second" in out
