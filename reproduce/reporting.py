@@ -69,8 +69,9 @@ def results_dir(scale: Scale | str, *parts: str) -> Path:
 
 
 def run_dir(scale: Scale | str, experiment: str, label: str, *configs: Any) -> Path:
-    """Folder of one run: ``results/<scale>/<experiment>/<label>-<hash of configs>``."""
-    return results_dir(scale, experiment) / f"{label}-{config_hash(*configs)}"
+    """Folder of one run: ``results/<scale>/<experiment>/<label>-<hash of configs>`` (not created:
+    training creates it, so listing runs that do not exist yet leaves no empty folders)."""
+    return project_root() / "results" / _scale_name(scale) / experiment / f"{label}-{config_hash(*configs)}"
 
 
 def figures_dir(scale: Scale | str) -> Path:

@@ -244,7 +244,10 @@ def test_a_notebook_that_exits_early_is_reported_failed(tmp_path: Path) -> None:
     assert "did not run" in records[0].reason
 
 
-def test_executed_copies_hold_finished_text_bars_and_no_widget_state(tmp_path: Path) -> None:
+def test_executed_copies_hold_finished_text_bars_and_no_widget_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # make test hides bars; this test needs one
     nb = tmp_path / "notebooks" / "01_bars.ipynb"
     _write_notebook(nb, [_parameters_cell('scale = "cpu"'), new_code_cell(
         "from reproduce.progress import progress_bar\n"

@@ -93,3 +93,9 @@ def test_worst_case_spec_collapses_through_its_init_hook(root):
     run = theory.run_worst_case(spec, data, progress=False)
     assert run.collapse == 1 and run.history[-1]["dead"] is True
     assert torch.all(run.model.hidden[1].weight == 0)
+
+
+def test_naming_a_run_folder_does_not_create_it(root):
+    spec = depth_study.conv_spec(tiny(), "plain", 4)
+    assert not spec.run_dir.exists() and run_state(spec) == "missing"
+    assert not (root / "results").exists()
