@@ -180,30 +180,30 @@ def _as_scale(scale: Scale | str) -> Scale:
     return scale if isinstance(scale, Scale) else get_scale(scale)
 
 
-def _jobs_of(stem: str, P: Scale, seed: int) -> list[Job]:
+def _jobs_of(stem: str, scale: Scale, seed: int) -> list[Job]:
     """The runs notebook ``stem`` trains with its default parameters (see :data:`NOTEBOOK_DEFAULTS`)."""
     d = NOTEBOOK_DEFAULTS.get(stem, {})
     if stem == "01_bundles_theory":
-        # fnn_map.sweep(P, data, seed=seed) and the worst-case cell's two theory.worst_case_spec calls
-        return [*fnn_map.run_specs(P, seed=seed),
-                *(theory.worst_case_spec(P, collapse=k, dataset=P.dataset, seed=seed, width=d["worst_case_width"],
+        # fnn_map.sweep(scale, data, seed=seed) and the worst-case cell's two theory.worst_case_spec calls
+        return [*fnn_map.run_specs(scale, seed=seed),
+                *(theory.worst_case_spec(scale, collapse=k, dataset=scale.dataset, seed=seed, width=d["worst_case_width"],
                                          depth=d["worst_case_depth"], epochs=d["worst_case_epochs"])
                   for k in (None, d["collapse_index"]))]
     if stem == "02_fnn_width_depth":
-        return list(fnn_map.run_specs(P, seed=seed))
+        return list(fnn_map.run_specs(scale, seed=seed))
     if stem == "03_depth_vgg_vs_resnet":
-        return list(depth_study.run_specs(P, seeds=range(seed, seed + P.repeats)))
+        return list(depth_study.run_specs(scale, seeds=range(seed, seed + scale.repeats)))
     if stem == "04_early_detection":
-        return [depth_study.conv_spec(P, kind, P.early_depth, dataset=P.dataset, seed=seed)
+        return [depth_study.conv_spec(scale, kind, scale.early_depth, dataset=scale.dataset, seed=seed)
                 for kind in depth_study.CONV_KINDS]
     if stem == "05_lesion":
-        return [lesion.lesion_spec(P, lesion.LesionConfig.from_scale(P, seed=seed, dataset=d["dataset"]))]
+        return [lesion.lesion_spec(scale, lesion.LesionConfig.from_scale(scale, seed=seed, dataset=d["dataset"]))]
     if stem == "06_auto_tune":
         kinds = ("plain", "residual") if d["residual"] else ("plain",)
-        searches = autotune.search_specs(P, kinds, seeds=range(seed, seed + P.autotune_seeds),
+        searches = autotune.search_specs(scale, kinds, seeds=range(seed, seed + scale.autotune_seeds),
                                          max_attempts=d["max_attempts"])
-        baselines = [spec for dataset in P.datasets
-                     for spec in autotune.baseline_specs(P, dataset=dataset, seeds=range(seed, seed + P.repeats))]
+        baselines = [spec for dataset in scale.datasets
+                     for spec in autotune.baseline_specs(scale, dataset=dataset, seeds=range(seed, seed + scale.repeats))]
         return [*searches, *baselines]
     return []  # 00_quickstart
 
@@ -223,12 +223,12 @@ def notebook_jobs(scale: Scale | str, notebooks: Sequence[str] | None = None, *,
     one tiny run inline and has no jobs. ``root`` (default: the project root) is where the run
     folders are.
     """
-    P = _as_scale(scale)
+    scale = _as_scale(scale)
     with _pinned_root(root):
         out: dict[str, list[Job]] = {}
         for stem in resolve_notebooks(notebooks):
             seen: dict[str, Job] = {}
-            for job in _jobs_of(stem, P, int(seed)):
+            for job in _jobs_of(stem, scale, int(seed)):
                 seen.setdefault(job.key, job)
             out[stem] = list(seen.values())
         return out
@@ -799,10 +799,10 @@ def submit(scale: Scale | str, notebooks: Sequence[str] | None = None, *, execut
         raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
-    P = _as_scale(scale)
+    scale = _as_scale(scale)
     with _pinned_root(root) as root_path:
-        by_notebook = notebook_jobs(P, notebooks, seed=seed)
-        records = load_records(P)
+        by_notebook = notebook_jobs(scale, notebooks, seed=seed)
+        records = load_records(scale)
         queue = _slurm_queue() if any(r.get("executor") == "slurm" for r in records.values()) else None
         planned, todo = [], []
         for job, stems in unique_jobs(by_notebook):
@@ -818,14 +818,14 @@ def submit(scale: Scale | str, notebooks: Sequence[str] | None = None, *, execut
                 action = "submit"
                 todo.append((job, stems))
             planned.append((job.key, state, action))
-        result = SweepResult(P.name, executor, root_path, planned, [], dry_run, sweep_dir(P) / "logs")
+        result = SweepResult(scale.name, executor, root_path, planned, [], dry_run, sweep_dir(scale) / "logs")
         if dry_run or not todo:
             return result
         try:
             import submitit
         except ImportError:
             raise SweepError("the sweep needs submitit: pip install -e '.[cluster]' (or pip install submitit)") from None
-        folder = sweep_dir(P) / "logs" / "%j"
+        folder = sweep_dir(scale) / "logs" / "%j"
         if executor == "local":
             _run_local(result, todo, submitit, folder, jobs=jobs, device=device, threads=threads, echo=echo)
         else:
@@ -995,15 +995,15 @@ def status(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: 
     ``failed``: the last recorded submission of the job ended (it wrote an error, or left the
     queue without a result) and the run is neither done nor being trained; its ``log`` is the
     job's stderr log. A job that found its run ``running elsewhere`` is not a failure."""
-    P = _as_scale(scale)
+    scale = _as_scale(scale)
     with _pinned_root(root) as root_path:
-        by_notebook = notebook_jobs(P, notebooks, seed=seed)
-        records = load_records(P)
+        by_notebook = notebook_jobs(scale, notebooks, seed=seed)
+        records = load_records(scale)
         queue = _slurm_queue() if any(r.get("executor") == "slurm" for r in records.values()) else None
         entries = {job.key: _classify(job, stems, records.get(job.key), queue)
                    for job, stems in unique_jobs(by_notebook)}
         per_notebook = {stem: [entries[j.key] for j in specs] for stem, specs in by_notebook.items()}
-        return StatusReport(P.name, root_path, per_notebook, list(entries.values()))
+        return StatusReport(scale.name, root_path, per_notebook, list(entries.values()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1272,9 +1272,9 @@ def plan(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: in
     """
     if steps_per_second is not None and not steps_per_second > 0:
         raise ValueError(f"steps_per_second must be > 0, got {steps_per_second!r}")
-    P = _as_scale(scale)
+    scale = _as_scale(scale)
     with _pinned_root(root):
-        by_notebook = notebook_jobs(P, notebooks, seed=seed)
+        by_notebook = notebook_jobs(scale, notebooks, seed=seed)
         described = []
         for job, stems in unique_jobs(by_notebook):
             model, dataset, epochs, run_seed, step, limit, note = _describe(job)
@@ -1305,7 +1305,7 @@ def plan(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: in
                 seconds, how = timing.get(step, (0.0, "-"))
             rows.append(PlanRow(job.key, stems, model, dataset, epochs, run_seed, state, _epochs_done(job),
                                 steps_per_epoch, seconds, how, note))
-        return Plan(P.name, rows, {stem: [j.key for j in specs] for stem, specs in by_notebook.items()}, dev_name,
+        return Plan(scale.name, rows, {stem: [j.key for j in specs] for stem, specs in by_notebook.items()}, dev_name,
                     assumption, measured, extrapolated)
 
 
