@@ -217,7 +217,10 @@ def _chunk_rows(d: int, device: torch.device) -> int:
 def _hash_multipliers(lanes: int, device: torch.device) -> torch.Tensor:
     """Fixed random odd int64 multipliers, one per 64-bit lane (pair of float32 columns)."""
     g = torch.Generator().manual_seed(_HASH_SEED)
-    return (torch.randint(-(2**62), 2**62, (lanes,), generator=g, dtype=torch.int64) | 1).to(device)
+    mult = torch.randint(-(2**62), 2**62, (lanes,), generator=g, dtype=torch.int64) | 1
+    if device.type == "cuda":  # from pinned memory: no wait for the work queued before it
+        return mult.pin_memory().to(device, non_blocking=True)
+    return mult.to(device)
 
 
 def _row_hash(lanes: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
@@ -363,9 +366,12 @@ class _Bundler:
 
     def stats(self, activations: torch.Tensor) -> BundleStats:
         """:class:`BundleStats` of ``activations`` [N, ...] (shape already checked)."""
+        ids, k = self.group(activations.detach().reshape(self.n, -1))
+        return self.stats_of(ids, k)
+
+    def stats_of(self, ids: torch.Tensor, k: int) -> BundleStats:
+        """:class:`BundleStats` of the bundle ids ``ids`` (``0..k-1`` by first appearance)."""
         n = self.n
-        a = activations.detach().reshape(n, -1)
-        ids, k = self.group(a)
         if k == n:
             return BundleStats(n, 0.0, 1.0, 0, ids, torch.ones(n, dtype=torch.int64, device=ids.device))
         sizes = torch.bincount(ids, minlength=k)
@@ -377,6 +383,78 @@ class _Bundler:
         max_accuracy = float(best.sum()) / n
         conflicting = int((torch.bincount(bundle_of, minlength=k) > 1).sum())
         return BundleStats(k, entropy, max_accuracy, conflicting, ids, sizes)
+
+    # -- the same without host syncs per tap (measure_model on a GPU)
+
+    def pending(self, activations: torch.Tensor) -> "_Pending | BundleStats":
+        """What :meth:`group` decides, queued on the device without waiting for it (no host sync).
+
+        The row hashes are sorted; rows with equal hashes become neighbours, and each one's ``t``
+        is compared bit for bit with its neighbour's (equality is transitive, so a run of equal
+        hashes whose neighbours all agree is one bundle; a neighbour that disagrees is a hash
+        collision). :meth:`collect` reads the outcome of many taps at once. A tap too large for
+        one chunk is measured at once by :meth:`stats`.
+        """
+        n = self.n
+        a = activations.detach().reshape(n, -1)
+        d = a.shape[1]
+        if _chunk_rows(d, a.device) < n:
+            return self.stats(a)
+        width = d + (d & 1)
+        buf = torch.empty((n, width), dtype=torch.float32, device=a.device)
+        if width != d:
+            buf[:, d].zero_()
+        t_sum = self.scale(a, buf[:, :d]).sum()
+        lanes = buf.view(torch.int64)
+        ordered, perm = torch.sort(_row_hash(lanes, self.multipliers(width // 2)))
+        same = ordered[1:] == ordered[:-1]
+        rows = torch.index_select(lanes, 0, perm)
+        differ = (rows[1:] != rows[:-1]).any(1)
+        return _Pending(perm, same, differ, t_sum)
+
+    def collect(self, pending: Sequence["_Pending | BundleStats"]) -> list[BundleStats] | None:
+        """:class:`BundleStats` of every :meth:`pending` tap (one host sync for all of them, and a few
+        more per tap that has bundles); None when some tap needs the exact synchronous path (a
+        non-finite value, or a hash collision)."""
+        n = self.n
+        queued = [p for p in pending if isinstance(p, _Pending)]
+        if not queued:
+            return list(pending)
+        same = torch.stack([p.same for p in queued])
+        differ = torch.stack([p.differ for p in queued])
+        finite = torch.isfinite(torch.stack([p.t_sum for p in queued]))
+        merged, collision, finite = torch.stack([same.sum(1), (same & differ).any(1), finite]).tolist()
+        if not all(finite) or any(collision):
+            return None
+        alone = BundleStats(n, 0.0, 1.0, 0, torch.arange(n, device=self.labels.device),
+                            torch.ones(n, dtype=torch.int64, device=self.labels.device))
+        out, j = [], 0
+        for p in pending:
+            if not isinstance(p, _Pending):
+                out.append(p)
+                continue
+            k = n - int(merged[j])
+            j += 1
+            if k == n:
+                out.append(alone)
+                continue
+            new = torch.ones(n, dtype=torch.int64, device=p.perm.device)
+            new[1:] = ~p.same
+            inverse = torch.empty_like(new).scatter_(0, p.perm, torch.cumsum(new, 0) - 1)
+            out.append(self.stats_of(_first_appearance(inverse, k)[0], k))
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class _Pending:
+    """One tap's queued grouping (see :meth:`_Bundler.pending`): ``perm`` sorts the row hashes,
+    ``same[j]``: sorted rows ``j`` and ``j+1`` have equal hashes, ``differ[j]``: their ``t`` differ
+    (a collision where both hold), ``t_sum``: the sum of ``t`` (non-finite when ``t`` is)."""
+
+    perm: torch.Tensor
+    same: torch.Tensor
+    differ: torch.Tensor
+    t_sum: torch.Tensor
 
 
 # --------------------------------------------------------------------------- statistics
@@ -494,9 +572,18 @@ def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes:
 
 
 def _measure_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
-                  batch_size: int, taps: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Plain-Python rows of :func:`measure_model` (JSON-serialisable)."""
+                  batch_size: int, taps: Sequence[str] | None = None, defer: bool | None = None
+                  ) -> list[dict[str, Any]]:
+    """Plain-Python rows of :func:`measure_model` (JSON-serialisable).
+
+    ``defer`` (default: on any device but the CPU) queues every ``iter_taps`` tap's grouping on the
+    device and reads all taps' outcomes after the pass (:meth:`_Bundler.pending`), instead of
+    waiting for each tap; the same numbers, without a host sync per tap. A non-finite value or a
+    hash collision reruns the measurement on the synchronous path, which decides them exactly.
+    """
     bundler, x = _prepare(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size)
+    if defer is None:
+        defer = x.device.type != "cpu"
     n = bundler.n
     if isinstance(taps, str):
         raise ValueError(f"taps must be a list of tap names, got the string {taps!r}; did you mean [{taps!r}]?")
@@ -505,17 +592,27 @@ def _measure_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_cla
     with eval_mode(model):
         if hasattr(model, "iter_taps"):
             seen: list[str] = []
+            queued: list[tuple[tuple, Any]] = []
             for tap in model.iter_taps(x):
                 seen.append(tap.name)
                 if wanted is None or tap.name in wanted:
                     _check_activations(tap.activation, n, f"tap {tap.name!r}")
-                    st = bundler.stats(tap.activation)
-                    rows.append(_row(tap.name, tap.index, tap.role, tap.block, tap.stage, st))
+                    where = (tap.name, tap.index, tap.role, tap.block, tap.stage)
+                    if defer:
+                        queued.append((where, bundler.pending(tap.activation)))
+                    else:
+                        rows.append(_row(*where, bundler.stats(tap.activation)))
                 del tap
             if wanted is not None:
                 missing = [t for t in wanted if t not in seen]
                 if missing:
                     raise ValueError(f"unknown taps {missing}; this model's taps are {seen}")
+            if defer:
+                done = bundler.collect([p for _, p in queued])
+                if done is None:
+                    return _measure_rows(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size,
+                                         taps=taps, defer=False)
+                rows = [_row(*where, st) for (where, _), st in zip(queued, done)]
             return rows
         names = default_hook_taps(model) if wanted is None else wanted
         modules = dict(model.named_modules())

@@ -6,6 +6,8 @@ with :func:`resolve_scale`, which lets the environment variable ``REPRODUCE_SCAL
 
 * ``smoke`` -- seconds per notebook, for tests; tiny widths, 2 epochs, a few hundred samples.
 * ``cpu``   -- the default; the whole main job on a 2-core laptop on scikit-learn's digits.
+* ``gpu``   -- CIFAR-10 at full width for the claims that need trained deep nets (the depth study,
+  claims 4 and 5); one GPU overnight.
 * ``paper`` -- the paper's datasets, widths, depths and 120 epochs; meant for a GPU.
 """
 
@@ -139,6 +141,51 @@ _CPU = Scale(
     autotune_baseline_depths=(10, 20, 50, 120),
 )
 
+# One GPU overnight: <= 10 GPU-hours by the plan command's estimate (`python -m reproduce plan
+# --scale gpu`: epochs x steps per epoch x seconds per step of an eager optimiser step). From
+# the H200 measurements of the issue: residual-120 at full width, batch 64, eager 0.046 s/step (a
+# launch-bound step: its cost grows with the number of layers, ~ FLOPs at full width, where every
+# block convolution costs the same); CIFAR-10 has ceil(50,000 / 64) = 782 steps per epoch, so one
+# epoch of a depth-d net costs 782 x 0.046 x d / 120 s = 36 s x d / 120.
+#   depth study: 2 kinds x depths (4+10+20+30+50+76+120 = 310) x 2 repeats x 30 epochs
+#                = 36 s x 2 x 310/120 x 2 x 30 = 11,160 s = 3.1 h (claim 3 reuses its depth-120 runs,
+#                and auto-tune's baselines its runs at depths 20, 50, 76, 120);
+#   lesion:      one residual-120, 60 epochs = 36 s x 60 = 2,160 s = 0.6 h;
+#   auto-tune:   2 kinds x 2 seeds, a search counted as one training of its starting net (depth 120)
+#                for 30 epochs = 4 x 36 s x 30 = 4,320 s = 1.2 h;
+#   FNN map and theory (claims 6, 1): 16 + 2 FNNs, launch-bound at ~1-4 ms per step: ~0.3 h;
+#   total 5.1 h of optimiser steps (summed job by job with the plan's jobs). Evaluation (train_eval
+#   + test after every epoch, ~+40 % eagerly), measurements and checkpoints come on top (the plan
+#   counts optimiser steps only) and stay within the 10 h. (The plan times each config on the GPU;
+#   `--assume-steps-per-second 21.7`, depth 120's rate for every net, would say 16.8 h.)
+#   With TrainConfig(device_data=True, compile="cuda-graph") a depth-120 step took 0.0127 s on
+#   the H200 (3.6x less), but the experiments train with the default TrainConfig unless told.
+_GPU = Scale(
+    name="gpu",
+    datasets=("cifar10",),
+    width=1.0,
+    depths=(4, 10, 20, 30, 50, 76, 120),
+    epochs=30,
+    batch_size=64,
+    lr=1e-3,
+    sample_size=64,
+    repeats=2,
+    last_epochs=5,
+    train_limit=None,
+    fnn_widths=(4, 16, 64, 256),
+    fnn_depths=(1, 4, 16, 32),
+    fnn_epochs=30,
+    early_depth=120,
+    lesion_depth=120,
+    lesion_epochs=60,
+    lesion_draws=15,
+    autotune_blocks=(3, 12, 41, 3),
+    autotune_check_epochs=5,
+    autotune_epochs=30,
+    autotune_seeds=2,
+    autotune_baseline_depths=(20, 50, 76, 120),
+)
+
 _PAPER = Scale(
     name="paper",
     datasets=("mnist", "cifar10", "svhn", "imagenette"),
@@ -166,7 +213,7 @@ _PAPER = Scale(
     autotune_baseline_depths=(20, 50, 76, 120),
 )
 
-SCALES: dict[str, Scale] = {s.name: s for s in (_SMOKE, _CPU, _PAPER)}
+SCALES: dict[str, Scale] = {s.name: s for s in (_SMOKE, _CPU, _PAPER, _GPU)}
 SCALE_NAMES: tuple[str, ...] = tuple(SCALES)
 
 

@@ -43,7 +43,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -55,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .bundles import NonFiniteActivationError
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .device_data import DeviceSplit, device_bundle
 from .models import ModelConfig, build_model, eval_mode, model_device
 from .progress import progress_bar
 from .storage import LockHeld, atomic_write_text, exclusive_lock, remove_temporaries
@@ -99,6 +102,16 @@ class TrainConfig:
     #: also evaluate accuracy/loss on the (unaugmented) training set after every epoch
     eval_train: bool = True
     num_workers: int = 0
+    #: hold the datasets on the training device and augment whole batches there
+    #: (:mod:`reproduce.device_data`: the same distribution, another random stream)
+    device_data: bool = False
+    #: launch overhead of the training step: None (eager), "reduce-overhead" (``torch.compile`` in
+    #: that mode: CUDA graphs of forward and backward on a GPU), "cuda-graph" (forward, backward
+    #: and the optimiser step of a full batch captured in one CUDA graph; needs CUDA)
+    compile: str | None = None
+    #: "float32" (the default, for fidelity: TF32 off on CUDA), "tf32" (TF32 convolutions and
+    #: matmuls on CUDA; the CPU computes float32), "bf16-mixed" (forward and loss autocast to bfloat16)
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -111,6 +124,20 @@ class TrainConfig:
             raise ValueError(
                 f"lookahead needs k >= 1 and 0 < alpha <= 1, got k={self.lookahead_k}, alpha={self.lookahead_alpha}"
             )
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"unknown compile {self.compile!r}; valid choices: {', '.join(map(repr, COMPILE_MODES))}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
+
+    @property
+    def fast_step(self) -> bool:
+        """True when an epoch runs :func:`_train_epoch_fast` (no host sync per step)."""
+        return self.device_data or self.compile is not None or self.precision == "bf16-mixed"
+
+
+#: the choices of ``TrainConfig.compile`` and ``TrainConfig.precision``
+COMPILE_MODES = (None, "reduce-overhead", "cuda-graph")
+PRECISIONS = ("float32", "tf32", "bf16-mixed")
 
 
 class Lookahead:
@@ -223,6 +250,9 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 def _batches(ds: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
              device: torch.device, num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``ds`` on ``device``; a fast in-memory path for TensorDatasets."""
+    if isinstance(ds, DeviceSplit):  # held on a device, augmented there a batch at a time
+        yield from ds.batches(batch_size, shuffle=shuffle, generator=generator, device=device)
+        return
     if isinstance(ds, TensorDataset):
         x, y = ds.tensors[0], ds.tensors[1]
         n = len(x)
@@ -392,6 +422,8 @@ class _Run:
     diverged_epoch: int | None = None
     stop_reason: str | None = None
     resumed_from: int = 0
+    #: the fast path's training step (:func:`_make_step`), built at the first epoch of this call
+    step: Any = None
 
     def result(self) -> RunResult:
         return RunResult(self.run_dir, self.status, self.epoch, self.model, self.history, self.mcfg, self.tcfg,
@@ -462,6 +494,8 @@ def _start(mcfg: ModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None
 
 def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
     """One epoch of optimiser steps; the running loss/accuracy, or None when the run diverged."""
+    if run.tcfg.fast_step:
+        return _train_epoch_fast(run, train_set, dev)
     tcfg, model, opt = run.tcfg, run.model, run.opt
     epoch = run.epoch + 1
     torch.manual_seed(_epoch_seed(tcfg.seed, epoch))
@@ -489,6 +523,193 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
         return None  # non-finite weights or batch-norm statistics
     return {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
             "train_acc_running": correct / max(n_seen, 1)}
+
+
+def _train_epoch_fast(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
+    """:func:`_train_epoch` without a host sync per step (``TrainConfig.fast_step``).
+
+    The same seeds, order of batches and optimiser; the running loss and accuracy are summed on the
+    device and read once at the end of the epoch, so a non-finite loss is seen there (the run is
+    then marked diverged at this epoch, as on the default path, with its weights after the whole
+    epoch). The Lookahead sync is one multi-tensor operation (:func:`_lookahead_sync`).
+    """
+    tcfg, model = run.tcfg, run.model
+    epoch = run.epoch + 1
+    torch.manual_seed(_epoch_seed(tcfg.seed, epoch))
+    gen = torch.Generator().manual_seed(_epoch_seed(tcfg.seed, epoch))
+    model.train()
+    if run.step is None:
+        run.step = _make_step(run, dev)
+    step = run.step
+    n_seen = 0
+    for xb, yb in _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
+                           num_workers=tcfg.num_workers):
+        step(xb, yb)
+        n_seen += len(yb)
+    loss_sum, correct, bad_inputs = step.totals()
+    if not math.isfinite(loss_sum):
+        if bad_inputs:
+            raise ValueError(f"the training data hold non-finite values (NaN or inf) in epoch {epoch}: a data "
+                             f"error, not a divergence of the network; clean the data")
+        return None
+    if not all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers())
+               if t.is_floating_point()):
+        return None  # non-finite weights or batch-norm statistics
+    return {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
+            "train_acc_running": correct / max(n_seen, 1)}
+
+
+def _lookahead_sync(opt: Lookahead) -> None:
+    """Lookahead's every-``k``-steps sync (the arithmetic of :meth:`Lookahead.step`) as three
+    multi-tensor operations instead of three per parameter."""
+    params = list(opt._params())
+    with torch.no_grad():
+        torch._foreach_add_(opt.slow, torch._foreach_sub(params, opt.slow), alpha=opt.alpha)
+        torch._foreach_copy_(params, opt.slow)
+
+
+def _autocast(dev: torch.device, dtype: torch.dtype | None, **kw: Any) -> contextlib.AbstractContextManager:
+    return torch.autocast(dev.type, dtype=dtype, **kw) if dtype is not None else contextlib.nullcontext()
+
+
+class _Step:
+    """One optimiser step on a batch ``(x, y)``: forward (through ``forward``: the model or its
+    compiled form) and loss under the run's precision, backward, RAdam, Lookahead; the loss sum,
+    correct count and a non-finite-input flag are summed on the device (:meth:`totals`)."""
+
+    def __init__(self, model: nn.Module, opt: Lookahead, forward: Callable, dev: torch.device,
+                 dtype: torch.dtype | None):
+        self.model, self.opt, self.forward, self.dev, self.dtype = model, opt, forward, dev, dtype
+        self.sums = torch.zeros(3, dtype=torch.float64, device=dev)
+
+    def _accumulate(self, loss: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+                                  (~torch.isfinite(x)).any().double()])
+
+    def _after_inner_step(self) -> None:
+        self.opt.step_count += 1
+        if self.opt.step_count % self.opt.k == 0:
+            _lookahead_sync(self.opt)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, set_to_none: bool = True) -> None:
+        with _autocast(self.dev, self.dtype):
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits, y)
+        self.opt.zero_grad(set_to_none=set_to_none)
+        loss.backward()
+        self.opt.optimizer.step()
+        self._after_inner_step()
+        self._accumulate(loss, logits, x, y)
+
+    def totals(self) -> tuple[float, float, float]:
+        """``(loss sum, correct, non-finite inputs seen)`` since the last call (one host sync)."""
+        out = self.sums.tolist()
+        self.sums.zero_()
+        return out[0], out[1], out[2]
+
+
+class _GraphStep(_Step):
+    """:class:`_Step` of a full batch replayed from one CUDA graph (``compile="cuda-graph"``).
+
+    At the first batch, RAdam is made capturable (its step counters move to the GPU), three
+    warm-up steps run on a side stream, forward + backward + RAdam + the sums are captured, and
+    the weights, batch-norm statistics and optimiser state the warm-up changed are put back (a
+    fresh RAdam state is all zeros). A batch of another size (the last one of an epoch) runs
+    eagerly on the same tensors. Lookahead's sync runs outside the graph every ``k`` steps.
+    """
+
+    def __init__(self, model: nn.Module, opt: Lookahead, dev: torch.device, dtype: torch.dtype | None):
+        if dev.type != "cuda":
+            raise ValueError(f"compile='cuda-graph' captures CUDA graphs and needs a CUDA device, got {dev}; "
+                             f"use compile=None or 'reduce-overhead' there")
+        super().__init__(model, opt, model, dev, dtype)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def _body(self) -> None:
+        with _autocast(self.dev, self.dtype, cache_enabled=False):
+            logits = self.model(self.x)
+            loss = F.cross_entropy(logits, self.y)
+        loss.backward()
+        self.opt.optimizer.step()
+        self._accumulate(loss, logits, self.x, self.y)
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        inner = self.opt.optimizer
+        for group in inner.param_groups:
+            group["capturable"] = True
+        for state in inner.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(self.dev, torch.float32)
+        self.x, self.y = x.clone(), y.clone()
+        weights = list(self.model.state_dict().values())
+        saved_weights = [t.clone() for t in weights]
+        saved_state = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in inner.state.items()}
+        side = torch.cuda.Stream(self.dev)
+        side.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            # RAdam warns once that a capturable instance steps uncaptured: the warm-up (and the
+            # last, smaller batch of an epoch) does so on purpose
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            for _ in range(3):
+                inner.zero_grad(set_to_none=True)
+                self._body()
+        torch.cuda.current_stream(self.dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        inner.zero_grad(set_to_none=True)
+        # thread_local: a DataLoader's pin-memory thread may use CUDA meanwhile
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._body()
+        with torch.no_grad():
+            for t, saved in zip(weights, saved_weights):
+                t.copy_(saved)
+            for p, st in inner.state.items():
+                before = saved_state.get(p)
+                if before is None and not set(st) <= {"step", "exp_avg", "exp_avg_sq"}:
+                    raise RuntimeError(f"cannot reset the optimiser state {sorted(st)} after the CUDA-graph warm-up")
+                for k, v in st.items():
+                    if torch.is_tensor(v):
+                        v.zero_() if before is None else v.copy_(before[k])
+        self.sums.zero_()
+        self.graph = graph
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, set_to_none: bool = True) -> None:
+        if self.graph is None:
+            self._capture(x, y)
+        if x.shape != self.x.shape or y.shape != self.y.shape:
+            super().__call__(x, y, set_to_none=False)  # keep the graph's gradient tensors
+            return
+        self.x.copy_(x, non_blocking=True)
+        self.y.copy_(y, non_blocking=True)
+        self.graph.replay()
+        self._after_inner_step()
+
+
+def _make_step(run: _Run, dev: torch.device) -> _Step:
+    """The training step of ``run.tcfg``'s ``compile`` and ``precision``."""
+    tcfg = run.tcfg
+    dtype = torch.bfloat16 if tcfg.precision == "bf16-mixed" else None
+    if tcfg.compile == "cuda-graph":
+        return _GraphStep(run.model, run.opt, dev, dtype)
+    forward = run.model
+    if tcfg.compile == "reduce-overhead":
+        forward = torch.compile(run.model, mode="reduce-overhead")
+    return _Step(run.model, run.opt, forward, dev, dtype)
+
+
+@contextlib.contextmanager
+def _precision(tcfg: TrainConfig, dev: torch.device) -> Iterator[None]:
+    """TF32 on CUDA as ``tcfg.precision`` says (on only for "tf32"), set explicitly for the whole
+    call and restored afterwards; nothing to set on other devices."""
+    if dev.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = tcfg.precision == "tf32"
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 def _epoch_record(run: _Run, record: dict[str, Any], data: Any, dev: torch.device,
@@ -530,10 +751,15 @@ def train(
     (used to simulate an interruption; the run resumes later). ``init_fn(model)`` changes the freshly
     built model before the optimiser sees it (e.g. a collapsed layer); it is not part of the stored
     config, so give such runs a folder of their own.
+    ``train_config.device_data``, ``compile`` and ``precision`` choose how the steps run (see
+    :class:`TrainConfig`); TF32 is set explicitly on CUDA for the call (off unless "tf32").
     """
     dev = resolve_device(device)
+    if train_config.compile == "cuda-graph" and dev.type != "cuda":
+        raise ValueError(f"compile='cuda-graph' captures CUDA graphs and needs a CUDA device, got {dev}; use "
+                         f"compile=None or 'reduce-overhead' there")
     folder = Path(run_dir) if run_dir is not None else None
-    with run_lock(folder) if folder is not None else contextlib.nullcontext():
+    with run_lock(folder) if folder is not None else contextlib.nullcontext(), _precision(train_config, dev):
         if folder is not None:
             remove_temporaries(folder)  # of writers killed mid-save: none is alive while we hold the lock
         run = _start(model_config, data, train_config, folder, dev, init_fn)
@@ -541,7 +767,8 @@ def train(
             run.status = "finished"
         if run.status == "running":
             last = train_config.epochs if stop_after is None else min(train_config.epochs, stop_after)
-            _run_epochs(run, data, dev, callbacks, last, progress=progress, desc=desc or model_config.label)
+            loop_data = device_bundle(data, dev) if train_config.device_data else data
+            _run_epochs(run, loop_data, dev, callbacks, last, progress=progress, desc=desc or model_config.label)
         return run.result()
 
 
