@@ -378,7 +378,7 @@ def search(
     x, y = measurement_samples(data, cfg.sample_size, seed)
     check = ConflictCheck(x, y, kind=cfg.kind, trigger=cfg.trigger, num_classes=data.num_classes, lr=cfg.lr,
                           batch_size=cfg.batch_size, check_epochs=cfg.check_epochs)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, **scale.train_options())
     measure = {"dataset": dataset, "train_limit": cfg.train_limit, "sample_size": cfg.sample_size,
                "check_epochs": cfg.check_epochs, "trigger": cfg.trigger}
     log_path = search_log_path(scale, cfg, dataset=dataset, seed=seed)

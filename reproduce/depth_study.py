@@ -105,7 +105,8 @@ def conv_configs(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], 
                  seed: int) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs :func:`train_conv` uses for ``kind`` at a depth (or blocks)."""
     mcfg = conv_config(kind, blocks_or_depth, data, width=scale.width)
-    tcfg = TrainConfig(epochs=scale.epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed)
+    tcfg = TrainConfig(epochs=scale.epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed,
+                       **scale.train_options())
     return mcfg, tcfg
 
 

@@ -447,7 +447,8 @@ def lesion_spec(scale: Scale, config: LesionConfig) -> RunSpec:
     cfg = config
     data = DataSpec(cfg.dataset, cfg.seed, cfg.train_limit)
     mcfg = conv_config("residual", cfg.depth, data, width=cfg.width)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                       **scale.train_options())
     measure = dict(sample_size=cfg.sample_size, seed=cfg.seed)
     callbacks = (Hook.to("reproduce.bundles:bundle_callback", **measure),
                  Hook.to("reproduce.lesion:distance_callback", **measure))

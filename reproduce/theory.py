@@ -268,7 +268,8 @@ def worst_case_spec(scale: Scale, *, collapse: int | None, dataset: str | None =
     width = width or scale.fnn_widths[len(scale.fnn_widths) // 2]
     mcfg = ModelConfig("fnn", data.num_classes, data.in_channels, data.image_size, fnn_width=int(width),
                        fnn_depth=int(depth))
-    tcfg = TrainConfig(epochs=epochs or 3 * scale.fnn_epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed)
+    tcfg = TrainConfig(epochs=epochs or 3 * scale.fnn_epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed,
+                       **scale.train_options())
     k = _check_worst_case(mcfg, collapse)
     name = "intact" if k is None else f"collapse{k}"
     callbacks = (Hook.to("reproduce.theory:bound_callback"), Hook.to("reproduce.theory:dead_layer_callback", index=k))

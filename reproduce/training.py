@@ -41,6 +41,7 @@ Data identity: a run remembers the data it was trained on (``data.identity`` of 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -134,6 +135,9 @@ class TrainConfig:
         """True when an epoch runs :func:`_train_epoch_fast` (no host sync per step)."""
         return self.device_data or self.compile is not None or self.precision == "bf16-mixed"
 
+
+#: the defaults of TrainConfig's fields (a checkpoint written before a field existed had its default)
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 #: the choices of ``TrainConfig.compile`` and ``TrainConfig.precision``
 COMPILE_MODES = (None, "reduce-overhead", "cuda-graph")
@@ -339,7 +343,7 @@ def _model_config_from_dict(d: dict) -> ModelConfig:
 
 
 def _train_config_from_dict(d: dict) -> TrainConfig:
-    return TrainConfig(**d)
+    return TrainConfig(**{**_TRAIN_DEFAULTS, **d})
 
 
 def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> RunResult | None:
@@ -456,7 +460,9 @@ class _Run:
 def _check_same_run(ckpt: dict, run: _Run) -> None:
     """ValueError when the checkpoint in the run folder holds another configuration or other data."""
     mcfg, tcfg = asdict(run.mcfg), asdict(run.tcfg)
-    saved_m, saved_t = ckpt["model_config"], ckpt["train_config"]
+    # a field added after the checkpoint was written has its default there (the behaviour it had)
+    saved_m = ckpt["model_config"]
+    saved_t = {**_TRAIN_DEFAULTS, **ckpt["train_config"]}
     # checkpoints written before data identities were stored are compared by name only
     saved_id = ckpt.get("data_identity", {"name": ckpt.get("data")})
     same_data = saved_id == (run.data_identity if "data_identity" in ckpt else {"name": run.data_name})

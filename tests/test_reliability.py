@@ -295,3 +295,18 @@ def test_bad_metric_inputs_give_errors_that_name_them():
     model = build_model(CONV)
     with pytest.raises(ValueError, match=r"taps must be a list of tap names.*\['stem'\]"):
         measure_model(model, torch.randn(4, 1, 8, 8), y, num_classes=3, lr=1e-3, batch_size=64, taps="stem")
+
+
+def test_a_checkpoint_written_before_a_train_config_field_existed_resumes(tmp_path):
+    """Fields added to TrainConfig later (device_data, compile, precision) take their defaults
+    for checkpoints that do not hold them: the behaviour those runs had."""
+    from reproduce.checkpoints import load_checkpoint, save_checkpoint
+
+    data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
+    train(FNN, data, cfg, tmp_path, progress=False, stop_after=1)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    for name in ("device_data", "compile", "precision"):
+        del state["train_config"][name]
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    assert load_run(tmp_path).train_config == cfg
+    assert train(FNN, data, cfg, tmp_path, progress=False).resumed_from == 1
