@@ -308,17 +308,21 @@ class BasicBlock(nn.Module):
         multiplied by ``s1 * s2`` with ``s_k = 1 / sqrt(var(z_k) + 1e-6)``, ``z_k`` the output of the
         k-th convolution (population variance over the whole batch tensor).
         """
-        z1 = self.conv1(x)
-        z2 = self.conv2(F.relu(self.bn1(z1)))
-        b = self.bn2(z2)
+        # one statement per op, rebinding z: every intermediate is freed as soon as the next op has
+        # read it, so the plain forward holds no more memory than the nested expression would
+        tap = branch_tap and self.shortcut is not None
+        z = self.conv1(x)
+        scale = torch.rsqrt(z.var(unbiased=False) + BRANCH_VAR_EPS) if tap else None
+        z = self.bn1(z)
+        z = F.relu(z)
+        z = self.conv2(z)
+        if tap:
+            scale = scale * torch.rsqrt(z.var(unbiased=False) + BRANCH_VAR_EPS)
+        z = self.bn2(z)
         if self.shortcut is None:
-            return F.relu(b), None
-        tap = None
-        if branch_tap:
-            s1 = torch.rsqrt(z1.var(unbiased=False) + BRANCH_VAR_EPS)
-            s2 = torch.rsqrt(z2.var(unbiased=False) + BRANCH_VAR_EPS)
-            tap = b * (s1 * s2)
-        return F.relu(b + self.shortcut(x)), tap
+            return F.relu(z), None
+        branch = z * scale if tap else None
+        return F.relu(z + self.shortcut(x)), branch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_branch(x, branch_tap=False)[0]

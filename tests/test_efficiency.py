@@ -99,3 +99,36 @@ def test_inference_times_round_robin_one_median_per_model():
         ef.inference_times([small], [(10,), (10,)])
     rep = ef.efficiency_report(small, (10,), batch_size=4, latency=False)
     assert rep["latency_s"] is None and rep["latency_ms"] is None and rep["parameters"] == 55
+
+
+@pytest.mark.parametrize("kind", ["plain", "residual"])
+def test_the_forward_holds_no_more_memory_than_the_nested_expression(kind):
+    """The one forward path (a generator of taps) must not keep intermediates alive: its peak
+    activation memory equals that of the block computation written as one nested expression."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from reproduce.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind, 10, 1, 8, (2, 1, 1, 1), width=1 / 4)).eval()
+
+    class Nested(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):  # the forward of round 1, before the one-path reshape
+            x = self.net.stem(x)
+            for block in self.net.blocks:
+                b = block.bn2(block.conv2(F.relu(block.bn1(block.conv1(x)))))
+                if block.shortcut is not None:
+                    b = b + block.shortcut(x)
+                x = F.relu(b)
+            return self.net.fc(x.mean(dim=(2, 3)))
+
+    reference = Nested(model)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    assert ef.peak_activation_bytes(model, (1, 8, 8), 64) <= ef.peak_activation_bytes(reference, (1, 8, 8), 64)
