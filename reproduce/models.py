@@ -322,7 +322,8 @@ class BasicBlock(nn.Module):
         if self.shortcut is None:
             return F.relu(z), None
         branch = z * scale if tap else None
-        return F.relu(z + self.shortcut(x)), branch
+        z = z + self.shortcut(x)  # rebind: the branch output is freed before the ReLU
+        return F.relu(z), branch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_branch(x, branch_tap=False)[0]

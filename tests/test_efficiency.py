@@ -101,8 +101,9 @@ def test_inference_times_round_robin_one_median_per_model():
     assert rep["latency_s"] is None and rep["latency_ms"] is None and rep["parameters"] == 55
 
 
+@pytest.mark.parametrize("blocks", [(1, 1, 1, 1), (2, 1, 1, 1)])
 @pytest.mark.parametrize("kind", ["plain", "residual"])
-def test_the_forward_holds_no_more_memory_than_the_nested_expression(kind):
+def test_the_forward_holds_no_more_memory_than_the_nested_expression(kind, blocks):
     """The one forward path (a generator of taps) must not keep intermediates alive: its peak
     activation memory equals that of the block computation written as one nested expression."""
     import torch.nn.functional as F
@@ -111,7 +112,7 @@ def test_the_forward_holds_no_more_memory_than_the_nested_expression(kind):
     from reproduce.models import ModelConfig, build_model
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(kind, 10, 1, 8, (2, 1, 1, 1), width=1 / 4)).eval()
+    model = build_model(ModelConfig(kind, 10, 1, 8, blocks, width=1 / 4)).eval()
 
     class Nested(nn.Module):
         def __init__(self, net):
