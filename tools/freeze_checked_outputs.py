@@ -51,7 +51,8 @@ def freeze(path: Path) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         out_path = Path(tmp) / path.name
-        papermill.execute_notebook(str(path), str(out_path), parameters={"scale": "smoke"},
+        # no injected parameters: nbval runs the notebook as written, with only $REPRODUCE_SCALE set
+        papermill.execute_notebook(str(path), str(out_path), parameters={},
                                    kernel_name="python3", cwd=str(path.parent), progress_bar=False)
         ran = nbformat.read(out_path, as_version=4)
     # papermill inserts an "injected-parameters" cell after the parameters cell
