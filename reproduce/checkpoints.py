@@ -1,13 +1,15 @@
 """The checkpoint file: what a training run saves after every epoch, verified when it is read.
 
-A checkpoint is a ``torch.save`` archive holding ``{"format", "sha256", "payload"}``: ``payload``
-is the ``torch.save`` bytes of the run's state (a dict: configs, model and optimiser tensors,
-history, status, ...) as a uint8 tensor, and ``sha256`` their digest. Reading a checkpoint
+A checkpoint (format 2) is a 16-byte magic, the 32-byte sha256 digest of the payload, then the
+payload: the ``torch.save`` archive of the run's state (a dict: configs, model and optimiser
+tensors, history, status, ...). The state is serialised once, in memory, and written with its
+digest in one atomic write. Reading a checkpoint
 (:func:`load_checkpoint`) sorts every failure into one of two kinds:
 
-* **provably truncated** -- an empty file, or one that starts like a zip archive but has no
-  end-of-archive record (the state a writer killed mid-write leaves behind when the file is not
-  written atomically): :func:`load_checkpoint` warns and returns None, and the run is recomputed;
+* **provably truncated** -- an empty file, a file shorter than its header, or one whose archive
+  (after the header, or the whole file for format 1) has no end-of-archive record (the state a
+  writer killed mid-write leaves behind when the file is not written atomically):
+  :func:`load_checkpoint` warns and returns None, and the run is recomputed;
 * **anything else** -- an I/O or permission error, a file of a newer format, a digest that does
   not match (a flipped bit), a payload that does not unpickle: :class:`CheckpointError`, naming
   the file and the cause. The file is left untouched: at the paper's scale it holds GPU-hours.
@@ -34,6 +36,8 @@ CHECKPOINT_FORMAT = 2
 #: the keys every run state holds
 STATE_KEYS = ("model_config", "train_config", "model", "optimizer", "history", "status", "epoch")
 
+MAGIC = b"REPRODUCE-CKPT\x00\x02"  # 16 bytes: name, format 2
+_HEADER = len(MAGIC) + 32
 _ZIP_START = b"PK\x03\x04"
 _ZIP_END = b"PK\x05\x06"
 #: the end-of-archive record is 22 bytes plus a comment of at most 65535 bytes
@@ -57,16 +61,16 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     error itself (``OSError`` with its ``errno``), and the previous checkpoint stays in place.
     """
     payload = _dumps(state)
-    outer = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-             "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
-    atomic_write_bytes(path, _dumps(outer))
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def is_truncated(blob: bytes) -> bool:
-    """True for an empty file or a zip archive cut short (its end-of-archive record is missing)."""
-    if not blob:
+    """True for an empty file, a header cut short, or an archive cut short (its end-of-archive
+    record is missing)."""
+    if not blob or (MAGIC.startswith(blob[: len(MAGIC)]) and len(blob) <= _HEADER):
         return True
-    return blob.startswith(_ZIP_START) and _ZIP_END not in blob[-_ZIP_TAIL:]
+    archive = blob[_HEADER:] if blob.startswith(MAGIC) else blob
+    return archive.startswith(_ZIP_START) and _ZIP_END not in archive[-_ZIP_TAIL:]
 
 
 def _load(blob: bytes) -> Any:
@@ -110,32 +114,33 @@ def load_checkpoint(path: str | Path) -> dict | None:
         warnings.warn(f"checkpoint {path} is truncated ({len(blob)} bytes, no end-of-archive record: a "
                       f"write was cut short); recomputing the run from scratch", RuntimeWarning, stacklevel=3)
         return None
-    try:
-        outer = _load(blob)
-    except Exception as exc:  # noqa: BLE001 - every cause is reported, none is swallowed
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); {keep}") from exc
-    fmt = outer.get("format") if isinstance(outer, dict) else None
-    if not isinstance(fmt, int):
-        raise CheckpointError(f"{path} is not a checkpoint of this package (no format number); {keep}")
-    if fmt > CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path} was written by a newer version of reproduce (format {fmt}; "
-                              f"this version reads formats 1..{CHECKPOINT_FORMAT}): upgrade the package; {keep}")
-    if fmt == 1:
-        state = _upgrade_format_1(outer)
-    else:
-        payload = outer.get("payload")
-        if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8:
-            raise CheckpointError(f"checkpoint {path} holds no payload; {keep}")
-        data = payload.numpy().tobytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != outer.get("sha256"):
-            raise CheckpointError(f"checkpoint {path} fails its checksum (stored sha256 {outer.get('sha256')}, "
-                                  f"content {digest}): the file was corrupted after it was written; {keep}")
+    if blob.startswith(MAGIC[:14]) and not blob.startswith(MAGIC):
+        raise CheckpointError(f"checkpoint {path} was written by a newer version of reproduce (format "
+                              f"{blob[14:16].hex()}; this version reads formats 1..{CHECKPOINT_FORMAT}): upgrade the "
+                              f"package; {keep}")
+    if blob.startswith(MAGIC):
+        stored, payload = blob[len(MAGIC):_HEADER], blob[_HEADER:]
+        digest = hashlib.sha256(payload).digest()
+        if digest != stored:
+            raise CheckpointError(f"checkpoint {path} fails its checksum (stored sha256 {stored.hex()}, content "
+                                  f"{digest.hex()}): the file was corrupted after it was written; {keep}")
         try:
-            state = _load(data)
-        except Exception as exc:  # noqa: BLE001
+            state = _load(payload)
+        except Exception as exc:  # noqa: BLE001 - every cause is reported, none is swallowed
             raise CheckpointError(f"checkpoint {path} passes its checksum but does not load "
                                   f"({type(exc).__name__}: {exc}); {keep}") from exc
+    else:
+        try:
+            state = _load(blob)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); {keep}") from exc
+        fmt = state.get("format") if isinstance(state, dict) else None
+        if not isinstance(fmt, int):
+            raise CheckpointError(f"{path} is not a checkpoint of this package (no format number); {keep}")
+        if fmt != 1:
+            raise CheckpointError(f"checkpoint {path} was written by a newer version of reproduce (format {fmt}; "
+                                  f"this version reads formats 1..{CHECKPOINT_FORMAT}): upgrade the package; {keep}")
+        state = _upgrade_format_1(state)
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}; {keep}")

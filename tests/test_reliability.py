@@ -310,3 +310,17 @@ def test_a_checkpoint_written_before_a_train_config_field_existed_resumes(tmp_pa
     save_checkpoint(tmp_path / "checkpoint.pt", state)
     assert load_run(tmp_path).train_config == cfg
     assert train(FNN, data, cfg, tmp_path, progress=False).resumed_from == 1
+
+
+def test_a_checkpoint_whose_header_names_a_newer_format_is_refused_and_kept(tmp_path):
+    from reproduce.checkpoints import MAGIC
+
+    data, cfg, _ = _finished(tmp_path)
+    ckpt = tmp_path / "checkpoint.pt"
+    blob = bytearray(ckpt.read_bytes())
+    assert bytes(blob[:16]) == MAGIC
+    blob[15] = 3  # format 3 of a later version
+    ckpt.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="newer version"):
+        load_run(tmp_path)
+    assert ckpt.read_bytes() == bytes(blob)
