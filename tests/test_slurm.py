@@ -84,11 +84,13 @@ def test_submitit_job_runs_on_the_cluster(slurm_cluster: None, tmp_path) -> None
 # a sweep of notebook 03's runs: one job cancelled mid-run, one preempted mid-run
 
 
-#: epochs of the swept runs: long enough (about a second each) that a job is caught mid-run
-SWEEP_EPOCHS = 30
+#: epochs of the swept runs: long enough that a job is caught mid-run. On a quiet machine an epoch
+#: takes ~0.3 s (30 epochs with a margin of 12 lost the race once: the cancelled job finished
+#: inside SLURM's KillWait), so the margin is kept far above KillWait = 5 s at that pace
+SWEEP_EPOCHS = 60
 #: interrupt a run once it has finished two epochs, but no later than this many epochs before its end
 #: (a cancelled job lives ~5 s more: KillWait; the test must not lose the race)
-SWEEP_MARGIN = 12
+SWEEP_MARGIN = 45
 SWEEP_TIMEOUT_S = 900
 
 
