@@ -175,9 +175,15 @@ class Lookahead:
         self.optimizer.step()
         self.step_count += 1
         if self.step_count % self.k == 0:
-            for p, slow in zip(self._params(), self.slow):
-                slow.add_(p - slow, alpha=self.alpha)
-                p.copy_(slow)
+            self.sync()
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Slow weights move ``alpha`` of the way to the fast ones, fast weights are reset to them
+        (three multi-tensor operations instead of three per parameter)."""
+        params = list(self._params())
+        torch._foreach_add_(self.slow, torch._foreach_sub(params, self.slow), alpha=self.alpha)
+        torch._foreach_copy_(params, self.slow)
 
     def state_dict(self) -> dict:
         return {"inner": self.optimizer.state_dict(), "slow": self.slow, "step_count": self.step_count}
@@ -498,15 +504,34 @@ def _start(mcfg: ModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None
     return run
 
 
+def _begin_epoch(run: _Run) -> tuple[int, torch.Generator]:
+    """The next epoch's number and shuffling generator; the global RNG reseeded from (seed, epoch)."""
+    epoch = run.epoch + 1
+    torch.manual_seed(_epoch_seed(run.tcfg.seed, epoch))
+    run.model.train()
+    return epoch, torch.Generator().manual_seed(_epoch_seed(run.tcfg.seed, epoch))
+
+
+def _end_epoch(run: _Run, epoch: int, n_seen: int, loss_sum: float, correct: float) -> dict[str, Any] | None:
+    """The running loss/accuracy of the epoch, or None when weights or batch-norm statistics are non-finite."""
+    if not all(bool(torch.isfinite(t).all()) for t in (*run.model.parameters(), *run.model.buffers())
+               if t.is_floating_point()):
+        return None
+    return {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
+            "train_acc_running": correct / max(n_seen, 1)}
+
+
+def _data_error(epoch: int) -> str:
+    return (f"the training data hold non-finite values (NaN or inf) in epoch {epoch}: a data error, not a "
+            f"divergence of the network; clean the data")
+
+
 def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
     """One epoch of optimiser steps; the running loss/accuracy, or None when the run diverged."""
     if run.tcfg.fast_step:
         return _train_epoch_fast(run, train_set, dev)
     tcfg, model, opt = run.tcfg, run.model, run.opt
-    epoch = run.epoch + 1
-    torch.manual_seed(_epoch_seed(tcfg.seed, epoch))
-    gen = torch.Generator().manual_seed(_epoch_seed(tcfg.seed, epoch))
-    model.train()
+    epoch, gen = _begin_epoch(run)
     n_seen, loss_sum, correct = 0, 0.0, 0
     for xb, yb in _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
                            num_workers=tcfg.num_workers):
@@ -514,8 +539,7 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
         loss = F.cross_entropy(logits, yb)
         if not torch.isfinite(loss):
             if not bool(torch.isfinite(xb).all()):
-                raise ValueError(f"the training data hold non-finite values (NaN or inf) in a batch of epoch "
-                                 f"{epoch}: a data error, not a divergence of the network; clean the data")
+                raise ValueError(_data_error(epoch))
             return None
         opt.zero_grad()
         loss.backward()
@@ -524,11 +548,7 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
         n_seen += n
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == yb).sum().item()
-    if not all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers())
-               if t.is_floating_point()):
-        return None  # non-finite weights or batch-norm statistics
-    return {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
-            "train_acc_running": correct / max(n_seen, 1)}
+    return _end_epoch(run, epoch, n_seen, loss_sum, correct)
 
 
 def _train_epoch_fast(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
@@ -537,13 +557,10 @@ def _train_epoch_fast(run: _Run, train_set: Dataset, dev: torch.device) -> dict[
     The same seeds, order of batches and optimiser; the running loss and accuracy are summed on the
     device and read once at the end of the epoch, so a non-finite loss is seen there (the run is
     then marked diverged at this epoch, as on the default path, with its weights after the whole
-    epoch). The Lookahead sync is one multi-tensor operation (:func:`_lookahead_sync`).
+    epoch). The Lookahead sync is :meth:`Lookahead.sync`.
     """
-    tcfg, model = run.tcfg, run.model
-    epoch = run.epoch + 1
-    torch.manual_seed(_epoch_seed(tcfg.seed, epoch))
-    gen = torch.Generator().manual_seed(_epoch_seed(tcfg.seed, epoch))
-    model.train()
+    tcfg = run.tcfg
+    epoch, gen = _begin_epoch(run)
     if run.step is None:
         run.step = _make_step(run, dev)
     step = run.step
@@ -555,23 +572,9 @@ def _train_epoch_fast(run: _Run, train_set: Dataset, dev: torch.device) -> dict[
     loss_sum, correct, bad_inputs = step.totals()
     if not math.isfinite(loss_sum):
         if bad_inputs:
-            raise ValueError(f"the training data hold non-finite values (NaN or inf) in epoch {epoch}: a data "
-                             f"error, not a divergence of the network; clean the data")
+            raise ValueError(_data_error(epoch))
         return None
-    if not all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers())
-               if t.is_floating_point()):
-        return None  # non-finite weights or batch-norm statistics
-    return {"epoch": epoch, "train_loss_running": loss_sum / max(n_seen, 1),
-            "train_acc_running": correct / max(n_seen, 1)}
-
-
-def _lookahead_sync(opt: Lookahead) -> None:
-    """Lookahead's every-``k``-steps sync (the arithmetic of :meth:`Lookahead.step`) as three
-    multi-tensor operations instead of three per parameter."""
-    params = list(opt._params())
-    with torch.no_grad():
-        torch._foreach_add_(opt.slow, torch._foreach_sub(params, opt.slow), alpha=opt.alpha)
-        torch._foreach_copy_(params, opt.slow)
+    return _end_epoch(run, epoch, n_seen, loss_sum, correct)
 
 
 def _autocast(dev: torch.device, dtype: torch.dtype | None, **kw: Any) -> contextlib.AbstractContextManager:
@@ -595,7 +598,7 @@ class _Step:
     def _after_inner_step(self) -> None:
         self.opt.step_count += 1
         if self.opt.step_count % self.opt.k == 0:
-            _lookahead_sync(self.opt)
+            self.opt.sync()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, set_to_none: bool = True) -> None:
         with _autocast(self.dev, self.dtype):
