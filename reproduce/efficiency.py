@@ -15,6 +15,13 @@ The auto-tune table (claim 5) compares the found networks with fixed-depth ones 
   internally without returning it (e.g. convolution workspaces). The number is exact (computed
   from tensor sizes, so the same on every device) and is taken right after each operation has
   produced its outputs, when its inputs are still alive.
+* **multiply-accumulates (MACs) per image** -- the multiply-accumulate operations of the
+  convolutions (``nn.Conv1d/2d/3d``) and linear layers (``nn.Linear``) that one forward of one image
+  runs: a convolution producing ``N`` output elements costs ``N * (in_channels / groups) * prod(kernel)``,
+  a linear layer producing ``N`` outputs costs ``N * in_features``. Batch norm, activations,
+  pooling, additions and biases are not counted. The number follows from the architecture and the
+  input size alone (it is read off the output shapes of a forward through hooks), so it is the same
+  on every machine: a deterministic stand-in for inference cost, unlike the latency below.
 * **CUDA peak** (CUDA models only) -- ``torch.cuda.max_memory_allocated`` during the same kind of
   forward minus the memory allocated before it: the allocator's view, including workspaces and
   the caching allocator's rounding.
@@ -43,6 +50,7 @@ __all__ = [
     "count_all_parameters",
     "model_bytes",
     "peak_activation_bytes",
+    "multiply_accumulates",
     "cuda_peak_bytes",
     "inference_time",
     "inference_times",
@@ -152,6 +160,44 @@ def peak_activation_bytes(model: nn.Module, input_shape: Sequence[int], batch_si
     return int(peak)
 
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulate operations of one eval/no_grad forward of ONE input of ``input_shape``
+    (without the batch axis), counted over the model's convolutions and linear layers (module
+    docstring). Modules the model holds but does not call in its forward cost nothing. The
+    model's mode is restored."""
+    x = _example(model, input_shape, 1)
+    total = 0
+
+    def conv_hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        k = 1
+        for size in module.kernel_size:
+            k *= int(size)
+        total += out.numel() * (module.in_channels // module.groups) * k
+
+    def linear_hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() * module.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, _CONVS):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    try:
+        with eval_mode(model):
+            out = model(x)
+            del out
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)
+
+
 def cuda_peak_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int = 64) -> int | None:
     """``torch.cuda.max_memory_allocated`` over one eval/no_grad forward, minus what was allocated
     before it; None when the model is not on a CUDA device."""
@@ -223,7 +269,7 @@ def efficiency_report(model: nn.Module, input_shape: Sequence[int], batch_size: 
     ``latency=False`` skips the timing (``latency_s``/``latency_ms`` are then None), e.g. to time
     several models together with :func:`inference_times`.
 
-    Keys: ``parameters``, ``size_bytes``, ``size_mb``, ``activation_bytes``, ``activation_mb``
+    Keys: ``parameters``, ``macs`` (multiply-accumulates per image), ``size_bytes``, ``size_mb``, ``activation_bytes``, ``activation_mb``
     (peak activation memory), ``cuda_peak_bytes`` (None off CUDA), ``latency_s``, ``latency_ms``
     (median per batch), ``batch_size``, ``device``.
     """
@@ -232,6 +278,7 @@ def efficiency_report(model: nn.Module, input_shape: Sequence[int], batch_size: 
     seconds = inference_time(model, input_shape, batch_size, repeats=repeats, warmup=warmup) if latency else None
     return {
         "parameters": count_all_parameters(model),
+        "macs": multiply_accumulates(model, input_shape),
         "size_bytes": size,
         "size_mb": size / MB,
         "activation_bytes": act,

@@ -133,3 +133,63 @@ def test_the_forward_holds_no_more_memory_than_the_nested_expression(kind, block
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
     assert ef.peak_activation_bytes(model, (1, 8, 8), 64) <= ef.peak_activation_bytes(reference, (1, 8, 8), 64)
+
+
+# --------------------------------------------------------------------------- multiply-accumulates
+
+
+def test_macs_of_a_conv_and_a_linear_by_hand():
+    m = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 5))
+    # conv: 3*4*4 = 48 outputs, each 2*3*3 = 18 MACs -> 864; linear: 5 outputs of 48 MACs -> 240;
+    # ReLU, flatten and the biases cost nothing
+    assert ef.multiply_accumulates(m, (2, 4, 4)) == 864 + 240
+
+
+def test_macs_of_a_strided_grouped_conv_and_a_1d_conv():
+    # 8x8 -> 4x4 with stride 2: 4*4*4 = 64 outputs, each sees 4/2 = 2 channels of 3x3 -> 18 MACs
+    assert ef.multiply_accumulates(nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2), (4, 8, 8)) == 64 * 18
+    # length 10, kernel 3, no padding -> 8 positions * 5 channels, each 2*3 = 6 MACs
+    assert ef.multiply_accumulates(nn.Conv1d(2, 5, 3), (2, 10)) == 8 * 5 * 6
+
+
+def test_macs_count_a_module_once_per_call_and_skip_unused_ones():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.unused = nn.Linear(4, 100)
+
+        def forward(self, x):
+            return self.lin(self.lin(x))
+
+    m = Twice()
+    m.train()
+    assert ef.multiply_accumulates(m, (4,)) == 2 * 16
+    assert m.training  # mode restored
+    assert ef.multiply_accumulates(m, (4,)) == 32  # hooks removed: no double counting on a second call
+
+
+@pytest.mark.parametrize("kind,blocks,macs", [
+    # width 1/16: stem 4 channels, stage 1 4, stage 2 8; 1x8x8 input
+    # stem conv 7x7 stride 2 -> 4x4x4 = 64 outputs * 49 = 3136
+    # stage-1 block (4 -> 4, 4x4): two convs of 64 outputs * 4*9 -> 2 * 2304
+    # fc 4 -> 10: 40
+    ("plain", (1, 0, 0, 0), 3136 + 2 * 2304 + 40),
+    ("residual", (1, 0, 0, 0), 3136 + 2 * 2304 + 40),  # identity shortcut: free
+    # stage-2 block (4 -> 8, stride 2, 2x2): conv1 32 * 4*9 = 1152, conv2 32 * 8*9 = 2304; fc 8 -> 10: 80
+    ("plain", (1, 1, 0, 0), 3136 + 2 * 2304 + 1152 + 2304 + 80),
+    # ... and the residual one's 1x1 shortcut conv: 32 * 4 = 128
+    ("residual", (1, 1, 0, 0), 3136 + 2 * 2304 + 1152 + 2304 + 128 + 80),
+])
+def test_macs_of_the_conv_nets_by_hand(kind, blocks, macs):
+    from reproduce.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind, 10, 1, 8, blocks, width=1 / 16))
+    assert ef.multiply_accumulates(model, (1, 8, 8)) == macs
+    assert ef.efficiency_report(model, (1, 8, 8), 4, latency=False)["macs"] == macs
+
+
+def test_macs_bad_shape_raises():
+    with pytest.raises(ValueError, match="input_shape"):
+        ef.multiply_accumulates(nn.Linear(4, 4), ())
