@@ -70,7 +70,7 @@ from . import bundles
 from .data import DataBundle, load_dataset, measurement_samples
 from .efficiency import efficiency_report, inference_times
 from .models import CONV_KINDS, ModelConfig, as_blocks, conv_config, depth_for_blocks
-from .reporting import Claim, results_dir, run_dir
+from .reporting import Claim, over_seeds, results_dir, run_dir, seed_outcomes, seed_values
 from .runs import RunSpec, train_spec
 from .scales import Scale
 from .storage import atomic_write_text, config_hash
@@ -99,6 +99,7 @@ __all__ = [
     "comparison_table",
     "summary_table",
     "pareto_front",
+    "latency_table",
     "study",
     "restart_entropies",
 ]
@@ -113,10 +114,11 @@ TRIGGERS = ("a_L", "branch")
 SEARCH_STATUSES = ("found", "stopped", "incomplete")
 DEFAULT_MAX_ATTEMPTS = 20
 STOP_REASON = "conflict"
-#: columns of :func:`comparison_table`
+#: columns of :func:`comparison_table` (``latency_ms`` and ``cuda_peak_mb`` are measured on this machine;
+#: everything else follows from the runs and the architectures)
 TABLE_COLUMNS = (
     "dataset", "model", "source", "kind", "seed", "blocks", "depth", "status", "attempts",
-    "test_acc", "parameters", "size_mb", "activation_mb", "memory_mb", "latency_ms", "cuda_peak_mb",
+    "test_acc", "parameters", "macs", "size_mb", "activation_mb", "memory_mb", "latency_ms", "cuda_peak_mb",
 )
 
 
@@ -225,6 +227,7 @@ def prune_blocks(blocks: Sequence[int], stages: Sequence[int], entropies: Sequen
 class ConflictCheck:
     """Training callback: after each of the first ``check_epochs`` epochs look for a conflict.
 
+    Epochs ``1..check_epochs`` are checked; an epoch-0 record (the untrained net) never is.
     Trigger ``a_L``: measure H(a^(L)); if it is > 0, measure every tap. Trigger ``branch``: measure
     every tap; a conflict is a branch tap with ``H > 0``. On a conflict the per-block entropies go
     to ``record["autotune_blocks"]`` and ``record["stop"] = "conflict"`` ends the attempt. Every
@@ -244,7 +247,9 @@ class ConflictCheck:
         self.check_epochs = int(check_epochs)
 
     def __call__(self, model: nn.Module, epoch: int, record: dict) -> None:
-        if epoch > self.check_epochs:
+        # epoch 0 (the untrained net, when training records it) is not checked: the search checks
+        # after each of the first `check_epochs` *training* epochs
+        if epoch < 1 or epoch > self.check_epochs:
             return
         if self.trigger == "a_L":
             st = bundles.measure_last_layer(model, self.x, self.y, **self.kw)
@@ -540,6 +545,7 @@ def _efficiency_row(model: nn.Module, cfg: ModelConfig, batch_size: int) -> dict
     rep = efficiency_report(model, _input_shape(cfg), batch_size, latency=False)
     return {
         "parameters": rep["parameters"],
+        "macs": rep["macs"],
         "size_mb": rep["size_mb"],
         "activation_mb": rep["activation_mb"],
         "memory_mb": rep["size_mb"] + rep["activation_mb"],
@@ -557,7 +563,9 @@ def comparison_table(scale: Scale, searches: Sequence[SearchResult], baselines: 
 
     ``model`` is ``auto-tune plain`` (the paper's search), ``auto-tune residual (addition)`` or the
     baseline's ``kind-depth``; ``source`` is ``auto-tune`` or ``fixed``. ``memory_mb`` = model size
-    + peak activation memory of a batch-``scale.batch_size`` forward (what inference needs);
+    + peak activation memory of a batch-``scale.batch_size`` forward (what inference needs; both
+    computed from tensor sizes, the same on every machine); ``macs`` the multiply-accumulates per
+    image (:func:`reproduce.efficiency.multiply_accumulates`, from the architecture);
     ``latency_ms`` the median per batch (:mod:`reproduce.efficiency`), all models of the table
     timed together round-robin (:func:`reproduce.efficiency.inference_times`). Searches that found
     nothing get a row with NaN measures.
@@ -593,8 +601,10 @@ def comparison_table(scale: Scale, searches: Sequence[SearchResult], baselines: 
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (dataset, model): the found blocks (all distinct ones, ``;``-joined),
-    depth, test accuracy (and its std), parameters, size, activation and total memory, latency."""
+    """Seed aggregates per (dataset, model): ``runs`` (seeds), the found blocks (all distinct ones,
+    ``;``-joined), mean depth, test accuracy (mean, std, min, max over seeds), parameters,
+    multiply-accumulates, size, activation and total memory, and the mean latency (measured on this
+    machine)."""
     if table.empty:
         return table.copy()
     agg = table.groupby(["dataset", "model", "source"], sort=False).agg(
@@ -603,13 +613,29 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         depth=("depth", "mean"),
         test_acc=("test_acc", "mean"),
         test_acc_std=("test_acc", "std"),
+        test_acc_min=("test_acc", "min"),
+        test_acc_max=("test_acc", "max"),
         parameters=("parameters", "mean"),
+        macs=("macs", "mean"),
         size_mb=("size_mb", "mean"),
         activation_mb=("activation_mb", "mean"),
         memory_mb=("memory_mb", "mean"),
         latency_ms=("latency_ms", "mean"),
     )
     return agg.reset_index()
+
+
+def latency_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The timing table: what :func:`comparison_table` measured on this machine, kept apart from
+    the deterministic measures and from the claims. One row per (dataset, model, seed) with the
+    multiply-accumulates per image next to it (the machine-independent cost the claims use),
+    ``latency_ms`` (median per batch) and ``cuda_peak_mb`` (CUDA only); NaN for a search that found
+    no net."""
+    cols = ["dataset", "model", "source", "seed", "depth", "macs", "latency_ms", "cuda_peak_mb"]
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"latency_table needs a comparison_table; missing columns {missing}")
+    return table[cols].reset_index(drop=True)
 
 
 def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
@@ -668,41 +694,101 @@ def study(scale: Scale, *, seeds: Sequence[int] | None = None, baseline_seeds: S
 # the claims' rules (fixed before any number was seen)
 
 
+def _best_baseline(fixed_summary: pd.DataFrame) -> pd.Series | None:
+    """The fixed-depth net with the highest mean test accuracy over its seeds (first on a tie);
+    None without a finite one."""
+    fixed = fixed_summary[np.isfinite(fixed_summary["test_acc"].astype(float))]
+    if fixed.empty:
+        return None
+    return fixed.loc[fixed["test_acc"].astype(float).idxmax()]
+
+
+def _lt(a: float, b: float) -> bool | None:
+    return None if not (math.isfinite(a) and math.isfinite(b)) else bool(a < b)
+
+
 def autotune_claims(table: pd.DataFrame, summary: pd.DataFrame, start_blocks: Sequence[int],
                     margin: float = 0.02) -> list[Claim]:
     """Claim 5 per dataset, from :func:`comparison_table` and :func:`summary_table`, for the paper's
-    search (``auto-tune plain``) against the best fixed-depth baseline (highest mean test accuracy):
+    search (``auto-tune plain``), decided per seed and then over seeds.
 
-    * the search ends: holds iff every search found a net;
-    * it shrinks the net: holds iff every found net has fewer layers than the start;
-    * competitive accuracy: holds iff the found nets' mean test accuracy >= best baseline - ``margin``;
-    * less memory / faster inference: holds iff the found nets' mean memory / latency is below the
-      best baseline's.
+    One search is one seed. *Best baseline*: the fixed-depth net (plain or residual, any depth) with
+    the highest test accuracy averaged over the baseline seeds; every search seed is compared with
+    that one net's seed means. Per-seed rules (a seed whose search found no net cannot apply rules
+    2-5: not testable there):
 
-    The last four are not testable when no search found a net.
+    1. the search ends: the seed's search found a net (status ``found``);
+    2. it shrinks the net: the found net has fewer layers than the start;
+    3. competitive accuracy: the found net's test accuracy >= best baseline's mean - ``margin``;
+    4. less memory: the found net's inference memory (model size + peak activations, computed
+       from tensor sizes) < the best baseline's;
+    5. faster inference: the found net's multiply-accumulates per image (computed from the
+       architecture) < the best baseline's. Latency is machine-dependent: it is reported in the
+       separate latency table (:func:`latency_table`) and decides nothing.
+
+    Rule over seeds: :func:`reproduce.reporting.over_seeds` -- a claim holds iff its rule holds in
+    every seed and, for 3-5, in the pooled form (the mean over the found nets of accuracy, memory,
+    multiply-accumulates against the same threshold); it does not hold if it fails in any seed or
+    pooled; otherwise (some search found no net, none failed; or no baseline) it is not testable.
+    Claims 1-2 have no pooled form. ``seeds`` is the number of searches.
     """
     claims = []
     start = depth_for_blocks(start_blocks)
-    for name, frame in table.groupby("dataset"):
-        found = frame[frame["model"] == "auto-tune plain"]
-        fixed = summary[(summary["dataset"] == name) & (summary["source"] == "fixed")]
-        best = fixed.loc[fixed["test_acc"].idxmax()]
-        ok = found[found["status"] == "found"]
-        acc, mem, lat = ok["test_acc"].mean(), ok["memory_mb"].mean(), ok["latency_ms"].mean()
-        claims += [
-            Claim(f"{name}: the search ends", "a net trains without conflict",
-                  f"{len(ok)} of {len(found)} searches found a net", bool(len(found) and len(ok) == len(found))),
-            Claim(f"{name}: auto-tune shrinks the net", f"fewer than the {start} starting layers",
-                  f"found depths {sorted(ok['depth'].astype(int).tolist())}",
-                  bool((ok["depth"] < start).all()) if len(ok) else None),
-            Claim(f"{name}: competitive accuracy", "accuracy competitive with larger nets",
-                  f"found {acc:.3f} vs best baseline {best['model']} {best['test_acc']:.3f} (margin {margin:g})",
-                  bool(acc >= best["test_acc"] - margin) if len(ok) else None),
-            Claim(f"{name}: less memory", "much less memory",
-                  f"found {mem:.3f} MB vs {best['model']} {best['memory_mb']:.3f} MB",
-                  bool(mem < best["memory_mb"]) if len(ok) else None),
-            Claim(f"{name}: faster inference", "faster inference",
-                  f"found {lat:.2f} ms vs {best['model']} {best['latency_ms']:.2f} ms",
-                  bool(lat < best["latency_ms"]) if len(ok) else None),
-        ]
+    for name, frame in table.groupby("dataset", sort=True):
+        runs = frame[frame["model"] == "auto-tune plain"].sort_values("seed")
+        if runs.empty:
+            continue
+        seeds = [int(s) for s in runs["seed"]]
+        n = len(seeds)
+        found = (runs["status"] == "found").to_numpy()
+        per = {c: runs[c].astype(float).to_numpy() for c in ("depth", "test_acc", "memory_mb", "macs")}
+        ok = runs[found]
+        best = _best_baseline(summary[(summary["dataset"] == name) & (summary["source"] == "fixed")])
+
+        ends = [bool(f) for f in found]
+        claims.append(Claim(
+            f"{name}: the search ends", "a net trains without conflict",
+            f"{int(found.sum())} of {n} searches found a net; {seed_outcomes(ends, seeds)}",
+            over_seeds(ends), seeds=n))
+
+        shrinks = [bool(d < start) if f else None for f, d in zip(found, per["depth"])]
+        claims.append(Claim(
+            f"{name}: auto-tune shrinks the net", f"fewer than the {start} starting layers",
+            f"found depths {seed_values(per['depth'], '{:.0f}', seeds)}; {seed_outcomes(shrinks, seeds)}",
+            over_seeds(shrinks), seeds=n))
+
+        if best is None:
+            for claim, paper in (("competitive accuracy", "accuracy competitive with larger nets"),
+                                 ("less memory", "much less memory"), ("faster inference", "faster inference")):
+                claims.append(Claim(f"{name}: {claim}", paper, "no fixed-depth baseline with a test accuracy",
+                                    None, seeds=n))
+            continue
+        ref = frame[(frame["source"] == "fixed") & (frame["model"] == best["model"])].sort_values("seed")
+        ref_acc = seed_values(ref["test_acc"].astype(float).tolist(), seeds=[int(s) for s in ref["seed"]])
+        threshold = float(best["test_acc"]) - margin
+        acc_ok = [bool(a >= threshold) if f and math.isfinite(a) else None for f, a in zip(found, per["test_acc"])]
+        acc_pooled = bool(ok["test_acc"].mean() >= threshold) if len(ok) else None
+        claims.append(Claim(
+            f"{name}: competitive accuracy", "accuracy competitive with larger nets",
+            f"found {seed_values(per['test_acc'], seeds=seeds)} vs best baseline {best['model']} "
+            f"{float(best['test_acc']):.3f} ({ref_acc}) - margin {margin:g} = {threshold:.3f}; "
+            f"{seed_outcomes(acc_ok, seeds)}",
+            over_seeds(acc_ok, acc_pooled), seeds=n))
+
+        best_mem = float(best["memory_mb"])
+        mem_ok = [_lt(m, best_mem) if f else None for f, m in zip(found, per["memory_mb"])]
+        claims.append(Claim(
+            f"{name}: less memory", "much less memory",
+            f"found {seed_values(per['memory_mb'], seeds=seeds)} MB vs {best['model']} {best_mem:.3f} MB "
+            f"(model size + peak activations, computed); {seed_outcomes(mem_ok, seeds)}",
+            over_seeds(mem_ok, _lt(float(ok["memory_mb"].mean()), best_mem) if len(ok) else None), seeds=n))
+
+        best_macs = float(best["macs"])
+        macs_ok = [_lt(m, best_macs) if f else None for f, m in zip(found, per["macs"])]
+        claims.append(Claim(
+            f"{name}: faster inference", "faster inference",
+            f"multiply-accumulates per image: found {seed_values(per['macs'], '{:.0f}', seeds)} vs {best['model']} "
+            f"{best_macs:.0f}; {seed_outcomes(macs_ok, seeds)} (latency measured on this machine: separate "
+            f"latency table, not a verdict input)",
+            over_seeds(macs_ok, _lt(float(ok["macs"].mean()), best_macs) if len(ok) else None), seeds=n))
     return claims

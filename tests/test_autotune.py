@@ -243,7 +243,129 @@ def test_real_search_and_comparison_table(tmp_root):
     assert list(table.columns) == list(at.TABLE_COLUMNS)
     assert len(table) == 3
     fixed = table[table["source"] == "fixed"]
-    assert (fixed["parameters"] > 0).all() and (fixed["latency_ms"] > 0).all()
+    assert (fixed["parameters"] > 0).all() and (fixed["latency_ms"] > 0).all() and (fixed["macs"] > 0).all()
     assert (fixed["memory_mb"] == fixed["size_mb"] + fixed["activation_mb"]).all()
     summary = at.summary_table(table)
     assert set(summary["model"]) == {"auto-tune plain", "plain-4", "residual-4"}
+
+
+# --------------------------------------------------------------------------- seeds and claims
+
+
+def test_specs_take_the_seeds_they_are_given():
+    P = tiny_preset(repeats=2, autotune_seeds=3)
+    assert [s.seed for s in at.search_specs(P, ("plain",))] == [0, 1, 2]
+    assert [s.seed for s in at.search_specs(P, ("plain", "residual"), seeds=range(5, 7))] == [5, 6, 5, 6]
+    base = at.baseline_specs(P)  # default: 0 .. repeats-1, every kind and depth per seed
+    assert [(s.data.seed, s.model.kind) for s in base] == [(0, "plain"), (0, "residual"), (1, "plain"), (1, "residual")]
+    assert sorted({s.data.seed for s in at.baseline_specs(P, seeds=range(3, 5))}) == [3, 4]
+
+
+def test_conflict_check_ignores_the_epoch_0_record(monkeypatch):
+    plant(monkeypatch, {0: 0.5})
+    model = build_model(ModelConfig("plain", 10, 1, 8, START, width=1 / 16))
+    check = at.ConflictCheck(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), kind="plain", trigger="a_L",
+                             num_classes=10, lr=1e-3, batch_size=4, check_epochs=1)
+    record = {"epoch": 0, "test_acc": 0.1}
+    check(model, 0, record)
+    assert record == {"epoch": 0, "test_acc": 0.1}
+    check(model, 1, record)  # the planted net conflicts after its first training epoch
+    assert record["stop"] == "conflict" and record["autotune_conflict"] is True
+    check(model, 2, later := {})  # past check_epochs
+    assert later == {}
+
+
+def _row(model, seed, *, status="found", depth=8, acc=0.9, mem=1.0, macs=1000, latency=1.0, source=None):
+    source = source or ("auto-tune" if model.startswith("auto-tune") else "fixed")
+    nan = float("nan")
+    found = status in ("found", "finished")
+    return {"dataset": "digits", "model": model, "source": source, "kind": "plain", "seed": seed,
+            "blocks": "1-1-1-1" if found else None, "depth": depth if found else nan, "status": status,
+            "attempts": 2 if source == "auto-tune" else None, "test_acc": acc if found else nan,
+            "parameters": 100 if found else nan, "macs": macs if found else nan, "size_mb": mem / 2 if found else nan,
+            "activation_mb": mem / 2 if found else nan, "memory_mb": mem if found else nan,
+            "latency_ms": latency if found else nan, "cuda_peak_mb": None}
+
+
+def _baselines():
+    # plain-10 has the best single seed (0.99) but residual-10 the best mean (0.94 > 0.845): the
+    # reference is residual-10, threshold 0.94 - 0.02 = 0.92, memory 1.5 MB, 1200 MACs
+    return [_row("plain-10", 0, status="finished", depth=10, acc=0.99, mem=2.0, macs=1000, latency=0.5),
+            _row("plain-10", 1, status="finished", depth=10, acc=0.70, mem=2.0, macs=1000, latency=0.5),
+            _row("residual-10", 0, status="finished", depth=10, acc=0.94, mem=1.5, macs=1200, latency=0.5),
+            _row("residual-10", 1, status="finished", depth=10, acc=0.94, mem=1.5, macs=1200, latency=0.5)]
+
+
+def _claims(rows, margin=0.02):
+    table = pd.DataFrame(rows, columns=list(at.TABLE_COLUMNS))
+    claims = at.autotune_claims(table, at.summary_table(table), START, margin=margin)
+    return {c.claim.split(": ", 1)[1]: c for c in claims}
+
+
+def test_claims_per_seed_then_over_seeds_on_planted_tables():
+    # start START = 14 layers. Seed 2's found net is below the threshold (0.91 < 0.92) although
+    # the mean of the found nets (0.93) is above it: the claim fails because one seed fails.
+    found = [_row("auto-tune plain", 0, depth=8, acc=0.95, mem=1.0, macs=800, latency=9.0),
+             _row("auto-tune plain", 1, depth=10, acc=0.93, mem=1.2, macs=900, latency=9.0),
+             _row("auto-tune plain", 2, depth=12, acc=0.91, mem=1.4, macs=1100, latency=9.0)]
+    c = _claims(found + _baselines())
+    assert list(c) == ["the search ends", "auto-tune shrinks the net", "competitive accuracy", "less memory",
+                       "faster inference"]
+    assert all(x.seeds == 3 for x in c.values())
+    assert c["the search ends"].holds is True
+    assert c["auto-tune shrinks the net"].holds is True
+    assert c["competitive accuracy"].holds is False
+    assert "residual-10" in c["competitive accuracy"].measured and "0.920" in c["competitive accuracy"].measured
+    assert "2: 0.910" in c["competitive accuracy"].measured  # per-seed values are visible
+    assert "(0 yes, 1 yes, 2 no)" in c["competitive accuracy"].measured
+    assert c["less memory"].holds is True
+    # fewer MACs in every seed although every found net is slower on this (planted) machine
+    assert c["faster inference"].holds is True
+    assert "1: 900" in c["faster inference"].measured and "ms" not in c["faster inference"].measured
+    # a wider margin lets seed 2 pass
+    assert _claims(found + _baselines(), margin=0.05)["competitive accuracy"].holds is True
+
+
+def test_claims_do_not_depend_on_latency():
+    found = [_row("auto-tune plain", s, macs=1300 + s, latency=0.01) for s in range(2)]
+    slow = [dict(r, latency_ms=r["latency_ms"] * 1000) for r in found + _baselines()]
+    fast, slowed = _claims(found + _baselines()), _claims(slow)
+    assert [(x.measured, x.holds) for x in fast.values()] == [(x.measured, x.holds) for x in slowed.values()]
+    assert fast["faster inference"].holds is False  # 1300, 1301 >= 1200 MACs: slower, whatever the clock says
+
+
+def test_claims_with_a_search_that_found_nothing():
+    found = [_row("auto-tune plain", 0, acc=0.95), _row("auto-tune plain", 1, status="incomplete"),
+             _row("auto-tune plain", 2, acc=0.95)]
+    c = _claims(found + _baselines())
+    assert c["the search ends"].holds is False and "2 of 3 searches" in c["the search ends"].measured
+    # the others: no seed fails, one cannot apply its rule -> not testable
+    for name in ("auto-tune shrinks the net", "competitive accuracy", "less memory", "faster inference"):
+        assert c[name].holds is None, name
+    assert "1 n/a" in c["competitive accuracy"].measured
+    # ... unless a seed that found a net fails its rule
+    found[0]["test_acc"] = 0.5
+    assert _claims(found + _baselines())["competitive accuracy"].holds is False
+
+
+def test_claims_without_baselines_are_not_testable():
+    c = _claims([_row("auto-tune plain", 0)])
+    assert c["the search ends"].holds is True and c["auto-tune shrinks the net"].holds is True
+    assert c["competitive accuracy"].holds is None and c["faster inference"].holds is None
+
+
+def test_summary_and_latency_tables():
+    table = pd.DataFrame([_row("auto-tune plain", 0, acc=0.8, macs=10), _row("auto-tune plain", 1, acc=0.9, macs=20),
+                          *_baselines()], columns=list(at.TABLE_COLUMNS))
+    summary = at.summary_table(table).set_index("model")
+    assert summary.loc["auto-tune plain", "runs"] == 2
+    assert summary.loc["auto-tune plain", "test_acc"] == pytest.approx(0.85)
+    assert summary.loc["auto-tune plain", "test_acc_min"] == pytest.approx(0.8)
+    assert summary.loc["auto-tune plain", "test_acc_max"] == pytest.approx(0.9)
+    assert summary.loc["plain-10", "test_acc"] == pytest.approx(0.845)
+    assert summary.loc["auto-tune plain", "macs"] == pytest.approx(15)
+    timing = at.latency_table(table)
+    assert list(timing.columns) == ["dataset", "model", "source", "seed", "depth", "macs", "latency_ms", "cuda_peak_mb"]
+    assert timing["seed"].tolist() == [0, 1, 0, 1, 0, 1]
+    with pytest.raises(ValueError, match="latency_ms"):
+        at.latency_table(table.drop(columns=["latency_ms"]))
