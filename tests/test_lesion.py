@@ -189,8 +189,24 @@ def test_conflict_history_counts_conflicting_branch_taps_per_epoch():
 def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRODUCE_ROOT", str(tmp_path))
     torch.set_num_threads(1)
-    P = get_scale("smoke").replace(train_limit=96, lesion_epochs=1, lesion_depth=10, lesion_draws=2)
-    res = lesion.run_lesion_study(P, seed=0, progress=False)
+    P = get_scale("smoke").replace(train_limit=96, lesion_epochs=1, lesion_depth=10, lesion_draws=2, repeats=2)
+    seeds = range(0, P.repeats)
+    studies = lesion.run_lesion_studies(P, seeds, progress=False)
+    assert studies.seeds == (0, 1)
+    # each seed is its own run (the runs run_specs lists), with its own draws
+    assert len({str(r.run.run_dir) for r in studies.results}) == 2
+    assert {str(s.run_dir) for s in lesion.run_specs(P, seeds=seeds)} == {str(r.run.run_dir) for r in studies.results}
+    assert list(studies.summary.columns) == ["seed", "set", "k", "fraction", "mean", "std", "draws"]
+    assert sorted(set(studies.history["seed"])) == [0, 1] and "inference_ms" in studies.comparison
+    over = lesion.lesion_claims_over_seeds(studies)
+    assert [c.seeds for c in over] == [2] * 4
+    per_seed = [lesion.lesion_claims(r) for r in studies.results]
+    for i, claim in enumerate(over):  # a claim holds over seeds only if it holds in every seed
+        if claim.verdict == "holds":
+            assert all(c[i].verdict == "holds" for c in per_seed)
+        if any(c[i].verdict == "does not hold" for c in per_seed):
+            assert claim.verdict == "does not hold"
+    res = studies.results[0]
     assert res.run.status == "finished" and res.run.epochs_done == 1
     assert list(res.table.columns) == list(lesion.TABLE_COLUMNS)
     assert tuple(res.sets) == lesion.SET_NAMES and res.sets["all"] == (0, 1, 2, 3)
@@ -199,7 +215,8 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
         rows = res.table[res.table["set"] == name]
         assert len(rows) == 2 * len(members)  # draws x (k = 1..|set|)
     assert list(res.comparison["net"]) == ["full", "without conflicting blocks"]
-    assert list(res.history["epoch"]) == [1] and not res.history["median_distance"].isna().any()
+    trained = res.history[res.history["epoch"] >= 1]  # an epoch-0 record (the untrained net) may precede
+    assert list(trained["epoch"]) == [1] and not res.history["median_distance"].isna().any()
     assert (tmp_path / "results" / "smoke" / "lesion").is_dir()
     claims = lesion.lesion_claims(res)
     conf, non = res.sets["conflicting"], res.sets["non-conflicting"]
@@ -216,3 +233,137 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     again = lesion.run_lesion_study(P, seed=0, progress=False)
     pd.testing.assert_frame_equal(again.table, res.table)
     assert again.full_accuracy == res.full_accuracy
+
+
+# --------------------------------------------------------------------------- several seeds
+
+
+def test_run_specs_trains_one_net_per_seed():
+    P = get_scale("smoke")
+    specs = lesion.run_specs(P, seeds=range(3, 5))
+    assert [s.train.seed for s in specs] == [3, 4] and [s.data.seed for s in specs] == [3, 4]
+    assert len({s.run_dir for s in specs}) == 2
+    assert specs[1] == lesion.lesion_spec(P, lesion.LesionConfig.from_scale(P, seed=4))
+    for bad, message in (((), "at least one seed"), ((1, 1), "distinct"), ((-1,), "int >= 0"), (("0",), "int >= 0")):
+        with pytest.raises(ValueError, match=message):
+            lesion.run_specs(P, seeds=bad)
+
+
+def test_over_seed_summary_on_a_hand_made_table():
+    frame = pd.DataFrame({"seed": [0, 1, 2, 0, 1, 2], "set": ["all"] * 6, "k": [1, 1, 1, 2, 2, 2],
+                          "mean": [0.9, 0.6, 0.75, 0.2, math.nan, 0.4]})
+    s = lesion.over_seed_summary(frame)
+    assert list(s.columns) == ["set", "k", "mean", "min", "max", "seeds"]
+    assert list(s["k"]) == [1, 2]
+    assert s["mean"][0] == pytest.approx(0.75) and (s["min"][0], s["max"][0]) == (0.6, 0.9)
+    assert s["mean"][1] == pytest.approx(0.3) and list(s["seeds"]) == [3, 2]  # NaN left out
+    with pytest.raises(ValueError, match="one row per seed"):
+        lesion.over_seed_summary(pd.concat([frame, frame.iloc[:1]]))
+    with pytest.raises(ValueError, match="'seed'"):
+        lesion.over_seed_summary(frame.drop(columns="seed"))
+
+
+def summary_rows(curves):
+    """A summary frame from ``{set: [(mean, std) for k = 1, 2, ...]}``."""
+    rows = [{"set": name, "k": k, "fraction": k / 4, "mean": m, "std": sd, "draws": 2}
+            for name, values in curves.items() for k, (m, sd) in enumerate(values, start=1)]
+    return pd.DataFrame(rows, columns=["set", "k", "fraction", "mean", "std", "draws"])
+
+
+def planted(seed, *, conflicting=(), full=0.9, pruned=None, all_curve=(0.5, 0.5, 0.5, 0.1),
+            closest=(0.5, 0.5, 0.5, 0.1), farthest=(0.5, 0.5, 0.5, 0.1), extra=None):
+    """A LesionResult of 4 blocks built by hand (no training): what the claims read."""
+    every = (0, 1, 2, 3)
+    sets = {"conflicting": tuple(conflicting), "non-conflicting": tuple(b for b in every if b not in conflicting),
+            "all": every}
+    summary = summary_rows({"all": [(m, 0.0) for m in all_curve], **(extra or {})})
+    ranked = summary_rows({"closest": [(m, 0.0) for m in closest], "farthest": [(m, 0.0) for m in farthest]})
+    frac, k = lesion.removable_fraction(summary, full, set_name="all", num_blocks=4)
+    comparison = pd.DataFrame({"net": ["full", "without conflicting blocks"], "test_acc": [full, pruned or full]})
+    cfg = lesion.LesionConfig("digits", 10, 1, 2, 1 / 16, 64, 1e-3, 64, seed=seed)
+    return lesion.LesionResult(config=cfg, run=None, full_accuracy=full, blocks=pd.DataFrame({"block": every}),
+                               sets=sets, table=pd.DataFrame(), summary=summary, ranked=pd.DataFrame(),
+                               ranked_summary=ranked, removable={"set": "all", "fraction": frac, "k": k,
+                                                                 "fraction_all": frac, "k_all": k},
+                               comparison=comparison, history=pd.DataFrame({"epoch": [1]}))
+
+
+def verdicts(results):
+    claims = lesion.lesion_claims_over_seeds(lesion.LesionStudies(results))
+    assert [c.seeds for c in claims] == [len(results)] * 4
+    return {c.claim.split(":")[0].split(" ")[0]: c for c in claims}
+
+
+def test_4a_over_seeds_fails_in_one_seed_and_is_untestable_without_conflicting_blocks():
+    good = dict(conflicting=(0, 1, 2), pruned=0.895)  # 3/4 conflicting, 0.5 point lost: holds
+    bad = dict(conflicting=(0, 1), pruned=0.85)  # 2/4 conflicting but 5 points lost: fails
+    assert verdicts([planted(0, **good), planted(1, **good)])["4a"].verdict == "holds"
+    both = verdicts([planted(0, **good), planted(1, **bad)])["4a"]
+    assert both.verdict == "does not hold"
+    assert "holds in 1 of 2 seeds (0 yes, 1 no)" in both.measured and "0: -0.005, 1: -0.050" in both.measured
+    assert verdicts([planted(0, **good), planted(1)])["4a"].verdict == "not testable"
+    none = verdicts([planted(0), planted(1)])
+    assert none["4a"].verdict == "not testable" and "nothing to remove" in none["4a"].measured
+    assert none["4b"].verdict == "not testable" and "0: 0/4, 1: 0/4" in none["4b"].measured
+
+
+def test_4b_over_seeds_is_decided_per_seed():
+    # k* = 1: non-conflicting removed 0.60 vs conflicting removed 0.85 with stds 0.05 -> holds
+    hurts = {"conflicting": [(0.85, 0.05)], "non-conflicting": [(0.60, 0.02), (0.4, 0.0), (0.3, 0.0)]}
+    close = {"conflicting": [(0.85, 0.05)], "non-conflicting": [(0.82, 0.02), (0.4, 0.0), (0.3, 0.0)]}
+    holds = verdicts([planted(0, conflicting=(0,), extra=hurts), planted(1, conflicting=(3,), extra=hurts)])
+    assert holds["4b"].verdict == "holds"
+    mixed = verdicts([planted(0, conflicting=(0,), extra=hurts), planted(1, conflicting=(3,), extra=close)])
+    assert mixed["4b"].verdict == "does not hold" and "0: 0.600, 1: 0.820" in mixed["4b"].measured
+
+
+def test_4c_holds_in_every_seed_but_not_on_the_seed_mean_curve():
+    # seed 0 keeps the accuracy at k = 2 only, seed 1 at k = 3 only: each seed removes >= half of
+    # the blocks, but the seed-mean curve (0.5, 0.7, 0.7, 0.1) never comes within a point of 0.9
+    s0 = planted(0, all_curve=(0.5, 0.9, 0.5, 0.1))
+    s1 = planted(1, all_curve=(0.5, 0.5, 0.9, 0.1))
+    assert (s0.removable["k_all"], s1.removable["k_all"]) == (2, 3)
+    c = verdicts([s0, s1])["4c"]
+    assert c.verdict == "does not hold"
+    assert "holds in 2 of 2 seeds" in c.measured and "0: 0.50, 1: 0.75" in c.measured
+    assert "seed-mean curve: 0/4" in c.measured
+    same = verdicts([s0, planted(1, all_curve=(0.5, 0.9, 0.5, 0.1))])["4c"]
+    assert same.verdict == "holds" and "seed-mean curve: 2/4 = 50 %" in same.measured
+
+
+def test_addition_holds_in_every_seed_but_not_on_the_seed_means():
+    far = (0.5, 0.5, 0.5, 0.1)
+    # closest - farthest over k = 1..3: seed 0 (+.2, +.2, -.3), seed 1 (-.3, +.2, +.2): 2 wins of 3
+    # and +3.3 points each; the seed means (-.05, +.2, -.05) win once only
+    s0 = planted(0, closest=(0.7, 0.7, 0.2, 0.1), farthest=far)
+    s1 = planted(1, closest=(0.2, 0.7, 0.7, 0.1), farthest=far)
+    alone = verdicts([s0])["addition"]
+    assert alone.verdict == "holds" and "+3.3" in alone.measured
+    c = verdicts([s0, s1])["addition"]
+    assert c.verdict == "does not hold" and "holds in 2 of 2 seeds" in c.measured
+    assert "seed means: closest better at 1/3 k" in c.measured
+    assert verdicts([s0, planted(1, closest=(0.7, 0.7, 0.2, 0.1), farthest=far)])["addition"].verdict == "holds"
+
+
+def test_studies_stack_tables_by_seed_and_reject_mixed_studies():
+    studies = lesion.LesionStudies([planted(4, all_curve=(0.8, 0.7, 0.6, 0.1)), planted(2)])
+    assert studies.seeds == (4, 2)
+    s = studies.summary
+    assert list(s.columns)[0] == "seed" and list(s["seed"]) == [4] * 4 + [2] * 4
+    assert list(s[s["seed"] == 4]["mean"]) == [0.8, 0.7, 0.6, 0.1]
+    assert list(studies.removable["seed"]) == [4, 2]
+    with pytest.raises(ValueError, match="once"):
+        lesion.LesionStudies([planted(1), planted(1)])
+    with pytest.raises(ValueError, match="at least one seed"):
+        lesion.LesionStudies([])
+    short = planted(3)
+    short.sets = {**short.sets, "all": (0, 1, 2)}
+    with pytest.raises(ValueError, match=r"block counts \[3, 4\]"):
+        lesion.LesionStudies([planted(1), short])
+
+
+def test_claims_rows_carry_no_timing():
+    res = planted(0, conflicting=(0, 1, 2), pruned=0.895)
+    res.comparison = res.comparison.assign(inference_ms=[1.234567, 0.987654])
+    for c in lesion.lesion_claims(res):
+        assert "1.23" not in c.measured and "0.98" not in c.measured and "ms" not in c.measured
