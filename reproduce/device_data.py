@@ -327,8 +327,10 @@ class DeviceSplit(Dataset):
         return apply_augmentation(x, self.pipeline, draws), y
 
     def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
-                device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass in batches of ``batch_size`` (the last one smaller), shuffled with the CPU
+                device: torch.device | None = None, drop_last: bool = False
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass in batches of ``batch_size`` (the last one smaller, or left out with
+        ``drop_last``), shuffled with the CPU
         ``generator``; the augmentation of the pass is drawn at its start from a generator on the
         split's device seeded from ``generator`` (so a pass is determined by it)."""
         n, dev = len(self), self.device
@@ -338,7 +340,7 @@ class DeviceSplit(Dataset):
             seed = generator.initial_seed() if generator is not None else int(torch.randint(2**62, ()))
             device_gen = torch.Generator(device=dev).manual_seed((seed * 2_654_435_761 + 97) % (2**63 - 1))
             draws = draw_augmentation(n, self.pipeline, device_gen, dev)
-        for start in range(0, n, batch_size):
+        for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
             index = order[start:start + batch_size]
             x, y = self.batch(index, None if draws is None else draws[start:start + batch_size])
             if device is not None and device != dev:

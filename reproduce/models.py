@@ -16,9 +16,17 @@ This module also owns two small helpers every other module uses: :func:`eval_mod
 
 Choices the specification leaves open (written down here):
 
-* Initialisation: He-uniform (``kaiming_uniform_`` for ReLU, bound ``sqrt(6 / fan_in)``) for every
-  dense and conv weight, zero biases, batch-norm scale 1 and shift 0. Convolutions followed by a
-  batch norm have no bias.
+The settings of the released implementation are fields of :class:`ModelConfig` with the released
+values as defaults (``docs/method.md#released-settings``):
+
+* ``bn_momentum=0.01, bn_eps=1e-3``: Keras' batch-norm defaults (moving average 0.99) in PyTorch's
+  terms (PyTorch's own defaults are 0.1 and 1e-5);
+* ``init="released"``: conv nets get He-normal block convolutions (Keras' ``he_normal``: a normal of
+  std ``sqrt(2 / fan_in) / 0.8796`` truncated at two std, shortcut projections included) and a
+  Glorot-uniform stem convolution and classifier; ``init="he-uniform"`` (round 1's choice) gives
+  every conv and dense weight He-uniform (bound ``sqrt(6 / fan_in)``). The FNN is He-uniform in both
+  (as released). Biases start at 0, batch-norm scales at 1 and shifts at 0;
+* ``conv_bias=True``: convolutions have a bias (released), also those followed by a batch norm.
 * Width multiplier: a stage of ``f`` filters gets ``max(1, round(f * width))`` filters.
 * Residual branch tap: ``s_k = 1 / sqrt(var(z_k) + 1e-6)`` uses the population variance (divide
   by the number of elements), as ``tf.math.reduce_variance`` does.
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import numbers
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Sequence
@@ -48,6 +57,7 @@ __all__ = [
     "CONV_KINDS",
     "STAGE_FILTERS",
     "TAP_ROLES",
+    "INITS",
     "ModelConfig",
     "Tap",
     "FNN",
@@ -82,6 +92,10 @@ MODEL_KINDS = ("fnn", "plain", "residual")
 CONV_KINDS = ("plain", "residual")
 #: what a tap measures: an FNN ``hidden`` layer, a residual ``branch``, a block ``output``, the ``stem``
 TAP_ROLES = ("hidden", "branch", "output", "stem")
+#: weight initialisations of the conv nets (``ModelConfig.init``): the released one, round 1's
+INITS = ("released", "he-uniform")
+#: Keras' truncated normal divides the std by the std of a unit normal truncated at +-2
+TRUNCATED_NORMAL_STD = 0.87962566103423978
 STAGE_FILTERS = (64, 128, 256, 512)
 STEM_FILTERS = 64
 BRANCH_VAR_EPS = 1e-6
@@ -151,6 +165,8 @@ class ModelConfig:
     ``kind`` is ``fnn``, ``plain`` or ``residual``. Conv nets use ``blocks`` (per stage) and
     ``width`` (multiplier); the FNN uses ``fnn_width`` units in each of ``fnn_depth`` hidden layers.
     ``removed`` lists the (global) indices of residual blocks replaced by their shortcut.
+    ``bn_momentum``, ``bn_eps``, ``init`` and ``conv_bias`` are the released implementation's
+    settings (module docstring); change them to study their effect.
     """
 
     kind: str
@@ -162,8 +178,19 @@ class ModelConfig:
     fnn_width: int = 0
     fnn_depth: int = 0
     removed: tuple[int, ...] = field(default=())
+    #: batch norm in PyTorch's terms: new running stat = (1 - momentum) * old + momentum * batch stat
+    bn_momentum: float = 0.01
+    bn_eps: float = 1e-3
+    init: str = "released"
+    conv_bias: bool = True
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid choices are {', '.join(INITS)}")
+        if not 0 < self.bn_momentum <= 1 or not self.bn_eps > 0:
+            raise ValueError(f"bn_momentum must be in (0, 1] and bn_eps > 0, got {self.bn_momentum!r}, {self.bn_eps!r}")
+        if not isinstance(self.conv_bias, bool):
+            raise ValueError(f"conv_bias must be True or False, got {self.conv_bias!r}")
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"unknown model kind {self.kind!r}; valid kinds are {', '.join(MODEL_KINDS)}")
         if self.num_classes < 1:
@@ -240,11 +267,35 @@ def _he_uniform(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_uniform_(m.weight, a=0.0, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        _reset_bias_and_norm(m)
+
+
+def _reset_bias_and_norm(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _he_normal_truncated(weight: torch.Tensor) -> None:
+    """Keras' ``he_normal``: N(0, std) truncated at +-2 std, std = sqrt(2 / fan_in) / 0.8796."""
+    fan_in = weight[0].numel()
+    std = math.sqrt(2.0 / fan_in) / TRUNCATED_NORMAL_STD
+    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+def _released_init(net: "ConvNet") -> None:
+    """The released conv-net initialisation: He-normal block convolutions, Glorot-uniform stem and head."""
+    for m in net.modules():
+        _reset_bias_and_norm(m)
+    for stage in net.stages:
+        for m in stage.modules():
+            if isinstance(m, nn.Conv2d):
+                _he_normal_truncated(m.weight)
+    for m in (*net.stem.modules(), net.fc):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
 
 
 def _last(taps: Iterator[Tap]) -> torch.Tensor:
@@ -282,21 +333,24 @@ class FNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int, config: ModelConfig) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=config.conv_bias),
+            nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum)]
 
 
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, then (residual) + shortcut and ReLU, or (plain) ReLU."""
 
-    def __init__(self, cin: int, cout: int, stride: int, residual: bool):
+    def __init__(self, cin: int, cout: int, stride: int, residual: bool, config: ModelConfig | None = None):
+        """``config`` supplies the batch-norm and bias settings (default: the released ones)."""
         super().__init__()
-        self.conv1, self.bn1 = _conv_bn(cin, cout, 3, stride)
-        self.conv2, self.bn2 = _conv_bn(cout, cout, 3, 1)
+        config = config or ModelConfig("plain", 1)
+        self.conv1, self.bn1 = _conv_bn(cin, cout, 3, stride, config)
+        self.conv2, self.bn2 = _conv_bn(cout, cout, 3, 1, config)
         self.shortcut: nn.Module | None = None
         if residual:
             if stride != 1 or cin != cout:
-                self.shortcut = nn.Sequential(*_conv_bn(cin, cout, 1, stride))
+                self.shortcut = nn.Sequential(*_conv_bn(cin, cout, 1, stride, config))
             else:
                 self.shortcut = nn.Identity()
 
@@ -352,7 +406,7 @@ class ConvNet(nn.Module):
         def ch(f: int) -> int:
             return max(1, int(round(f * config.width)))
 
-        stem: list[nn.Module] = [*_conv_bn(config.in_channels, ch(STEM_FILTERS), 7, 2), nn.ReLU()]
+        stem: list[nn.Module] = [*_conv_bn(config.in_channels, ch(STEM_FILTERS), 7, 2, config), nn.ReLU()]
         if config.input_size > 50:
             stem.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*stem)
@@ -360,11 +414,14 @@ class ConvNet(nn.Module):
         for s, (n, f) in enumerate(zip(config.blocks, STAGE_FILTERS)):
             stage = []
             for j in range(n):
-                stage.append(BasicBlock(cin, ch(f), 2 if (j == 0 and s > 0) else 1, residual))
+                stage.append(BasicBlock(cin, ch(f), 2 if (j == 0 and s > 0) else 1, residual, config))
                 cin = ch(f)
             self.add_module(f"layer{s + 1}", nn.Sequential(*stage))
         self.fc = nn.Linear(cin, config.num_classes)
-        _he_uniform(self)
+        if config.init == "released":
+            _released_init(self)
+        else:
+            _he_uniform(self)
         for i in config.removed:
             self._replace_block(i, RemovedBlock(self.blocks[i].shortcut))
 

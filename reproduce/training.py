@@ -113,6 +113,11 @@ class TrainConfig:
     #: "float32" (the default, for fidelity: TF32 off on CUDA), "tf32" (TF32 convolutions and
     #: matmuls on CUDA; the CPU computes float32), "bf16-mixed" (forward and loss autocast to bfloat16)
     precision: str = "float32"
+    #: leave out the last, smaller batch of every epoch (as the released implementation does)
+    drop_last: bool = True
+    #: before the first epoch, record epoch 0: the untrained net evaluated and measured (the
+    #: callbacks run with ``epoch=0``), so that averages over a run include its start (as released)
+    measure_start: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -136,8 +141,14 @@ class TrainConfig:
         return self.device_data or self.compile is not None or self.precision == "bf16-mixed"
 
 
-#: the defaults of TrainConfig's fields (a checkpoint written before a field existed had its default)
+#: the defaults of TrainConfig's fields (a checkpoint written before a field existed had its default) ...
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+#: ... except the fields whose default changed to the released setting when they were added: a
+#: checkpoint without them was trained with the earlier behaviour
+_TRAIN_DEFAULTS.update(drop_last=False, measure_start=False)
+#: the same for ModelConfig: checkpoints written before these fields used PyTorch's batch norm
+#: defaults, He-uniform weights and no conv bias
+_MODEL_BEFORE_FIELDS = {"bn_momentum": 0.1, "bn_eps": 1e-5, "init": "he-uniform", "conv_bias": False}
 
 #: the choices of ``TrainConfig.compile`` and ``TrainConfig.precision``
 COMPILE_MODES = (None, "reduce-overhead", "cuda-graph")
@@ -244,8 +255,9 @@ class RunResult:
 
 
 def final_test_accuracy(history: Sequence[dict], last: int) -> float:
-    """Mean test accuracy over the last ``last`` epochs, nan for an empty history."""
-    accs = [r["test_acc"] for r in history if r.get("test_acc") is not None][-max(1, last):]
+    """Mean test accuracy over the last ``last`` trained epochs (the epoch-0 record of the untrained
+    net never counts), nan when there is none."""
+    accs = [r["test_acc"] for r in history if r.get("test_acc") is not None and r.get("epoch", 1) >= 1][-max(1, last):]
     return float(sum(accs) / len(accs)) if accs else float("nan")
 
 
@@ -258,20 +270,25 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _batches(ds: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
-             device: torch.device, num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``ds`` on ``device``; a fast in-memory path for TensorDatasets."""
+             device: torch.device, num_workers: int = 0, drop_last: bool = False
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``ds`` on ``device``; a fast in-memory path for TensorDatasets. ``drop_last``
+    leaves out the last batch when it is smaller than ``batch_size``."""
+    if drop_last and len(ds) < batch_size:
+        raise ValueError(f"the training set holds {len(ds)} samples, fewer than one batch of {batch_size}: with "
+                         f"drop_last=True an epoch would take no step; use a smaller batch_size or drop_last=False")
     if isinstance(ds, DeviceSplit):  # held on a device, augmented there a batch at a time
-        yield from ds.batches(batch_size, shuffle=shuffle, generator=generator, device=device)
+        yield from ds.batches(batch_size, shuffle=shuffle, generator=generator, device=device, drop_last=drop_last)
         return
     if isinstance(ds, TensorDataset):
         x, y = ds.tensors[0], ds.tensors[1]
         n = len(x)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
+        for start in range(0, n - batch_size + 1 if drop_last else n, batch_size):
             idx = order[start:start + batch_size]
             yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
         return
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     for xb, yb in loader:
         yield xb.to(device, non_blocking=True), torch.as_tensor(yb).to(device, non_blocking=True)
@@ -342,7 +359,7 @@ def data_identity(data: Any) -> dict:
 
 
 def _model_config_from_dict(d: dict) -> ModelConfig:
-    d = dict(d)
+    d = {**(_MODEL_BEFORE_FIELDS if d.get("kind") != "fnn" else {}), **d}
     d["blocks"] = tuple(d.get("blocks", ()))
     d["removed"] = tuple(d.get("removed", ()))
     return ModelConfig(**d)
@@ -467,7 +484,7 @@ def _check_same_run(ckpt: dict, run: _Run) -> None:
     """ValueError when the checkpoint in the run folder holds another configuration or other data."""
     mcfg, tcfg = asdict(run.mcfg), asdict(run.tcfg)
     # a field added after the checkpoint was written has its default there (the behaviour it had)
-    saved_m = ckpt["model_config"]
+    saved_m = asdict(_model_config_from_dict(ckpt["model_config"]))
     saved_t = {**_TRAIN_DEFAULTS, **ckpt["train_config"]}
     # checkpoints written before data identities were stored are compared by name only
     saved_id = ckpt.get("data_identity", {"name": ckpt.get("data")})
@@ -534,7 +551,7 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
     epoch, gen = _begin_epoch(run)
     n_seen, loss_sum, correct = 0, 0.0, 0
     for xb, yb in _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
-                           num_workers=tcfg.num_workers):
+                           num_workers=tcfg.num_workers, drop_last=tcfg.drop_last):
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         if not torch.isfinite(loss):
@@ -566,7 +583,7 @@ def _train_epoch_fast(run: _Run, train_set: Dataset, dev: torch.device) -> dict[
     step = run.step
     n_seen = 0
     for xb, yb in _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
-                           num_workers=tcfg.num_workers):
+                           num_workers=tcfg.num_workers, drop_last=tcfg.drop_last):
         step(xb, yb)
         n_seen += len(yb)
     loss_sum, correct, bad_inputs = step.totals()
@@ -781,9 +798,28 @@ def train(
         return run.result()
 
 
+def _start_record(run: _Run, data: Any, dev: torch.device, callbacks: Sequence[Callback]) -> None:
+    """Epoch 0: the untrained net evaluated and measured (callbacks see ``epoch=0``), saved."""
+    t0 = time.perf_counter()
+    try:
+        record = _epoch_record(run, {"epoch": 0}, data, dev, callbacks)
+    except NonFiniteActivationError as exc:
+        run.status, run.diverged_epoch = "diverged", 0
+        record = {"epoch": 0, "diverged": True, "reason": f"non-finite activations while measuring ({exc})",
+                  "test_acc": None}
+    if record.get("stop") and run.status == "running":
+        run.status, run.stop_reason = "stopped", str(record["stop"])
+    record["seconds"] = time.perf_counter() - t0
+    run.history.append(record)
+    run.save()
+
+
 def _run_epochs(run: _Run, data: Any, dev: torch.device, callbacks: Sequence[Callback], last: int, *,
                 progress: bool, desc: str) -> None:
-    """Epochs ``run.epoch + 1 .. last``: train, record, save; stop early when the run ends."""
+    """Epochs ``run.epoch + 1 .. last``: train, record, save; stop early when the run ends.
+    A fresh run with ``measure_start`` first records epoch 0 (:func:`_start_record`)."""
+    if run.epoch == 0 and not run.history and run.tcfg.measure_start:
+        _start_record(run, data, dev, callbacks)
     bar = progress_bar(enabled=progress, total=last - run.epoch, desc=desc, unit="epoch", leave=False)
     while run.epoch < last and run.status == "running":
         t0 = time.perf_counter()

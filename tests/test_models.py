@@ -1,3 +1,4 @@
+from dataclasses import replace
 import pytest
 import torch
 from torch import nn
@@ -92,9 +93,12 @@ def test_width_multiplier_and_param_count():
     fnn = build_model(ModelConfig("fnn", 10, 1, 8, fnn_width=16, fnn_depth=1))
     assert count_parameters(fnn) == 64 * 16 + 16 + 16 * 10 + 10
     # depth-4 plain net at width 1/16: stem conv 7x7 1->4 + BN(4); one block 4->4 (two 3x3 + 2 BN); fc 4->10
+    # convolutions carry a bias (4 per conv) unless conv_bias=False
     plain4 = build_model(conv_cfg("plain", (1, 0, 0, 0)))
     expected = 7 * 7 * 1 * 4 + 2 * 4 + 2 * (3 * 3 * 4 * 4 + 2 * 4) + 4 * 10 + 10
-    assert count_parameters(plain4) == expected
+    assert count_parameters(plain4) == expected + 3 * 4
+    no_bias = build_model(replace(conv_cfg("plain", (1, 0, 0, 0)), conv_bias=False))
+    assert count_parameters(no_bias) == expected
 
 
 # --- taps ----------------------------------------------------------------------------------
@@ -196,3 +200,56 @@ def test_removal_errors():
         remove_blocks(build_model(conv_cfg("plain")), [0])
     assert isinstance(build_model(conv_cfg("residual")), ConvNet)
     assert set(DEPTH_TABLE) == {4, 10, 20, 30, 50, 76, 100, 120}
+
+
+# --- the released implementation's settings (defaults) ---------------------------------------
+
+
+def test_released_settings_are_the_defaults():
+    cfg = ModelConfig("residual", 10, 1, 8, (1, 1, 0, 0), width=1 / 8)
+    assert (cfg.bn_momentum, cfg.bn_eps, cfg.init, cfg.conv_bias) == (0.01, 1e-3, "released", True)
+    net = build_model(cfg)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert bns and all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)
+    assert convs and all(m.bias is not None and torch.all(m.bias == 0) for m in convs)
+    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in bns)
+
+
+def test_bad_settings_name_the_valid_choices():
+    with pytest.raises(ValueError, match="unknown init 'glorot'.*released, he-uniform"):
+        ModelConfig("plain", 10, init="glorot")
+    with pytest.raises(ValueError, match="bn_momentum"):
+        ModelConfig("plain", 10, bn_momentum=0.0)
+
+
+def test_released_init_he_normal_blocks_glorot_stem_and_head():
+    torch.manual_seed(0)
+    net = build_model(ModelConfig("residual", 10, 3, 32, (1, 1, 1, 1), width=1.0))
+    # block conv of stage 4: 512 x 512 x 3 x 3, fan_in = 4608: He-normal std sqrt(2 / fan_in), truncated
+    # at 2 std of the untruncated normal (std sqrt(2 / fan_in) / 0.8796)
+    w = net.layer4[0].conv2.weight
+    he = (2 / (512 * 9)) ** 0.5
+    assert abs(w.std().item() / he - 1) < 0.01
+    assert w.abs().max().item() <= 2 * he / 0.87962566103423978 + 1e-7
+    assert w.abs().max().item() > 1.9 * he / 0.87962566103423978  # the tails reach the cut
+    # the 1x1 projection shortcut is a block convolution too
+    s = net.layer2[0].shortcut[0].weight  # 128 x 64 x 1 x 1, fan_in 64
+    assert abs(s.std().item() / (2 / 64) ** 0.5 - 1) < 0.05
+    # stem 7x7 3->64 and the head 512->10: Glorot-uniform, bound sqrt(6 / (fan_in + fan_out))
+    for weight, fan_in, fan_out in ((net.stem[0].weight, 3 * 49, 64 * 49), (net.fc.weight, 512, 10)):
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert weight.abs().max().item() <= bound
+        assert weight.abs().max().item() > 0.98 * bound  # uniform: the extremes are near the bound
+        assert abs(weight.std().item() / (bound / 3**0.5) - 1) < 0.1
+
+
+def test_he_uniform_init_and_pytorch_batch_norm_on_request():
+    torch.manual_seed(0)
+    net = build_model(ModelConfig("plain", 10, 1, 8, (1, 1, 1, 1), width=1.0, init="he-uniform",
+                                  bn_momentum=0.1, bn_eps=1e-5, conv_bias=False))
+    w = net.layer4[0].conv1.weight  # fan_in 256 * 9
+    bound = (6 / (256 * 9)) ** 0.5
+    assert w.abs().max().item() <= bound and w.abs().max().item() > 0.99 * bound
+    assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert all(m.momentum == 0.1 and m.eps == 1e-5 for m in net.modules() if isinstance(m, nn.BatchNorm2d))

@@ -42,7 +42,8 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, mcfg):
     assert [r["test_acc"] for r in straight.history] == [r["test_acc"] for r in resumed.history]
     # the metrics file holds one JSON line per epoch
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    # (epoch 0: the untrained net, recorded before training)
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3, 4]
 
 
 def test_finished_run_is_reused_not_retrained(tmp_path):
@@ -100,7 +101,7 @@ def test_callback_can_stop_and_add_metrics(tmp_path):
 
     res = train(FNN, toy_data(), TrainConfig(epochs=5, batch_size=16), tmp_path, progress=False, callbacks=[cb])
     assert res.status == "stopped" and res.stop_reason == "planted" and res.epochs_done == 2
-    assert [r["custom"] for r in res.history] == [10, 20]
+    assert [r["custom"] for r in res.history] == [0, 10, 20]  # callbacks also see epoch 0
 
 
 def test_other_config_in_folder_is_refused(tmp_path):
@@ -150,7 +151,7 @@ def test_numpy_values_from_callbacks_survive_resume(tmp_path):
     train(FNN, toy_data(), cfg, tmp_path, progress=False, callbacks=[cb], stop_after=1)
     resumed = train(FNN, toy_data(), cfg, tmp_path, progress=False, callbacks=[cb])
     assert resumed.resumed_from == 1  # the checkpoint was readable, not recomputed
-    assert [r["np_mean"] for r in resumed.history] == [1.5, 2.5, 3.5]
+    assert [r["np_mean"] for r in resumed.history] == [0.5, 1.5, 2.5, 3.5]
     assert all(type(r["np_mean"]) is float for r in resumed.history)
 
 
@@ -175,3 +176,69 @@ def test_other_data_in_folder_is_refused(tmp_path):
         train(mcfg, load_dataset("digits", flat=True, train_limit=100, seed=1), cfg, tmp_path, progress=False)
     again = train(mcfg, load_dataset("digits", flat=True, train_limit=100), cfg, tmp_path, progress=False)
     assert again.resumed_from == 1
+
+
+# --- the released bookkeeping (defaults) ------------------------------------------------------
+
+
+def test_released_bookkeeping_is_the_default():
+    cfg = TrainConfig(epochs=1)
+    assert (cfg.drop_last, cfg.measure_start, cfg.precision) == (True, True, "float32")
+
+
+def test_drop_last_takes_floor_n_over_batch_steps():
+    from reproduce.training import _batches
+
+    # 96 samples at batch 40: two full batches (the last 16 samples are left out) with drop_last
+    data = toy_data()
+    sizes = {drop: [len(y) for _, y in _batches(data.train, 40, shuffle=True, generator=torch.Generator().manual_seed(0),
+                                                device=torch.device("cpu"), drop_last=drop)]
+             for drop in (True, False)}
+    assert sizes[True] == [40, 40] and sizes[False] == [40, 40, 16]
+    # the training loop takes exactly those steps: record the batch size of every training-mode forward
+    for drop in (True, False):
+        trained = []
+
+        def watch(model, trained=trained):
+            model.register_forward_pre_hook(lambda m, args: trained.append(len(args[0])) if m.training else None)
+
+        train(FNN, data, TrainConfig(epochs=1, batch_size=40, drop_last=drop), progress=False, init_fn=watch)
+        assert sorted(trained) == sorted(sizes[drop])
+    with pytest.raises(ValueError, match="fewer than one batch of 200"):
+        train(FNN, toy_data(), TrainConfig(epochs=1, batch_size=200), progress=False)
+
+
+def test_epoch_zero_records_the_untrained_net(tmp_path):
+    from reproduce.models import build_model
+    from reproduce.training import evaluate
+
+    data = toy_data()
+    seen = []
+    res = train(FNN, data, TrainConfig(epochs=2, batch_size=16, seed=5), tmp_path, progress=False,
+                callbacks=[lambda model, epoch, record: seen.append((epoch, model.training))])
+    torch.manual_seed(5)  # the run's initialisation, rebuilt by hand
+    loss, acc = evaluate(build_model(FNN), data.test)
+    first = res.history[0]
+    assert first["epoch"] == 0 and first["test_acc"] == acc and first["test_loss"] == pytest.approx(loss, rel=1e-12)
+    assert "train_loss_running" not in first
+    assert [e for e, _ in seen] == [0, 1, 2]
+    # without measure_start the history starts at epoch 1, and the weights are the same (epoch 0
+    # draws nothing from the training RNG)
+    plain = train(FNN, data, TrainConfig(epochs=2, batch_size=16, seed=5, measure_start=False), progress=False)
+    assert [r["epoch"] for r in plain.history] == [1, 2]
+    assert same_weights(plain.model, res.model)
+
+
+def test_final_test_accuracy_leaves_out_epoch_zero():
+    history = [{"epoch": 0, "test_acc": 0.1}, {"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.7}]
+    assert final_test_accuracy(history, 4) == pytest.approx(0.6)
+    assert final_test_accuracy(history, 1) == pytest.approx(0.7)
+
+
+def test_checkpoints_without_the_new_fields_keep_their_old_behaviour():
+    from reproduce.training import _model_config_from_dict, _train_config_from_dict
+
+    old_t = _train_config_from_dict({"epochs": 3})
+    assert old_t.drop_last is False and old_t.measure_start is False
+    old_m = _model_config_from_dict({"kind": "plain", "num_classes": 10, "blocks": [1, 1, 1, 1]})
+    assert (old_m.bn_momentum, old_m.bn_eps, old_m.init, old_m.conv_bias) == (0.1, 1e-5, "he-uniform", False)
