@@ -9,6 +9,7 @@
     python -m reproduce plan   [--scale S] [--assume-steps-per-second X] [NOTEBOOK ...]
     python -m reproduce sweep  [--scale S] [--executor local|slurm] [--jobs N] [--dry-run] [NOTEBOOK ...]
     python -m reproduce status [--scale S] [NOTEBOOK ...]
+    python -m reproduce compare [--scale S] [--against REV|DIR] [--tolerance REL]
 
 ``list`` prints the notebooks of ``<root>/notebooks`` (files named ``NN_name.ipynb``), one per
 line, with the first markdown heading of each as its title.
@@ -32,6 +33,11 @@ job through submitit (``local`` processes or a ``slurm`` job array; SLURM settin
 ``--config FILE``, flags winning); and per notebook, which runs are done, running, queued,
 failed (with the log and its last lines), partial or missing. Exit status: 0 ok, 1 when a job
 failed (``sweep``) or a run failed (``status``), 2 for a bad command line.
+
+``compare`` says what moved between the working tree's ``figures/<scale>/*.csv`` and the
+committed ones (or a reference folder): changed verdicts, moved numbers beside their committed
+spread over seeds (see :mod:`reproduce.compare`); exit status 0 when nothing moved, 1 otherwise,
+2 on bad input.
 
 Choices made here:
 
@@ -332,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m reproduce",
         description="Run the notebooks that reproduce the paper's claims.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,data,plan,sweep,status}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,data,plan,sweep,status,compare}")
     sub.add_parser("list", parents=[common], help="list the notebooks with their titles")
     run = sub.add_parser("run", parents=[common], help="execute notebooks with papermill")
     run.add_argument(
@@ -360,7 +366,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_sub.add_parser("status", parents=[data_root], help="which datasets are present under the data folder")
     _add_sweep_parsers(sub, common)
+    _add_compare_parser(sub, common)
     return parser
+
+
+def _add_compare_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``compare`` (see :mod:`reproduce.compare`)."""
+    compare = sub.add_parser("compare", parents=[common],
+                             help="what moved between the fresh figures/<scale>/*.csv and the committed ones")
+    # validated by reproduce.compare (scales.get_scale), which names the valid scales
+    compare.add_argument("--scale", default="cpu", help="the figures/<scale>/ folder (default: %(default)s)")
+    compare.add_argument("--against", default=None, metavar="REV|DIR",
+                         help="a folder holding the reference CSV files, else a git revision (default: HEAD)")
+    compare.add_argument("--tolerance", type=_nonnegative_float, default=0.0, metavar="REL",
+                         help="relative tolerance of a number (default: 0, any change counts)")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``compare``; returns the exit status (0 nothing moved, 1 something moved, 2 bad input)."""
+    from .compare import CompareError, compare_figures
+
+    try:
+        report = compare_figures(args.scale, args.against, args.tolerance, root=args.root)
+    except CompareError as err:
+        print(f"python -m reproduce compare: error: {err}", file=sys.stderr)
+        return 2
+    print(report.format())
+    return report.exit_status
 
 
 def _bounded(cast: type, low: float, *, strict: bool, what: str):
@@ -381,6 +413,7 @@ def _bounded(cast: type, low: float, *, strict: bool, what: str):
 _positive_int = _bounded(int, 1, strict=False, what="an int >= 1")
 _count = _bounded(int, 0, strict=False, what="an int >= 0")
 _positive_float = _bounded(float, 0.0, strict=True, what="a number > 0")
+_nonnegative_float = _bounded(float, 0.0, strict=False, what="a number >= 0")
 
 
 #: the flags of ``sweep`` that only the SLURM executor reads (``--config`` holds the same keys)
@@ -521,6 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _data(args)
     if args.command in ("plan", "sweep", "status"):
         return _sweep_commands(args)
+    if args.command == "compare":
+        return _compare(args)
     root = (args.root or default_root()).resolve()
     available = find_notebooks(root)
 
