@@ -40,10 +40,12 @@ def test_depth_sweep_tables_one_row_per_run(tmp_root):
     assert sorted(runs["kind"]) == ["plain", "residual"]
     assert set(runs["depth"]) == {4}
     assert set(runs["status"]) == {"finished"}
-    # one row per run and epoch
-    assert len(per_epoch) == 2 * 2
-    assert sorted(per_epoch["epoch"].unique()) == [1, 2]
-    # the run table summarises the per-epoch table: mean entropy over epochs, last-epoch test acc
+    # one row per run and record: trained epochs 1, 2 and, when training records it, epoch 0
+    epochs = sorted(per_epoch["epoch"].unique())
+    assert epochs in ([1, 2], [0, 1, 2])
+    assert len(per_epoch) == 2 * len(epochs)
+    # the run table summarises the per-epoch table: mean entropy over every measured record (epoch 0
+    # included, as released), test accuracy of the last trained epoch (last_epochs = 1)
     for _, row in runs.iterrows():
         ep = per_epoch[per_epoch["kind"] == row["kind"]].sort_values("epoch")
         assert row["entropy_mean"] == pytest.approx(ep["a_L_entropy"].mean())
@@ -190,3 +192,228 @@ def test_first_detection_epoch_early_and_empty_cases():
     assert ds.first_detection_epoch([]) is None
     with pytest.raises(ValueError, match="contains"):
         ds.first_detection_epoch(stable, mode="subset")
+
+
+# --------------------------------------------------------------------------- epoch-0 records
+
+
+def test_run_row_reads_epochs_from_their_key_with_an_untrained_record():
+    # epoch 0 (untrained) first: its entropy enters the average, its accuracies do not
+    history = [
+        {"epoch": 0, "test_acc": 0.1, "train_acc": 0.1, "a_L_entropy": 0.9, "a_L_num_bundles": 2,
+         "bundles": _rows([0.9])},
+        {"epoch": 1, "test_acc": 0.5, "train_acc": 0.6, "a_L_entropy": 0.3, "a_L_num_bundles": 8,
+         "bundles": _rows([0.3])},
+        {"epoch": 2, "test_acc": 0.7, "train_acc": 0.8, "a_L_entropy": 0.0, "a_L_num_bundles": 10,
+         "bundles": _rows([0.0])},
+    ]
+    row = ds.run_row(_fake_run(history), dataset="digits", seed=3, last_epochs=5)
+    assert row["entropy_mean"] == pytest.approx((0.9 + 0.3 + 0.0) / 3)
+    assert row["train_acc"] == pytest.approx((0.6 + 0.8) / 2)
+    assert row["test_acc"] == pytest.approx((0.5 + 0.7) / 2)
+    assert row["entropy_last"] == 0.0 and row["conflicting_last"] == 0 and row["seed"] == 3
+    assert [r["epoch"] for r in ds.epoch_rows(_fake_run(history), dataset="digits", seed=3)] == [0, 1, 2]
+
+
+def _history0(per_epoch):
+    """Like _history, but the first entry is the untrained net's epoch-0 record."""
+    return [{"epoch": e, "bundles": _rows(h)} for e, h in enumerate(per_epoch)]
+
+
+def test_first_detection_never_counts_the_untrained_epoch():
+    # sets: epoch 0 {b0,b1}, 1 {b0}, 2 {b1}, 3 {b1}: final {b1}; epoch 0 contains it but does not count
+    hist = _history0([[0.1, 0.1], [0.1, 0.0], [0.0, 0.1], [0.0, 0.2]])
+    assert ds.first_detection_epoch(hist) == 2
+    # the untrained net and every trained epoch show the final set: detection at epoch 1, not 0
+    stable = _history0([[0.0, 0.4], [0.0, 0.4], [0.0, 0.5]])
+    assert ds.first_detection_epoch(stable) == 1
+    assert ds.first_detection_epoch(stable, mode="equal") == 1
+    # only the untrained net measured: nothing trained to detect with
+    assert ds.first_detection_epoch(_history0([[0.3, 0.0]])) is None
+    # the curve keeps an epoch-0 row, measured against the last trained epoch's set
+    curve = ds.detection_curve(hist)
+    assert list(curve["epoch"]) == [0, 1, 2, 3]
+    assert list(curve["found"]) == [1, 0, 1, 1]
+    assert set(curve["final_conflicting"]) == {1}
+    # epochs come from the records' keys, not from positions
+    shuffled = [{"epoch": 5, "bundles": _rows([0.0, 0.3])}, {"epoch": 7, "bundles": _rows([0.0, 0.3])}]
+    assert ds.first_detection_epoch(shuffled) == 5
+    with pytest.raises(ValueError, match="'epoch'"):
+        ds.first_detection_epoch([{"bundles": _rows([0.1])}])
+
+
+def _seed_run(per_epoch, kind="plain", seed=0, **record):
+    hist = [{"epoch": e, "bundles": _rows(h), "a_L_entropy": h[-1], **record} for e, h in enumerate(per_epoch)]
+    run = _fake_run(hist, kind=kind)
+    run.train_config = TrainConfig(epochs=3, seed=seed)
+    return run
+
+
+def test_detection_summary_one_row_per_kind_and_seed():
+    runs = {
+        ("plain", 0): _seed_run([[0.2, 0.2, 0.0], [0.0, 0.3, 0.1], [0.0, 0.3, 0.2], [0.0, 0.4, 0.2]]),
+        ("residual", 0): _seed_run([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], kind="residual"),
+        ("plain", 1): _seed_run([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.2, 0.2]]),
+    }
+    curves, summary = ds.detection_summary(runs, horizon=2)
+    assert list(summary.columns) == list(ds.SUMMARY_COLUMNS)
+    assert list(zip(summary["kind"], summary["seed"])) == [("plain", 0), ("residual", 0), ("plain", 1)]
+    s = summary.set_index(["kind", "seed"])
+    # plain seed 0: final {b1, b2}; epoch 0 {b0, b1} holds one of them; first trained epoch with both: 1
+    assert s.loc[("plain", 0), "conflicting_final"] == 2
+    assert s.loc[("plain", 0), "first_detection"] == 1
+    assert s.loc[("plain", 0), "conflicting_epoch0"] == 2 and s.loc[("plain", 0), "found_epoch0"] == 1
+    assert s.loc[("plain", 0), "a_L_entropy_horizon"] == pytest.approx(0.2)
+    assert s.loc[("plain", 0), "a_L_entropy_final"] == pytest.approx(0.2)
+    # plain seed 1: its conflicts appear only at the last epoch (3)
+    assert s.loc[("plain", 1), "first_detection"] == 3 and s.loc[("plain", 1), "found_epoch0"] == 0
+    assert s.loc[("residual", 0), "conflicting_final"] == 0
+    assert sorted(curves.groupby(["kind", "seed"]).size().items()) == [
+        (("plain", 0), 4), (("plain", 1), 4), (("residual", 0), 4)]
+    # a plain kind key takes the seed from the run's config; a malformed key is named
+    _, by_kind = ds.detection_summary({"plain": _seed_run([[0.0, 0.1], [0.0, 0.1]], seed=7)}, horizon=1)
+    assert by_kind["seed"].tolist() == [7] and by_kind["found_epoch0"].iloc[0] == 1
+    with pytest.raises(ValueError, match="\\(kind, seed\\)"):
+        ds.detection_summary({(0, "plain"): runs[("plain", 0)]}, horizon=1)
+
+
+def test_seed_mean_matrix_planted_values():
+    a = _history([[0.0, 0.2], [0.4, 0.0]])
+    b = _history([[0.2, 0.4]])                       # this seed stopped after epoch 1
+    m = ds.seed_mean_matrix([a, b])
+    assert list(m.index) == ["b0", "b1"] and list(m.columns) == [1, 2]
+    assert m.loc["b0", 1] == pytest.approx(0.1) and m.loc["b1", 1] == pytest.approx(0.3)
+    assert m.loc["b0", 2] == pytest.approx(0.4)      # only seed a measured epoch 2
+    with pytest.raises(ValueError, match="at least one"):
+        ds.seed_mean_matrix([])
+
+
+# --------------------------------------------------------------------------- claims over seeds
+
+
+def _runs_table(entropy, acc=None):
+    """A hand-built run table: ``entropy[seed][kind]`` lists the averaged entropy per depth 10, 20, 30;
+    test accuracy 0.9 - 0.2 * entropy (a perfect negative relation) unless ``acc`` gives it."""
+    rows = []
+    for seed, kinds in entropy.items():
+        for kind, hs in kinds.items():
+            for i, (depth, h) in enumerate(zip((10, 20, 30), hs)):
+                test = 0.9 - 0.2 * h if acc is None else acc[seed][kind][i]
+                rows.append({"dataset": "d", "kind": kind, "depth": depth, "seed": seed,
+                             "entropy_mean": h, "test_acc": test})
+    return pd.DataFrame(rows)
+
+
+def test_depth_claims_hold_when_every_seed_and_the_pool_hold():
+    runs = _runs_table({0: {"plain": [0.0, 0.5, 1.0], "residual": [0.0, 0.0, 0.1]},
+                        1: {"plain": [0.0, 0.4, 1.2], "residual": [0.0, 0.1, 0.0]}})
+    claims = ds.depth_claims(runs)
+    assert [c.verdict for c in claims] == ["holds", "holds", "holds"]
+    assert {c.seeds for c in claims} == {2}
+    assert "0: 1.000, 1: 1.200" in claims[0].measured and "seed mean 1.100" in claims[0].measured
+    assert "seed 0: 2 of 2 [20, 30]; seed 1: 2 of 2 [20, 30]" in claims[1].measured
+    assert "all 12 runs pooled: Pearson r = -1.000" in claims[2].measured
+    assert "holds in 2 of 2 seeds (0 yes, 1 yes)" in claims[2].measured
+
+
+def test_depth_claims_fail_when_one_seed_or_the_pool_fails():
+    # seed 1's deepest plain net has no conflict: the first row fails there
+    one_fails = _runs_table({0: {"plain": [0.0, 0.5, 1.0], "residual": [0.0, 0.0, 0.0]},
+                             1: {"plain": [0.0, 0.5, 0.0], "residual": [0.0, 0.0, 0.0]}})
+    first = ds.depth_claims(one_fails)[0]
+    assert first.verdict == "does not hold" and "holds in 1 of 2 seeds (0 yes, 1 no)" in first.measured
+    # residual lower at 2 of 3 depths in each seed, but at 1 of 3 on the seed means: the pool fails
+    pooled_fails = _runs_table({0: {"plain": [1.0, 1.0, 1.0], "residual": [0.0, 3.0, 0.0]},
+                                1: {"plain": [1.0, 1.0, 1.0], "residual": [3.0, 0.0, 0.0]}})
+    fewer = ds.depth_claims(pooled_fails)[1]
+    assert "holds in 2 of 2 seeds" in fewer.measured and "seed mean: 1 of 3 [10, 20, 30]" in fewer.measured
+    assert fewer.verdict == "does not hold"
+    # the correlation: negative in seed 0, positive in seed 1
+    acc = {0: {"plain": [0.9, 0.8, 0.7], "residual": [0.9, 0.9, 0.9]},
+           1: {"plain": [0.1, 0.5, 0.9], "residual": [0.1, 0.1, 0.1]}}
+    mixed = _runs_table({0: {"plain": [0.0, 0.5, 1.0], "residual": [0.0, 0.0, 0.0]},
+                         1: {"plain": [0.0, 0.5, 1.0], "residual": [0.0, 0.0, 0.0]}}, acc)
+    corr = ds.depth_claims(mixed)[2]
+    assert corr.verdict == "does not hold" and "(0 yes, 1 no)" in corr.measured
+
+
+def test_depth_claims_not_testable_seed_and_single_seed_text():
+    # seed 1: no depth with a conflict -> the residual row cannot be applied there; seed 0 holds
+    runs = _runs_table({0: {"plain": [0.0, 0.5, 1.0], "residual": [0.0, 0.0, 0.0]},
+                        1: {"plain": [0.0, 0.0, 0.0], "residual": [0.0, 0.0, 0.0]}})
+    fewer = ds.depth_claims(runs)[1]
+    assert fewer.verdict == "not testable" and "(0 yes, 1 n/a)" in fewer.measured
+    single = ds.depth_claims(runs[runs["seed"] == 0])
+    assert [c.seeds for c in single] == [1, 1, 1]
+    assert single[0].measured.startswith("plain depth 30: averaged a^(L) entropy 1.000; holds in 1 of 1")
+    with pytest.raises(ValueError, match="seed"):
+        ds.depth_claims(runs.drop(columns="seed"))
+
+
+def _summary(rows):
+    base = {"status": "finished", "blocks": 4, "first_equal": None, "conflicting_epoch0": None, "found_epoch0": None}
+    return pd.DataFrame([{**base, **r} for r in rows], columns=list(ds.SUMMARY_COLUMNS))
+
+
+def test_early_detection_claims_over_seeds():
+    def rows(first1, final1=3, h1=(0.5, 0.4)):
+        return [
+            {"kind": "plain", "seed": 0, "conflicting_final": 3, "first_detection": 1,
+             "a_L_entropy_horizon": 0.5, "a_L_entropy_final": 0.4},
+            {"kind": "residual", "seed": 0, "conflicting_final": 0, "first_detection": 1,
+             "a_L_entropy_horizon": 0.0, "a_L_entropy_final": 0.0},
+            {"kind": "plain", "seed": 1, "conflicting_final": final1, "first_detection": first1,
+             "a_L_entropy_horizon": h1[0], "a_L_entropy_final": h1[1]},
+            {"kind": "residual", "seed": 1, "conflicting_final": 0, "first_detection": 1,
+             "a_L_entropy_horizon": 0.0, "a_L_entropy_final": 0.0},
+        ]
+    both = ds.early_detection_claims(_summary(rows(2)), horizon=2, depth=10)
+    assert [c.verdict for c in both] == ["holds", "holds"] and [c.seeds for c in both] == [2, 2]
+    assert "first detection epoch (trained epochs) mean 1.5, range 1..2 (seeds 0: 1, 1: 2)" in both[0].measured
+    late = ds.early_detection_claims(_summary(rows(3)), horizon=2, depth=10)[0]
+    assert late.verdict == "does not hold" and "(0 yes, 1 no)" in late.measured
+    nothing = ds.early_detection_claims(_summary(rows(1, final1=0)), horizon=2, depth=10)[0]
+    assert nothing.verdict == "not testable" and "(0 yes, 1 n/a)" in nothing.measured
+    # seed 1's plain a^(L) is clean at the horizon but conflicting at the end: the warning fails there
+    warn = ds.early_detection_claims(_summary(rows(2, h1=(0.0, 0.4))), horizon=2, depth=10)[1]
+    assert warn.verdict == "does not hold" and "(0 yes, 1 no)" in warn.measured
+    unmeasured = ds.early_detection_claims(_summary(rows(2, h1=(None, 0.4))), horizon=2, depth=10)[1]
+    assert unmeasured.verdict == "not testable"
+    # the untrained net's value is reported, never counted
+    with0 = _summary([{**r, "found_epoch0": 3 if r["kind"] == "plain" else 0} for r in rows(2)])
+    text = ds.early_detection_claims(with0, horizon=2, depth=10)[0].measured
+    assert "untrained net (epoch 0, not counted): mean 3, range 3..3" in text
+    with pytest.raises(ValueError, match="seed"):
+        ds.early_detection_claims(_summary(rows(2)).drop(columns="seed"), horizon=2, depth=10)
+
+
+# --------------------------------------------------------------------------- the seeds' runs
+
+
+def test_early_detection_specs_are_the_depth_study_runs_of_every_seed():
+    P = get_scale("smoke").replace(repeats=2)
+    seeds = range(5, 5 + P.repeats)
+    early = ds.early_detection_specs(P, seeds)
+    assert [(s.model.kind, s.data.seed) for s in early] == [("plain", 5), ("residual", 5), ("plain", 6), ("residual", 6)]
+    depth_runs = {s.run_dir for s in ds.run_specs(P, seeds=seeds) if s.model.depth == P.early_depth
+                  and s.data.name == P.dataset}
+    assert {s.run_dir for s in early} == depth_runs and len(depth_runs) == 4
+    assert len(ds.run_specs(P)) == 2 * len(P.depths) * P.repeats * len(P.datasets)
+    with pytest.raises(ValueError, match="non-empty"):
+        ds.early_detection_specs(P, [])
+    with pytest.raises(ValueError, match="repeat"):
+        ds.run_specs(P, seeds=[1, 1])
+
+
+def test_early_detection_runs_two_seeds_end_to_end(tmp_root):
+    P = tiny_preset().replace(repeats=2, early_depth=4)
+    runs = ds.early_detection_runs(P, range(P.repeats), progress=False, device="cpu")
+    assert sorted(runs) == [("plain", 0), ("plain", 1), ("residual", 0), ("residual", 1)]
+    assert {r.train_config.seed for (_, s), r in runs.items() if s == 1} == {1}
+    curves, summary = ds.detection_summary(runs, horizon=ds.detection_horizon(P.epochs))
+    assert sorted(summary["seed"]) == [0, 0, 1, 1] and set(curves["seed"]) == {0, 1}
+    claims = ds.early_detection_claims(summary, horizon=1, depth=4)
+    assert [c.seeds for c in claims] == [2, 2]
+    assert all("seeds (0 " in c.measured for c in claims)
+    again = ds.early_detection_runs(P, [1], progress=False, device="cpu")
+    assert again[("plain", 1)].resumed_from == P.epochs   # reused, not retrained
