@@ -50,14 +50,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .data import measurement_samples
+from .data import MEASUREMENT_SAMPLES, measurement_samples
 from .models import eval_mode, model_device
 
 __all__ = [
@@ -711,28 +711,37 @@ def measure_last_layer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, nu
 class BundleCallback:
     """Training callback ``callback(model, epoch, record)``: measures bundles after every epoch.
 
-    Adds to ``record`` (plain Python, JSON-serialisable): ``bundles`` (with ``every_tap``: one dict
-    per tap with the keys of :data:`TAP_COLUMNS`; without: only a^(L)'s, tap name ``a_L``),
-    ``a_L_entropy``, ``a_L_num_bundles``, ``a_L_max_accuracy``, and ``epoch`` if missing.
+    Measures on ``x``, ``y`` (a fixed set), or, with ``draw`` given, on ``draw(epoch)``: a fresh
+    sample batch at every measurement (:func:`bundle_callback`). Adds to ``record`` (plain
+    Python, JSON-serialisable): ``bundles`` (with ``every_tap``: one dict per tap with the keys of
+    :data:`TAP_COLUMNS`; without: only a^(L)'s, tap name ``a_L``), ``a_L_entropy``,
+    ``a_L_num_bundles``, ``a_L_max_accuracy``, and ``epoch`` if missing.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float, batch_size: int,
-                 every_tap: bool = True):
+    def __init__(self, x: torch.Tensor | None, y: torch.Tensor | None, *, num_classes: int, lr: float,
+                 batch_size: int, every_tap: bool = True,
+                 draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None):
         _check_scalars(num_classes=num_classes, lr=lr, batch_size=batch_size, weight_amplitude=0.0)
-        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.shape[:1] != y.shape[:1]:
+        if draw is None and (not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor)
+                             or x.shape[:1] != y.shape[:1]):
             raise ValueError("x and y must be tensors with the same number of samples")
-        self.x, self.y = x, y
+        self.x, self.y, self.draw = x, y, draw
         self.num_classes, self.lr, self.batch_size = int(num_classes), float(lr), int(batch_size)
         self.every_tap = bool(every_tap)
 
+    def samples(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples measured at ``epoch``."""
+        return self.draw(int(epoch)) if self.draw is not None else (self.x, self.y)
+
     def __call__(self, model: nn.Module, epoch: int, record: dict) -> None:
         kw = dict(num_classes=self.num_classes, lr=self.lr, batch_size=self.batch_size)
+        x, y = self.samples(epoch)
         if self.every_tap:
-            rows = _measure_rows(model, self.x, self.y, **kw)
+            rows = _measure_rows(model, x, y, **kw)
             last = rows[-1]
             a_l = (last["entropy"], last["num_bundles"], last["max_accuracy"])
         else:
-            st = measure_last_layer(model, self.x, self.y, **kw)
+            st = measure_last_layer(model, x, y, **kw)
             rows = [_row("a_L", 0, "a_L", None, None, st)]
             a_l = (st.entropy, st.num_bundles, st.max_accuracy)
         record.setdefault("epoch", int(epoch))
@@ -740,14 +749,24 @@ class BundleCallback:
         record["a_L_entropy"], record["a_L_num_bundles"], record["a_L_max_accuracy"] = a_l
 
 
-def bundle_callback(data: Any, spec: Any, *, sample_size: int, seed: int, every_tap: bool = True) -> BundleCallback:
-    """The :class:`BundleCallback` a run declares (:class:`reproduce.runs.Hook`): measured on
-    ``measurement_samples(data, sample_size, seed)`` (at most the whole training set) with the
-    run's learning rate and batch size."""
+def bundle_callback(data: Any, spec: Any, *, sample_size: int, seed: int, every_tap: bool = True,
+                    samples: str = "fresh") -> BundleCallback:
+    """The :class:`BundleCallback` a run declares (:class:`reproduce.runs.Hook`), with the run's
+    learning rate and batch size, measuring ``min(sample_size, training set)`` samples:
+
+    * ``samples="fresh"`` (the default: the released behaviour; the presets pass ``Scale.measurement``): a
+      fresh seeded training batch at every measurement, ``measurement_samples(data, n, seed,
+      draw=epoch)``;
+    * ``samples="fixed"``: one set for the whole run, ``measurement_samples(data, n, seed)``.
+    """
+    if samples not in MEASUREMENT_SAMPLES:
+        raise ValueError(f"unknown samples {samples!r}; valid choices are {', '.join(MEASUREMENT_SAMPLES)}")
     n = min(int(sample_size), len(data.train_eval))
+    kw = dict(num_classes=data.num_classes, lr=spec.train.lr, batch_size=spec.train.batch_size, every_tap=every_tap)
+    if samples == "fresh":
+        return BundleCallback(None, None, draw=lambda epoch: measurement_samples(data, n, seed, draw=epoch), **kw)
     x, y = measurement_samples(data, n, seed)
-    return BundleCallback(x, y, num_classes=data.num_classes, lr=spec.train.lr, batch_size=spec.train.batch_size,
-                          every_tap=every_tap)
+    return BundleCallback(x, y, **kw)
 
 
 def bundles_frame(history: Iterable[dict]) -> pd.DataFrame:

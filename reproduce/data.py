@@ -115,6 +115,7 @@ __all__ = [
     "default_root",
     "load_dataset",
     "measurement_samples",
+    "MEASUREMENT_SAMPLES",
     "dataset_tensors",
     "dataset_shape",
     "IMAGENETTE_SIZES",
@@ -382,20 +383,42 @@ def _check_train_limit(train_limit: int | None, available: int) -> None:
         )
 
 
-def measurement_samples(data: DataBundle, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The measurement sample set (``docs/method.md#measurement``): ``n`` training samples without augmentation, by a seeded shuffle.
+#: how a run's measurements pick their samples (``docs/method.md#measurement``): a fresh seeded
+#: training batch at every measurement (the released behaviour), or one fixed set for the whole run
+MEASUREMENT_SAMPLES = ("fresh", "fixed")
 
-    Takes the first ``n`` indices of ``torch.randperm(len(data.train_eval))`` drawn with a
-    ``torch.Generator`` seeded with ``seed`` (so the same ``seed`` gives the same samples, and a
-    larger ``n`` extends a smaller one). Returns ``x`` float32 ``[n, ...]`` and ``y`` int64
-    ``[n]``. ``n`` must be in ``[1, len(data.train_eval)]``.
+
+def measurement_samples(data: DataBundle, n: int, seed: int, *, draw: int | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples to measure bundles on (``docs/method.md#measurement``), ``x`` float32 ``[n, ...]`` and ``y`` int64 ``[n]``.
+
+    * ``draw=None``: the **fixed set** of a run: the first ``n`` indices of
+      ``torch.randperm(len(data.train_eval))`` drawn with a generator seeded with ``seed``, without
+      augmentation (the same ``seed`` gives the same samples, a larger ``n`` extends a smaller one).
+    * ``draw=k`` (an int >= 0, e.g. the epoch): a **fresh training batch**, as the released code
+      measures: ``n`` samples of the training set shuffled with a generator seeded from
+      ``(seed, k)``, read through ``data.train``, i.e. *with* the training augmentation where the
+      dataset has one (digits has none); the augmentation's random draws come from the same seed,
+      inside ``torch.random.fork_rng`` so the training RNG is untouched. Different ``k`` give
+      different batches; the same ``(seed, k)`` always the same one.
+
+    ``n`` must be in ``[1, len(data.train_eval)]``.
     """
     source = data.train_eval
     available = len(source)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 0 < n <= available:
         raise ValueError(f"n must be an int in [1, {available}] (the training set size of {data.name!r}), got {n!r}")
-    generator = torch.Generator().manual_seed(int(seed))
-    return dataset_tensors(source, torch.randperm(available, generator=generator)[: int(n)])
+    if draw is None:
+        generator = torch.Generator().manual_seed(int(seed))
+        return dataset_tensors(source, torch.randperm(available, generator=generator)[: int(n)])
+    if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
+        raise ValueError(f"draw must be None (the fixed set) or an int >= 0 (a fresh batch), got {draw!r}")
+    mixed = (int(seed) * 1_000_003 + int(draw) * 104_729 + 7) % (2**63 - 1)
+    generator = torch.Generator().manual_seed(mixed)
+    index = torch.randperm(len(data.train), generator=generator)[: int(n)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mixed)
+        return dataset_tensors(data.train, index)
 
 
 def dataset_tensors(ds: Dataset, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -521,3 +521,40 @@ def test_same_result_on_cuda():
     df = measure_model(model, torch.randn(6, 1, 3, 3), torch.tensor([0, 1, 2, 0, 1, 2]), num_classes=3,
                        lr=1e-3, batch_size=64)
     assert (df["num_bundles"] == 1).all()
+
+
+# --- measurement samples: a fresh seeded batch per measurement (released) or one fixed set --------
+
+
+def test_fresh_measurement_batches_differ_per_epoch_and_repeat_per_seed():
+    from types import SimpleNamespace
+
+    from reproduce.bundles import bundle_callback
+    from reproduce.data import load_dataset, measurement_samples
+
+    data = load_dataset("digits", train_limit=300)
+    spec = SimpleNamespace(train=SimpleNamespace(lr=1e-3, batch_size=64))
+    fresh = bundle_callback(data, spec, sample_size=64, seed=3)  # the default: fresh
+    x1, y1 = fresh.samples(1)
+    x2, _ = fresh.samples(2)
+    assert x1.shape == (64, 1, 8, 8) and not torch.equal(x1, x2)
+    again, _ = bundle_callback(data, spec, sample_size=64, seed=3).samples(1)
+    assert torch.equal(x1, again)
+    # every fresh sample is a training image with its label (digits has no augmentation)
+    xs, ys = data.train.tensors
+    for xi, yi in zip(x1[:8], y1[:8]):
+        hit = [(j, int(ys[j])) for j in range(len(xs)) if torch.equal(xs[j], xi)]
+        assert hit and any(label == int(yi) for _, label in hit)
+    fixed = bundle_callback(data, spec, sample_size=64, seed=3, samples="fixed")
+    assert torch.equal(fixed.samples(1)[0], fixed.samples(2)[0])
+    assert torch.equal(fixed.samples(5)[0], measurement_samples(data, 64, 3)[0])
+    # drawing a fresh batch does not move the global RNG (training stays on its path)
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    fresh.samples(7)
+    assert torch.equal(torch.rand(1), before)
+    with pytest.raises(ValueError, match="unknown samples 'random'.*fresh, fixed"):
+        bundle_callback(data, spec, sample_size=64, seed=3, samples="random")
+    with pytest.raises(ValueError, match="draw must be None"):
+        measurement_samples(data, 8, 0, draw=-1)
