@@ -118,8 +118,14 @@ class TrainConfig:
     #: before the first epoch, record epoch 0: the untrained net evaluated and measured (the
     #: callbacks run with ``epoch=0``), so that averages over a run include its start (as released)
     measure_start: bool = True
+    #: passes over the training set per epoch: an "epoch" (one record, checkpoint and callback
+    #: call) is this many shuffled passes; the ``long`` preset uses it to give digits the
+    #: paper's optimiser steps per epoch (CIFAR-10: 781)
+    passes: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 1:
+            raise ValueError(f"passes must be an int >= 1, got {self.passes!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -543,6 +549,15 @@ def _data_error(epoch: int) -> str:
             f"divergence of the network; clean the data")
 
 
+def _epoch_batches(train_set: Dataset, tcfg: TrainConfig, gen: torch.Generator, dev: torch.device
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches of one epoch: ``tcfg.passes`` shuffled passes, all drawn from the
+    epoch's generator (so an epoch is determined by ``(seed, epoch)``, whatever ``passes`` is)."""
+    for _ in range(tcfg.passes):
+        yield from _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
+                            num_workers=tcfg.num_workers, drop_last=tcfg.drop_last)
+
+
 def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
     """One epoch of optimiser steps; the running loss/accuracy, or None when the run diverged."""
     if run.tcfg.fast_step:
@@ -550,8 +565,7 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
     tcfg, model, opt = run.tcfg, run.model, run.opt
     epoch, gen = _begin_epoch(run)
     n_seen, loss_sum, correct = 0, 0.0, 0
-    for xb, yb in _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
-                           num_workers=tcfg.num_workers, drop_last=tcfg.drop_last):
+    for xb, yb in _epoch_batches(train_set, tcfg, gen, dev):
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         if not torch.isfinite(loss):
@@ -582,8 +596,7 @@ def _train_epoch_fast(run: _Run, train_set: Dataset, dev: torch.device) -> dict[
         run.step = _make_step(run, dev)
     step = run.step
     n_seen = 0
-    for xb, yb in _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
-                           num_workers=tcfg.num_workers, drop_last=tcfg.drop_last):
+    for xb, yb in _epoch_batches(train_set, tcfg, gen, dev):
         step(xb, yb)
         n_seen += len(yb)
     loss_sum, correct, bad_inputs = step.totals()

@@ -1,11 +1,11 @@
 import pytest
 
 from reproduce.models import DEPTH_TABLE
-from reproduce.scales import SCALE_ENV, SCALES, get_scale, resolve_scale
+from reproduce.scales import SCALE_ENV, SCALE_NAMES, SCALES, get_scale, resolve_scale
 
 
 def test_unknown_scale_names_choices():
-    with pytest.raises(ValueError, match=r"unknown scale 'laptop'.*smoke, cpu, paper"):
+    with pytest.raises(ValueError, match=r"unknown scale 'laptop'.*smoke, cpu, long, paper, gpu"):
         get_scale("laptop")
 
 
@@ -51,3 +51,24 @@ def test_an_environment_override_of_the_parameter_is_announced(monkeypatch, caps
     assert "REPRODUCE_SCALE='smoke' overrides the notebook parameter scale='cpu'" in capsys.readouterr().out
     assert resolve_scale("smoke").name == "smoke"
     assert capsys.readouterr().out == ""  # no note when they agree
+
+
+def test_long_is_cpu_with_the_papers_optimiser_steps():
+    cpu, long = get_scale("cpu"), get_scale("long")
+    assert (long.width, long.datasets, long.lesion_depth, long.autotune_blocks) == (
+        cpu.width, cpu.datasets, cpu.lesion_depth, cpu.autotune_blocks)
+    # digits: 1,437 training images -> 22 full batches of 64; the paper: 50,000 // 64 = 781 steps per epoch
+    steps_per_epoch = (1437 // long.batch_size) * long.passes
+    assert abs(steps_per_epoch - 50_000 // 64) / 781 < 0.02
+    assert abs(long.lesion_epochs * steps_per_epoch - 120 * 781) / (120 * 781) < 0.02
+    assert long.autotune_check_epochs == 10 and long.autotune_epochs == 120
+    assert long.train_options()["passes"] == 36
+
+
+def test_released_measurement_and_bookkeeping_in_every_preset():
+    for name in SCALE_NAMES:
+        s = get_scale(name)
+        assert s.measurement == "fresh"
+        assert s.precision == "float32"
+        assert s.last_epochs == (1 if name == "smoke" else 4)
+    assert get_scale("cpu").repeats >= 3  # several seeds behind every verdict at cpu

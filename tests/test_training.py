@@ -242,3 +242,17 @@ def test_checkpoints_without_the_new_fields_keep_their_old_behaviour():
     assert old_t.drop_last is False and old_t.measure_start is False
     old_m = _model_config_from_dict({"kind": "plain", "num_classes": 10, "blocks": [1, 1, 1, 1]})
     assert (old_m.bn_momentum, old_m.bn_eps, old_m.init, old_m.conv_bias) == (0.1, 1e-5, "he-uniform", False)
+
+
+def test_passes_make_an_epoch_of_several_shuffled_passes():
+    data = toy_data()
+    seen = []
+
+    def watch(model):
+        model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])) if m.training else None)
+
+    res = train(FNN, data, TrainConfig(epochs=2, batch_size=40, passes=3), progress=False, init_fn=watch)
+    # 96 samples at batch 40 with the partial batch dropped: 2 steps a pass, 3 passes an epoch, 2 epochs
+    assert seen == [40] * 12 and [r["epoch"] for r in res.history] == [0, 1, 2]
+    with pytest.raises(ValueError, match="passes must be an int >= 1, got 0"):
+        TrainConfig(epochs=1, passes=0)
