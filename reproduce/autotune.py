@@ -59,7 +59,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,7 +67,7 @@ import torch
 from torch import nn
 
 from . import bundles
-from .data import DataBundle, load_dataset, measurement_samples
+from .data import MEASUREMENT_SAMPLES, DataBundle, load_dataset, measurement_samples
 from .efficiency import efficiency_report, inference_times
 from .models import CONV_KINDS, ModelConfig, as_blocks, conv_config, depth_for_blocks
 from .reporting import Claim, over_seeds, results_dir, run_dir, seed_outcomes, seed_values
@@ -144,8 +144,14 @@ class AutotuneConfig:
     sample_size: int = 64
     train_limit: int | None = None
     trigger: str | None = None
+    #: "fresh": every check measures a new seeded training batch and its pruning pass another one
+    #: (as released); "fixed": one measurement set for the whole search
+    measurement: str = "fresh"
 
     def __post_init__(self) -> None:
+        if self.measurement not in MEASUREMENT_SAMPLES:
+            raise ValueError(f"unknown measurement {self.measurement!r}; valid choices are "
+                             f"{', '.join(MEASUREMENT_SAMPLES)}")
         if self.kind not in AUTOTUNE_KINDS:
             raise ValueError(f"unknown auto-tune kind {self.kind!r}; valid kinds are {', '.join(AUTOTUNE_KINDS)}")
         object.__setattr__(self, "start_blocks", as_blocks(self.start_blocks))
@@ -165,7 +171,7 @@ class AutotuneConfig:
         """The search of preset ``scale``: its start blocks, check epochs, epochs, width, lr, ..."""
         values = dict(kind=kind, start_blocks=scale.autotune_blocks, check_epochs=scale.autotune_check_epochs,
                       epochs=scale.autotune_epochs, width=scale.width, batch_size=scale.batch_size, lr=scale.lr,
-                      sample_size=scale.sample_size, train_limit=scale.train_limit)
+                      sample_size=scale.sample_size, train_limit=scale.train_limit, measurement=scale.measurement)
         values.update(changes)
         return cls(**values)
 
@@ -233,15 +239,20 @@ class ConflictCheck:
     to ``record["autotune_blocks"]`` and ``record["stop"] = "conflict"`` ends the attempt. Every
     checked epoch records ``autotune_a_L_entropy``, ``autotune_a_L_num_bundles`` and
     ``autotune_conflict`` (bool).
+
+    Samples: ``x``, ``y`` for every measurement, or, with ``draw`` (``draw(k)`` -> a fresh batch),
+    the released behaviour: the check of epoch ``e`` measures ``draw(2 e)`` and its pruning pass
+    (every tap, after an ``a_L`` trigger) another batch, ``draw(2 e + 1)``.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, kind: str, trigger: str, num_classes: int,
-                 lr: float, batch_size: int, check_epochs: int):
+    def __init__(self, x: torch.Tensor | None, y: torch.Tensor | None, *, kind: str, trigger: str,
+                 num_classes: int, lr: float, batch_size: int, check_epochs: int,
+                 draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None):
         if trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {trigger!r}; valid triggers are {', '.join(TRIGGERS)}")
         if kind not in AUTOTUNE_KINDS:
             raise ValueError(f"unknown auto-tune kind {kind!r}; valid kinds are {', '.join(AUTOTUNE_KINDS)}")
-        self.x, self.y = x, y
+        self.x, self.y, self.draw = x, y, draw
         self.kind, self.trigger = kind, trigger
         self.kw = dict(num_classes=int(num_classes), lr=float(lr), batch_size=int(batch_size))
         self.check_epochs = int(check_epochs)
@@ -251,14 +262,15 @@ class ConflictCheck:
         # after each of the first `check_epochs` *training* epochs
         if epoch < 1 or epoch > self.check_epochs:
             return
+        (x, y), prune = self._samples(2 * epoch), lambda: self._samples(2 * epoch + 1)
         if self.trigger == "a_L":
-            st = bundles.measure_last_layer(model, self.x, self.y, **self.kw)
+            st = bundles.measure_last_layer(model, x, y, **self.kw)
             a_l, n_b = float(st.entropy), int(st.num_bundles)
             conflict = a_l > 0
-            per_block = (block_entropies(bundles.measure_model(model, self.x, self.y, **self.kw))
+            per_block = (block_entropies(bundles.measure_model(model, *prune(), **self.kw))
                          if conflict else None)
         else:
-            rows = bundles.measure_model(model, self.x, self.y, **self.kw).to_dict("records")
+            rows = bundles.measure_model(model, x, y, **self.kw).to_dict("records")
             a_l, n_b = float(rows[-1]["entropy"]), int(rows[-1]["num_bundles"])
             per_block = block_entropies(rows)
             conflict = any(b["entropy"] > 0 for b in per_block)
@@ -270,6 +282,9 @@ class ConflictCheck:
         if conflict:
             record["autotune_blocks"] = per_block
             record["stop"] = STOP_REASON
+
+    def _samples(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.draw(k) if self.draw is not None else (self.x, self.y)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,12 +395,17 @@ def search(
         data = load_dataset(dataset, seed=seed, train_limit=cfg.train_limit)
     elif data.name != dataset:
         raise ValueError(f"data holds dataset {data.name!r} but dataset={dataset!r} was asked for")
-    x, y = measurement_samples(data, cfg.sample_size, seed)
+    n = min(cfg.sample_size, len(data.train_eval))
+    if cfg.measurement == "fresh":
+        x = y = None
+        draw = lambda k: measurement_samples(data, n, seed, draw=k)  # noqa: E731
+    else:
+        (x, y), draw = measurement_samples(data, n, seed), None
     check = ConflictCheck(x, y, kind=cfg.kind, trigger=cfg.trigger, num_classes=data.num_classes, lr=cfg.lr,
-                          batch_size=cfg.batch_size, check_epochs=cfg.check_epochs)
+                          batch_size=cfg.batch_size, check_epochs=cfg.check_epochs, draw=draw)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, **scale.train_options())
     measure = {"dataset": dataset, "train_limit": cfg.train_limit, "sample_size": cfg.sample_size,
-               "check_epochs": cfg.check_epochs, "trigger": cfg.trigger}
+               "check_epochs": cfg.check_epochs, "trigger": cfg.trigger, "measurement": cfg.measurement}
     log_path = search_log_path(scale, cfg, dataset=dataset, seed=seed)
     log: dict[str, Any] = {"dataset": dataset, "kind": cfg.kind, "seed": seed, "config": asdict(cfg),
                            "paper_algorithm": cfg.is_paper, "attempts": [], "status": "running",

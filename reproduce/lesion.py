@@ -463,7 +463,9 @@ def lesion_spec(scale: Scale, config: LesionConfig) -> RunSpec:
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                        **scale.train_options())
     measure = dict(sample_size=cfg.sample_size, seed=cfg.seed)
-    callbacks = (Hook.to("reproduce.bundles:bundle_callback", **measure),
+    # bundles on a fresh batch per measurement (scale.measurement, released); the distance to
+    # bundling (this project's addition) on the run's fixed set, so its trend over epochs is smooth
+    callbacks = (Hook.to("reproduce.bundles:bundle_callback", samples=scale.measurement, **measure),
                  Hook.to("reproduce.lesion:distance_callback", **measure))
     return RunSpec(scale.name, EXPERIMENT, f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, data, callbacks)
 

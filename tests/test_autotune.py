@@ -369,3 +369,29 @@ def test_summary_and_latency_tables():
     assert timing["seed"].tolist() == [0, 1, 0, 1, 0, 1]
     with pytest.raises(ValueError, match="latency_ms"):
         at.latency_table(table.drop(columns=["latency_ms"]))
+
+
+def test_fresh_checks_measure_a_new_batch_and_prune_on_another():
+    """The released search: each check measures a new training batch and its pruning pass another."""
+    from reproduce.autotune import AutotuneConfig, ConflictCheck
+    from reproduce.models import ModelConfig, build_model
+
+    calls = []
+
+    def draw(k):
+        calls.append(k)
+        g = torch.Generator().manual_seed(k)
+        return torch.zeros(8, 1, 8, 8), torch.randint(0, 10, (8,), generator=g)
+
+    # an all-zero input gives every sample the same activations: a^(L) conflicts at every check
+    check = ConflictCheck(None, None, kind="plain", trigger="a_L", num_classes=10, lr=1e-3, batch_size=64,
+                          check_epochs=3, draw=draw)
+    torch.manual_seed(0)
+    net = build_model(ModelConfig("plain", 10, 1, 8, (1, 0, 0, 0), width=1 / 16))
+    record = {}
+    check(net, 0, record)  # epoch 0 is never checked
+    assert calls == [] and record == {}
+    check(net, 2, record)
+    assert calls == [4, 5] and record["stop"] and record["autotune_conflict"]
+    with pytest.raises(ValueError, match="unknown measurement 'once'.*fresh, fixed"):
+        AutotuneConfig(measurement="once")
