@@ -27,6 +27,13 @@ Choices the specification leaves open (written down here):
   checkpoints and resume as every other run), collapsing the layer through its ``init_fn`` hook
   between the model's initialisation and the optimiser's creation, so that Lookahead's slow weights
   start collapsed too.
+* Seeds: a seed fixes the data split, the initialisation and the measurement samples of a run;
+  :func:`worst_case_specs` declares the intact and the collapsed net for each seed, and
+  :func:`theory_claims` decides both claims per seed and over seeds
+  (:func:`reproduce.reporting.over_seeds`).
+* A run's history may begin with an epoch-0 record (the untrained net, measured before any
+  step). The bound (1a) is checked on it too (it holds for any net); the worst case (1b) is about
+  training, so its rule reads the records of epochs >= 1 only.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from torch import nn
 from .bundles import bundle_stats, weight_amplitude
 from .data import dataset_tensors
 from .models import FNN, ModelConfig, eval_mode, model_device
+from .reporting import Claim, over_seeds, seed_outcomes, seed_values
 from .runs import DataSpec, Hook, RunSpec, train_spec
 from .scales import Scale
 from .training import RunResult, TrainConfig, train
@@ -68,12 +76,53 @@ __all__ = [
     "bound_summary",
     "WorstCaseSummary",
     "worst_case_summary",
+    "check_seeds",
+    "seed_data_spec",
+    "data_for_seed",
+    "worst_case_specs",
+    "run_worst_cases",
+    "theory_claims",
 ]
 
 #: results/<scale>/<EXPERIMENT>/ holds the worst-case runs
 EXPERIMENT = "theory"
 #: bias given to a collapsed layer (any negative value kills every ReLU when the weights are 0)
 COLLAPSE_BIAS = -1.0
+
+
+# --------------------------------------------------------------------------------------------
+# seeds
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """``seeds`` as a tuple of distinct ints >= 0; ValueError naming the bad value otherwise."""
+    try:
+        values = tuple(seeds)
+    except TypeError:
+        raise ValueError(f"seeds must be a non-empty sequence of distinct ints >= 0, got {seeds!r}") from None
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
+    if not values or bad or len(set(values)) != len(values):
+        raise ValueError(f"seeds must be a non-empty sequence of distinct ints >= 0, got {values!r}"
+                         + (f" (bad: {bad!r})" if bad else ""))
+    return tuple(int(v) for v in values)
+
+
+def seed_data_spec(data: Any, seed: int) -> DataSpec:
+    """The :class:`reproduce.runs.DataSpec` of ``data``'s dataset loaded with ``seed``: a loaded
+    dataset's identity with its seed replaced; custom data (no identity) stays the same data for
+    every seed (only its name is checked)."""
+    identity = getattr(data, "identity", None) or {}
+    spec = DataSpec.of(data, seed)
+    if identity:
+        spec = DataSpec(spec.name, int(seed), spec.train_limit, spec.flat)
+    return spec
+
+
+def data_for_seed(data: Any, seed: int, root: str | Path | None = None) -> Any:
+    """``data`` itself when it is the data of :func:`seed_data_spec` (its own seed, or custom data),
+    else the same dataset loaded with ``seed`` (from ``root``)."""
+    spec = seed_data_spec(data, seed)
+    return data if spec.matches(data) else spec.load(root)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +274,11 @@ class WorstCaseRun:
     def label(self) -> str:
         return "collapsed" if self.collapse is not None else "intact"
 
+    @property
+    def seed(self) -> int:
+        """The run's seed (data split, initialisation)."""
+        return int(self.train_config.seed)
+
 
 def bound_callback(data: Any, spec: Any) -> TrainingBoundCallback:
     """The :class:`TrainingBoundCallback` a run declares: on the whole unaugmented training set,
@@ -277,6 +331,16 @@ def worst_case_spec(scale: Scale, *, collapse: int | None, dataset: str | None =
     return RunSpec(scale.name, EXPERIMENT, f"{mcfg.label}-{name}", mcfg, tcfg, data, callbacks, init)
 
 
+def worst_case_specs(scale: Scale, *, seeds: Sequence[int], collapse: int, dataset: str | None = None,
+                     width: int | None = None, depth: int = 4, epochs: int | None = None) -> list[RunSpec]:
+    """The worst-case runs of every seed: for each seed in order, the intact net then the net with
+    hidden layer ``collapse`` dead (:func:`worst_case_spec`; same defaults)."""
+    if collapse is None:
+        raise ValueError("collapse must be the index of the hidden layer to collapse, got None")
+    return [worst_case_spec(scale, collapse=k, dataset=dataset, seed=s, width=width, depth=depth, epochs=epochs)
+            for s in check_seeds(seeds) for k in (None, collapse)]
+
+
 def _worst_case_run(result: RunResult, data: Any, collapse: int | None, folder: Path | None) -> WorstCaseRun:
     majority = majority_frequency(dataset_tensors(data.train_eval)[1], data.num_classes)
     cached = result.resumed_from >= result.epochs_done and result.epochs_done > 0
@@ -289,6 +353,20 @@ def run_worst_case(spec: RunSpec, data: Any, *, device: str | None = "auto", pro
     collapse = None if spec.init is None else int(dict(spec.init.kwargs)["index"])
     return _worst_case_run(train_spec(spec, data=data, device=device, progress=progress), data, collapse,
                            spec.run_dir)
+
+
+def run_worst_cases(scale: Scale, data: Any, *, seeds: Sequence[int], collapse: int, width: int | None = None,
+                    depth: int = 4, epochs: int | None = None, data_root: str | Path | None = None,
+                    device: str | None = "auto", progress: bool = True) -> dict[int, dict[str, WorstCaseRun]]:
+    """Train (or reuse) the runs of :func:`worst_case_specs` on ``data``'s dataset, loaded with each
+    seed (:func:`data_for_seed`); return ``{seed: {"intact": run, "collapsed": run}}``."""
+    out: dict[int, dict[str, WorstCaseRun]] = {}
+    for spec in worst_case_specs(scale, seeds=seeds, collapse=collapse, dataset=data.name, width=width,
+                                 depth=depth, epochs=epochs):
+        seed = int(spec.train.seed)
+        run = run_worst_case(spec, data_for_seed(data, seed, data_root), device=device, progress=progress)
+        out.setdefault(seed, {})[run.label] = run
+    return out
 
 
 def train_worst_case(model_config: ModelConfig, data: Any, train_config: TrainConfig, *,
@@ -314,12 +392,13 @@ def train_worst_case(model_config: ModelConfig, data: Any, train_config: TrainCo
 
 
 def worst_case_frame(runs: Sequence[WorstCaseRun]) -> pd.DataFrame:
-    """Long table of several :class:`WorstCaseRun` s: one row per (run, epoch), with a ``network``
-    column (``collapsed``/``intact``) and the run's ``majority`` frequency."""
+    """Long table of several :class:`WorstCaseRun` s: one row per (run, epoch), with ``seed``,
+    ``network`` (``collapsed``/``intact``) and the run's ``majority`` frequency."""
     rows = []
     for run in runs:
         for rec in run.history:
-            rows.append({"network": run.label, "collapse": run.collapse, "majority": run.majority, **rec})
+            rows.append({"seed": run.seed, "network": run.label, "collapse": run.collapse, "majority": run.majority,
+                         **rec})
     return pd.DataFrame(rows)
 
 
@@ -386,15 +465,75 @@ class WorstCaseSummary:
 
 
 def worst_case_summary(collapsed: WorstCaseRun, intact: WorstCaseRun) -> WorstCaseSummary:
-    """Apply claim 1(b)'s rule (see :class:`WorstCaseSummary`)."""
+    """Apply claim 1(b)'s rule (see :class:`WorstCaseSummary`) to the records of epochs >= 1 (an
+    epoch-0 record, the untrained net, is left out: the claim is about training)."""
     if collapsed.collapse is None or intact.collapse is not None:
         raise ValueError("pass the collapsed run first and the intact run second")
-    c_acc = [r.get("train_acc") for r in collapsed.history]
-    i_acc = [r.get("train_acc") for r in intact.history]
+    c_hist = _trained(collapsed.history)
+    c_acc = [r.get("train_acc") for r in c_hist]
+    i_acc = [r.get("train_acc") for r in _trained(intact.history)]
     if not c_acc or not i_acc or None in c_acc:
         raise ValueError("both runs need at least one finished epoch (the collapsed run must not diverge)")
     return WorstCaseSummary(
         majority=collapsed.majority, epochs=len(c_acc), collapsed_max_train_acc=max(c_acc),
-        collapsed_final_train_acc=c_acc[-1], dead_every_epoch=all(r.get("dead") is True for r in collapsed.history),
+        collapsed_final_train_acc=c_acc[-1], dead_every_epoch=all(r.get("dead") is True for r in c_hist),
         intact_final_train_acc=float("nan") if i_acc[-1] is None else i_acc[-1],
     )
+
+
+def _trained(history: Sequence[dict]) -> list[dict]:
+    """The records of epochs >= 1, in epoch order (by each record's ``epoch`` key)."""
+    missing = [i for i, r in enumerate(history) if "epoch" not in r]
+    if missing:
+        raise ValueError(f"history records {missing} have no 'epoch' key")
+    return sorted((r for r in history if int(r["epoch"]) >= 1), key=lambda r: int(r["epoch"]))
+
+
+def theory_claims(epochs: pd.DataFrame, worst: dict[int, dict[str, WorstCaseRun]], *,
+                  train_samples: int) -> list[Claim]:
+    """Claim 1's two rows, decided per seed and over seeds (rules fixed before any run).
+
+    ``epochs``: the grid's per-epoch table with a ``seed`` column (:attr:`reproduce.fnn_map.FnnMap.epochs`);
+    ``worst``: :func:`run_worst_cases`' result. Both must cover the same seeds.
+
+    Per seed: **1a** holds iff for every network of the grid and every epoch (an epoch-0 record
+    included) the number of correctly classified training samples is <= ``sum_b max_c n_bc``
+    (:func:`bound_summary`, integer counts, no tolerance); **1b** holds iff the collapsed layer was
+    dead after every epoch, the collapsed net's training accuracy never exceeded the majority-class
+    frequency and the intact net's final training accuracy exceeds it (:func:`worst_case_summary`).
+
+    Rule over seeds (:func:`reproduce.reporting.over_seeds`, no pooled form: both rules already
+    quantify over every measurement): a row holds iff its rule holds in every seed, and does not
+    hold if it fails in any seed.
+    """
+    if "seed" not in epochs.columns:
+        raise ValueError(f"the epochs table has no seed column; its columns are {list(epochs.columns)}")
+    seeds = sorted(int(s) for s in epochs["seed"].unique())
+    if seeds != sorted(worst):
+        raise ValueError(f"the grid has seeds {seeds} but the worst-case runs have seeds {sorted(worst)}")
+    bounds = [bound_summary(epochs[epochs["seed"] == s]) for s in seeds]
+    cases = [worst_case_summary(worst[s]["collapsed"], worst[s]["intact"]) for s in seeds]
+    label = worst[seeds[0]]["collapsed"].model_config.label
+    pairs, respected = sum(b.pairs for b in bounds), sum(b.respected for b in bounds)
+    b_ok, w_ok = [b.holds for b in bounds], [w.holds for w in cases]
+    return [
+        Claim(
+            "1a: conflicting bundles at a^(L) bound the training accuracy",
+            "no training accuracy above (1/N) sum_b max_c n_bc is reachable",
+            f"{respected}/{pairs} (network, epoch) measurements over {len(seeds)} seed(s) respect the bound on "
+            f"{train_samples} training samples; per seed {seed_outcomes(b_ok, seeds)}; measurements over the "
+            f"bound {seed_values([b.pairs - b.respected for b in bounds], '{:.0f}', seeds)}; bound < 1 in "
+            f"{sum(b.below_one for b in bounds)}, tight in {sum(b.tight for b in bounds)}",
+            over_seeds(b_ok), seeds=len(seeds)),
+        Claim(
+            "1b: a single bundle makes a network untrainable",
+            "one bundle gives at most the majority-class frequency",
+            f"collapsed {label}: max training accuracy "
+            f"{seed_values([w.collapsed_max_train_acc for w in cases], '{:.4f}', seeds)} over "
+            f"{seed_values([w.epochs for w in cases], '{:.0f}', seeds)} epochs (majority "
+            f"{seed_values([w.majority for w in cases], '{:.4f}', seeds)}; layer dead every epoch in "
+            f"{sum(w.dead_every_epoch for w in cases)} of {len(seeds)} seeds); intact final "
+            f"{seed_values([w.intact_final_train_acc for w in cases], '{:.4f}', seeds)}; per seed "
+            f"{seed_outcomes(w_ok, seeds)}",
+            over_seeds(w_ok), seeds=len(seeds)),
+    ]

@@ -44,7 +44,9 @@ def test_sweep_table_shape_and_columns(root):
     table = result.table
     assert list(table.columns) == list(MAP_COLUMNS)
     assert list(result.epochs.columns) == list(EPOCH_COLUMNS)
-    assert len(table) == 4 and len(result.epochs) == 4  # 2 x 2 networks, one epoch each
+    # 2 x 2 networks, one trained epoch each (plus an epoch-0 record, where training writes one)
+    assert len(table) == 4 and len(result.epochs[result.epochs.epoch >= 1]) == 4
+    assert set(result.epochs.epoch) <= {0, 1} and (table["seed"] == 0).all()
     assert set(zip(table["width"], table["depth"])) == {(2, 1), (8, 1), (2, 3), (8, 3)}
     assert set(table["status"]) == {"finished"}
     assert result.sample_size == 32 and result.train_samples == 100
@@ -168,3 +170,122 @@ def test_conflict_mask_is_plain_bool_grid():
     mask = conflict_mask(table)
     assert mask.dtypes.map(lambda d: d == bool).all()
     assert mask.to_numpy().tolist() == [[True, False], [False, True]]
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def test_sweep_over_two_seeds_gives_one_row_per_seed_and_cell(root):
+    preset = _tiny_preset(fnn_widths=(2, 8), fnn_depths=(1,), repeats=2)
+    data = load_dataset("digits", flat=True, seed=3, train_limit=preset.train_limit)
+    result = sweep(preset, data, seeds=[3, 4], progress=False)
+    t = result.table
+    assert result.seeds == (3, 4)
+    assert list(zip(t["seed"], t["width"])) == [(3, 2), (3, 8), (4, 2), (4, 8)]
+    assert sorted(set(result.epochs["seed"])) == [3, 4]
+    # each seed trains on its own data split, with its own initialisation: the two seeds differ
+    assert not np.allclose(t[t.seed == 3]["test_acc"].to_numpy(), t[t.seed == 4]["test_acc"].to_numpy())
+    # and a seed's runs are those of a one-seed sweep of data loaded with that seed
+    data4 = load_dataset("digits", flat=True, seed=4, train_limit=preset.train_limit)
+    alone = sweep(preset, data4, seed=4, progress=False).table
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), t[t.seed == 4].reset_index(drop=True))
+    # the default seeds are 0..repeats-1
+    from reproduce.fnn_map import run_specs
+
+    assert [s.train.seed for s in run_specs(preset)] == [0, 0, 1, 1]
+    assert [s.data.seed for s in run_specs(preset, seeds=[5], data=data)] == [5, 5]
+
+
+def test_seeds_are_checked():
+    from reproduce.fnn_map import run_specs
+
+    preset = _tiny_preset()
+    with pytest.raises(ValueError, match=r"seeds must be .*got \(1, 1\)"):
+        run_specs(preset, seeds=[1, 1])
+    with pytest.raises(ValueError, match=r"bad: \[-1\]"):
+        run_specs(preset, seeds=[0, -1])
+    with pytest.raises(ValueError, match="not both"):
+        run_specs(preset, seeds=[0], seed=0)
+
+
+def _seed_table(rows):
+    """rows: (seed, width, depth, test_acc, a_L_entropy[, status])."""
+    out = []
+    for r in rows:
+        seed, w, d, acc, ent = r[:5]
+        out.append({"seed": seed, "width": w, "depth": d, "label": f"fnn-{w}x{d}", "status": r[5] if len(r) > 5 else
+                    "finished", "test_acc": acc, "a_L_entropy": ent, "a_L_num_bundles": 1.0 if ent > 0 else 10.0,
+                    "a_L_conflicting": ent > 0, "bound_respected": True})
+    return pd.DataFrame(out)
+
+
+def test_seed_mean_table_hand_computed():
+    from reproduce.fnn_map import MEAN_COLUMNS, seed_mean_table
+
+    t = _seed_table([(0, 2, 1, 0.2, 1.0), (1, 2, 1, 0.4, 0.0), (2, 2, 1, 0.9, 2.0, "diverged"),
+                     (0, 8, 1, 0.8, 0.0), (1, 8, 1, float("nan"), 0.0)])
+    m = seed_mean_table(t)
+    assert list(m.columns) == list(MEAN_COLUMNS)
+    a = m.set_index("width").loc[2]
+    # the diverged seed 2 is left out: mean of 0.2 and 0.4, entropy mean of 1 and 0, one conflicting seed of two
+    assert a["seeds"] == 2 and a["seeds_conflicting"] == 1
+    assert a["test_acc"] == pytest.approx(0.3) and (a["test_acc_min"], a["test_acc_max"]) == (0.2, 0.4)
+    assert a["a_L_entropy"] == pytest.approx(0.5)
+    assert list(m["a_L_conflicting"]) == [True, False]  # plain bools: conflicting in at least one seed
+    assert a["a_L_num_bundles"] == pytest.approx(5.5)
+    b = m.set_index("width").loc[8]
+    assert b["seeds"] == 1 and b["test_acc"] == 0.8
+    with pytest.raises(ValueError, match="lacks columns"):
+        seed_mean_table(t.drop(columns="a_L_entropy"))
+
+
+def _planted_map(separating_seeds):
+    """Four widths x three depths; in a separating seed the narrow nets (widths 1, 2) are conflicting
+    and lower in accuracy, in the other seed the conflicting nets are the accurate ones."""
+    rows = []
+    for seed in (0, 1):
+        for i, w in enumerate((1, 2, 4, 8)):
+            for j, d in enumerate((1, 2, 3)):
+                conflicting = w <= 2
+                good = (not conflicting) if seed in separating_seeds else conflicting
+                acc = (0.8 if good else 0.2) + 0.01 * i + 0.003 * j  # all distinct: an exact test
+                ent = (1.0 + 0.1 * (3 - i) + 0.05 * j) if conflicting else 0.0
+                rows.append((seed, w, d, acc, ent))
+    return _seed_table(rows)
+
+
+def test_map_claims_hold_only_when_every_seed_and_the_mean_hold():
+    from reproduce.fnn_map import map_claims, seed_statistics
+
+    both = map_claims(_planted_map({0, 1}), dataset="toy", seeds=[0, 1])
+    assert [c.holds for c in both] == [True, True] and [c.seeds for c in both] == [2, 2]
+    # 6 conflicting vs 6 clean, all lower: exact one-sided p = 1 / C(12, 6)
+    assert seed_statistics(_planted_map({0, 1}))[0].p_mannwhitney == pytest.approx(1 / 924)
+    assert "holds in 2 of 2 seeds (0 yes, 1 yes)" in both[0].measured
+    assert "0: 6, 1: 6" in both[0].measured  # per-seed counts of conflicting nets are visible
+
+    one = map_claims(_planted_map({0}), dataset="toy", seeds=[0, 1])
+    assert [c.holds for c in one] == [False, False]
+    assert "holds in 1 of 2 seeds (0 yes, 1 no)" in one[0].measured
+    # a single seed: the verdict is that seed's
+    only = map_claims(_planted_map({0}), dataset="toy", seeds=[0])
+    assert [c.holds for c in only] == [True, True] and only[0].seeds == 1
+    with pytest.raises(ValueError, match=r"seeds \[7\] have no rows; the table has seeds \[0, 1\]"):
+        map_claims(_planted_map({0}), dataset="toy", seeds=[0, 7])
+
+
+def test_map_claims_fail_when_only_the_seed_mean_map_fails():
+    """Each seed separates on its own, but the seeds disagree on which nets conflict, so on the
+    seed-mean map every net is conflicting (one group empty): the pooled form fails."""
+    from reproduce.fnn_map import map_claims
+
+    rows = []
+    for seed, narrow in ((0, True), (1, False)):
+        for i, w in enumerate((1, 2, 4, 8)):
+            for d in (1, 2, 3):
+                conflicting = (w <= 2) == narrow
+                rows.append((seed, w, d, (0.2 if conflicting else 0.8) + 0.01 * i + 0.001 * d,
+                             (1.0 + 0.1 * i + 0.01 * d) if conflicting else 0.0))
+    claims = map_claims(_seed_table(rows), dataset="toy")
+    assert "holds in 2 of 2 seeds" in claims[0].measured
+    assert claims[0].holds is False and "Seed-mean map: 12 conflicting" in claims[0].measured

@@ -113,7 +113,9 @@ def test_collapsed_network_stays_dead_and_reaches_exactly_the_majority_frequency
     tcfg = TrainConfig(epochs=12, batch_size=5, lr=1e-2)
     run = train_worst_case(mcfg, data, tcfg, collapse=1, progress=False)
     assert run.majority == 0.6
-    assert len(run.history) == 12
+    # an epoch-0 record (the untrained net), where training writes one, is checked too
+    assert [r["epoch"] for r in run.history if r["epoch"] >= 1] == list(range(1, 13))
+    assert {r["epoch"] for r in run.history} <= set(range(13))
     for rec in run.history:
         assert rec["dead"] is True
         assert rec["collapsed_weight_absmax"] == 0.0
@@ -136,7 +138,10 @@ def test_intact_network_has_no_dead_record_and_frame_labels(tmp_path):
     collapsed = train_worst_case(mcfg, data, tcfg, collapse=0, progress=False)
     assert all(r["dead"] is None for r in intact.history)
     frame = worst_case_frame([intact, collapsed])
-    assert list(frame["network"]) == ["intact"] * 2 + ["collapsed"] * 2
+    n = len(intact.history)  # 2 trained epochs, plus an epoch-0 record where training writes one
+    assert n in (2, 3) and len(collapsed.history) == n
+    assert list(frame["network"]) == ["intact"] * n + ["collapsed"] * n
+    assert list(frame[frame.epoch >= 1]["epoch"]) == [1, 2, 1, 2]
     assert set(frame["majority"]) == {0.6}
 
 
@@ -200,8 +205,106 @@ def test_worst_case_summary_rule():
     collapsed = train_worst_case(mcfg, data, tcfg, collapse=1, progress=False)
     intact = train_worst_case(mcfg, data, tcfg, collapse=None, progress=False)
     s = worst_case_summary(collapsed, intact)
-    assert s.majority == 0.6 and s.epochs == 3 and s.dead_every_epoch
+    assert s.majority == 0.6 and s.epochs == 3 and s.dead_every_epoch  # epochs >= 1 only
     assert s.collapsed_max_train_acc <= 0.6
     assert s.holds == (s.intact_final_train_acc > 0.6)
     with pytest.raises(ValueError, match="collapsed run first"):
         worst_case_summary(intact, collapsed)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def _run(collapse, history, majority=0.5, seed=0):
+    from reproduce.theory import WorstCaseRun
+
+    mcfg = ModelConfig("fnn", num_classes=3, in_channels=1, input_size=2, fnn_width=4, fnn_depth=2)
+    return WorstCaseRun(mcfg, TrainConfig(epochs=len(history), seed=seed), collapse, majority, history)
+
+
+def test_worst_case_summary_reads_epochs_by_their_key_and_skips_epoch_zero():
+    from reproduce.theory import worst_case_summary
+
+    # epoch 0 (untrained, no train_acc) comes first; the records are out of order on purpose
+    collapsed = _run(1, [{"epoch": 0, "dead": True}, {"epoch": 2, "train_acc": 0.5, "dead": True},
+                         {"epoch": 1, "train_acc": 0.4, "dead": True}])
+    intact = _run(None, [{"epoch": 0, "dead": None, "test_acc": 0.1}, {"epoch": 2, "train_acc": 0.9, "dead": None},
+                         {"epoch": 1, "train_acc": 0.7, "dead": None}])
+    s = worst_case_summary(collapsed, intact)
+    assert s.epochs == 2 and s.collapsed_max_train_acc == 0.5 and s.collapsed_final_train_acc == 0.5
+    assert s.intact_final_train_acc == 0.9 and s.holds
+    # a layer alive after one trained epoch breaks the rule
+    alive = _run(1, [{"epoch": 1, "train_acc": 0.4, "dead": True}, {"epoch": 2, "train_acc": 0.4, "dead": False}])
+    assert not worst_case_summary(alive, intact).holds
+    with pytest.raises(ValueError, match="no 'epoch' key"):
+        worst_case_summary(_run(1, [{"train_acc": 0.4, "dead": True}]), intact)
+
+
+def _bound_epochs(per_seed_correct):
+    import pandas as pd
+
+    rows = [{"seed": s, "width": 2, "depth": 1, "epoch": e, "bound_samples": 10, "bound_correct": c, "bound_limit": 6}
+            for s, cs in per_seed_correct.items() for e, c in enumerate(cs)]
+    return pd.DataFrame(rows)
+
+
+def _worst(seeds, intact_final):
+    return {s: {"collapsed": _run(1, [{"epoch": 1, "train_acc": 0.5, "dead": True}], seed=s),
+                "intact": _run(None, [{"epoch": 1, "train_acc": intact_final[s], "dead": None}], seed=s)}
+            for s in seeds}
+
+
+def test_theory_claims_over_seeds_hand_built():
+    from reproduce.theory import theory_claims
+
+    # seed 1 exceeds the bound once (7 > 6); seed 2's intact net stays at the majority (0.5)
+    epochs = _bound_epochs({0: [3, 6], 1: [5, 7], 2: [6, 6]})
+    claims = theory_claims(epochs, _worst([0, 1, 2], {0: 0.9, 1: 0.8, 2: 0.5}), train_samples=10)
+    assert [c.holds for c in claims] == [False, False] and [c.seeds for c in claims] == [3, 3]
+    assert "5/6 (network, epoch) measurements over 3 seed(s)" in claims[0].measured
+    assert "holds in 2 of 3 seeds (0 yes, 1 no, 2 yes)" in claims[0].measured
+    assert "holds in 2 of 3 seeds (0 yes, 1 yes, 2 no)" in claims[1].measured
+    assert "0: 0.9000, 1: 0.8000, 2: 0.5000" in claims[1].measured  # per-seed intact accuracies
+
+    good = theory_claims(_bound_epochs({0: [3, 6], 2: [6, 6]}), _worst([0, 2], {0: 0.9, 2: 0.8}), train_samples=10)
+    assert [c.holds for c in good] == [True, True] and good[0].seeds == 2
+    with pytest.raises(ValueError, match=r"grid has seeds \[0, 2\] but the worst-case runs have seeds \[0\]"):
+        theory_claims(_bound_epochs({0: [3], 2: [3]}), _worst([0], {0: 0.9}), train_samples=10)
+
+
+def test_worst_case_specs_and_frame_carry_the_seed():
+    from reproduce.scales import get_scale
+    from reproduce.theory import check_seeds, worst_case_specs
+
+    scale = get_scale("smoke").replace(repeats=2)
+    specs = worst_case_specs(scale, seeds=range(3, 3 + scale.repeats), collapse=1)
+    assert [(s.train.seed, s.data.seed, s.init is not None) for s in specs] == [(3, 3, False), (3, 3, True),
+                                                                               (4, 4, False), (4, 4, True)]
+    assert len({s.run_dir for s in specs}) == 4
+    with pytest.raises(ValueError, match="collapse"):
+        worst_case_specs(scale, seeds=[0], collapse=None)
+    with pytest.raises(ValueError, match=r"got \('a',\)"):
+        check_seeds(["a"])
+    frame = worst_case_frame([_run(1, [{"epoch": 1, "train_acc": 0.5}], seed=4),
+                              _run(None, [{"epoch": 0}, {"epoch": 1, "train_acc": 0.9}], seed=5)])
+    assert list(frame["seed"]) == [4, 5, 5] and list(frame["epoch"]) == [1, 0, 1]
+
+
+def test_run_worst_cases_trains_each_seed_on_its_own_split(tmp_path, monkeypatch):
+    from reproduce.data import load_dataset
+    from reproduce.reporting import ROOT_ENV
+    from reproduce.scales import get_scale
+    from reproduce.theory import run_worst_cases
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "reproduce").mkdir()
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path))
+    scale = get_scale("smoke").replace(repeats=2, train_limit=80, batch_size=32)
+    data = load_dataset("digits", flat=True, seed=0, train_limit=80)
+    runs = run_worst_cases(scale, data, seeds=[0, 1], collapse=0, width=4, depth=2, epochs=1, progress=False)
+    assert sorted(runs) == [0, 1] and all(sorted(r) == ["collapsed", "intact"] for r in runs.values())
+    assert {runs[s][k].seed for s in runs for k in runs[s]} == {0, 1}
+    x0, _ = dataset_tensors(data.train_eval)
+    x1, _ = dataset_tensors(load_dataset("digits", flat=True, seed=1, train_limit=80).train_eval)
+    assert not torch.equal(x0, x1)  # the two seeds' splits differ, so the runs saw different data
+    assert all(rec["dead"] is True for s in runs for rec in runs[s]["collapsed"].history)
