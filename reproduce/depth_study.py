@@ -328,24 +328,29 @@ def depth_sweep(
 
 
 def correlations(runs: pd.DataFrame, *, x: str = "entropy_mean", y: str = "test_acc",
-                 by: str = "dataset") -> pd.DataFrame:
+                 by: str | Sequence[str] = "dataset") -> pd.DataFrame:
     """Pearson and Spearman correlation of ``x`` with ``y`` (with two-sided p-values) per ``by``.
 
-    Rows with a non-finite ``x`` or ``y`` are left out (``n`` counts the rest). With fewer than 3
-    rows, or a constant column, the coefficients and p-values are NaN (no warning is raised).
+    ``by`` is a column or a list of columns (e.g. ``["dataset", "seed"]``: one row per dataset and
+    seed); the result starts with those columns. Rows with a non-finite ``x`` or ``y`` are left out
+    (``n`` counts the rest). With fewer than 3 rows, or a constant column, the coefficients and
+    p-values are NaN (no warning is raised).
     """
     from scipy import stats
 
-    missing = [c for c in (x, y, by) if c not in runs.columns]
+    keys = [by] if isinstance(by, str) else list(by)
+    if not keys:
+        raise ValueError("by must name at least one column")
+    missing = [c for c in (x, y, *keys) if c not in runs.columns]
     if missing:
         raise ValueError(f"columns {missing} not in the table; its columns are {list(runs.columns)}")
     out = []
-    for key, group in runs.groupby(by, sort=True):
+    for key, group in runs.groupby(keys, sort=True):
         xs = pd.to_numeric(group[x], errors="coerce").to_numpy(dtype=float)
         ys = pd.to_numeric(group[y], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(xs) & np.isfinite(ys)
         xs, ys = xs[ok], ys[ok]
-        row = {by: key, "n": int(ok.sum()), "pearson_r": math.nan, "pearson_p": math.nan,
+        row = {**dict(zip(keys, key)), "n": int(ok.sum()), "pearson_r": math.nan, "pearson_p": math.nan,
                "spearman_r": math.nan, "spearman_p": math.nan}
         if len(xs) >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
             with warnings.catch_warnings():
@@ -355,7 +360,7 @@ def correlations(runs: pd.DataFrame, *, x: str = "entropy_mean", y: str = "test_
             row.update(pearson_r=float(pr[0]), pearson_p=float(pr[1]),
                        spearman_r=float(sr[0]), spearman_p=float(sr[1]))
         out.append(row)
-    columns = [by, *CORRELATION_COLUMNS[1:]]
+    columns = [*keys, *CORRELATION_COLUMNS[1:]]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -608,24 +613,32 @@ def depth_claims(runs: pd.DataFrame) -> list[Claim]:
         fewer = {s: _fewer(t) for s, t in tables.items()}
         lower_p, active_p, fewer_pooled = _fewer(pooled)
         outcomes = [fewer[s][2] for s in seeds]
-        each = "; ".join(f"seed {s}: {fewer[s][0]} of {len(fewer[s][1])} {fewer[s][1]}" for s in seeds)
+        if several:
+            each = "; ".join(f"seed {s}: {fewer[s][0]} of {len(fewer[s][1])} {fewer[s][1]}" for s in seeds)
+            text = (f"residual lower than plain at k of the m depths with a conflict [depths]: {each}; "
+                    f"seed mean: {lower_p} of {len(active_p)} {active_p}")
+        else:
+            text = f"residual lower at {lower_p} of {len(active_p)} depths with a conflict {active_p}"
         claims.append(Claim(
             f"{name}: residual nets develop fewer conflicts", "residual networks much less",
-            f"residual lower at, of the depths with a conflict: {each}"
-            + (f"; seed mean: {lower_p} of {len(active_p)} {active_p}" if several else "")
-            + f"; {seed_outcomes(outcomes, seeds)}",
+            f"{text}; {seed_outcomes(outcomes, seeds)}",
             over_seeds(outcomes, fewer_pooled), seeds=n))
 
         corr = {s: correlations(f).iloc[0] for s, f in per_seed.items()}
         c = correlations(frame).iloc[0]
         outcomes = [_pearson_rule(corr[s]) for s in seeds]
-        per_text = (f"per seed Pearson r {seed_values([corr[s].pearson_r for s in seeds], seeds=seeds)}, "
+        pooled_text = (f"Pearson r = {c.pearson_r:.3f} (p = {c.pearson_p:.2g}), "
+                       f"Spearman rho = {c.spearman_r:.3f} (p = {c.spearman_p:.2g})")
+        if several:
+            text = (f"per seed Pearson r {seed_values([corr[s].pearson_r for s in seeds], seeds=seeds)}, "
                     f"p {seed_values([corr[s].pearson_p for s in seeds], fmt='{:.2g}', seeds=seeds)}, "
-                    f"n {seed_values([corr[s].n for s in seeds], fmt='{:.0f}', seeds=seeds)}; ")
+                    f"n {seed_values([corr[s].n for s in seeds], fmt='{:.0f}', seeds=seeds)}; "
+                    f"all {int(c.n)} runs pooled: {pooled_text}")
+        else:
+            text = f"{pooled_text}, n = {int(c.n)}"
         claims.append(Claim(
             f"{name}: bundle entropy vs test accuracy", "negative correlation",
-            per_text + f"all {int(c.n)} runs pooled: Pearson r = {c.pearson_r:.3f} (p = {c.pearson_p:.2g}), "
-            f"Spearman rho = {c.spearman_r:.3f} (p = {c.spearman_p:.2g}); {seed_outcomes(outcomes, seeds)}",
+            f"{text}; {seed_outcomes(outcomes, seeds)}",
             over_seeds(outcomes, _pearson_rule(c)), seeds=n))
     return claims
 

@@ -311,7 +311,7 @@ def test_depth_claims_hold_when_every_seed_and_the_pool_hold():
     assert [c.verdict for c in claims] == ["holds", "holds", "holds"]
     assert {c.seeds for c in claims} == {2}
     assert "0: 1.000, 1: 1.200" in claims[0].measured and "seed mean 1.100" in claims[0].measured
-    assert "seed 0: 2 of 2 [20, 30]; seed 1: 2 of 2 [20, 30]" in claims[1].measured
+    assert "seed 0: 2 of 2 [20, 30]; seed 1: 2 of 2 [20, 30]; seed mean: 2 of 2 [20, 30]" in claims[1].measured
     assert "all 12 runs pooled: Pearson r = -1.000" in claims[2].measured
     assert "holds in 2 of 2 seeds (0 yes, 1 yes)" in claims[2].measured
 
@@ -346,6 +346,8 @@ def test_depth_claims_not_testable_seed_and_single_seed_text():
     single = ds.depth_claims(runs[runs["seed"] == 0])
     assert [c.seeds for c in single] == [1, 1, 1]
     assert single[0].measured.startswith("plain depth 30: averaged a^(L) entropy 1.000; holds in 1 of 1")
+    assert single[1].measured == "residual lower at 2 of 2 depths with a conflict [20, 30]; holds in 1 of 1 seeds (0 yes)"
+    assert single[2].measured.startswith("Pearson r = -1.000 (p = ") and ", n = 6; holds in 1 of 1" in single[2].measured
     with pytest.raises(ValueError, match="seed"):
         ds.depth_claims(runs.drop(columns="seed"))
 
@@ -417,3 +419,15 @@ def test_early_detection_runs_two_seeds_end_to_end(tmp_root):
     assert all("seeds (0 " in c.measured for c in claims)
     again = ds.early_detection_runs(P, [1], progress=False, device="cpu")
     assert again[("plain", 1)].resumed_from == P.epochs   # reused, not retrained
+
+
+def test_correlations_per_dataset_and_seed():
+    h = [0.0, 1.0, 2.0]
+    runs = pd.DataFrame({"dataset": ["a"] * 6, "seed": [0, 0, 0, 1, 1, 1], "entropy_mean": h + h,
+                         "test_acc": [0.9, 0.7, 0.5, 0.1, 0.2, 0.3]})
+    corr = ds.correlations(runs, by=["dataset", "seed"])
+    assert list(corr.columns) == ["dataset", "seed", *ds.CORRELATION_COLUMNS[1:]]
+    assert corr["pearson_r"].tolist() == pytest.approx([-1.0, 1.0])
+    assert corr["seed"].tolist() == [0, 1] and corr["n"].tolist() == [3, 3]
+    with pytest.raises(ValueError, match="at least one"):
+        ds.correlations(runs, by=[])
