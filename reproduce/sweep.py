@@ -183,27 +183,27 @@ def _as_scale(scale: Scale | str) -> Scale:
 def _jobs_of(stem: str, scale: Scale, seed: int) -> list[Job]:
     """The runs notebook ``stem`` trains with its default parameters (see :data:`NOTEBOOK_DEFAULTS`)."""
     d = NOTEBOOK_DEFAULTS.get(stem, {})
+    seeds = range(seed, seed + scale.repeats)
     if stem == "01_bundles_theory":
-        # fnn_map.sweep(scale, data, seed=seed) and the worst-case cell's two theory.worst_case_spec calls
-        return [*fnn_map.run_specs(scale, seed=seed),
-                *(theory.worst_case_spec(scale, collapse=k, dataset=scale.dataset, seed=seed, width=d["worst_case_width"],
-                                         depth=d["worst_case_depth"], epochs=d["worst_case_epochs"])
-                  for k in (None, d["collapse_index"]))]
+        # fnn_map.sweep over the seeds, then the worst-case cell's intact and collapsed nets per seed
+        return [*fnn_map.run_specs(scale, seeds=seeds),
+                *theory.worst_case_specs(scale, seeds=seeds, collapse=d["collapse_index"], dataset=scale.dataset,
+                                         width=d["worst_case_width"], depth=d["worst_case_depth"],
+                                         epochs=d["worst_case_epochs"])]
     if stem == "02_fnn_width_depth":
-        return list(fnn_map.run_specs(scale, seed=seed))
+        return list(fnn_map.run_specs(scale, seeds=seeds))
     if stem == "03_depth_vgg_vs_resnet":
-        return list(depth_study.run_specs(scale, seeds=range(seed, seed + scale.repeats)))
-    if stem == "04_early_detection":
-        return [depth_study.conv_spec(scale, kind, scale.early_depth, dataset=scale.dataset, seed=seed)
-                for kind in depth_study.CONV_KINDS]
+        return list(depth_study.run_specs(scale, seeds=seeds))
+    if stem == "04_early_detection":  # the plain and residual net at scale.early_depth per seed (03's runs)
+        return list(depth_study.early_detection_specs(scale, seeds))
     if stem == "05_lesion":
-        return [lesion.lesion_spec(scale, lesion.LesionConfig.from_scale(scale, seed=seed, dataset=d["dataset"]))]
+        return list(lesion.run_specs(scale, seeds=seeds, dataset=d["dataset"]))
     if stem == "06_auto_tune":
         kinds = ("plain", "residual") if d["residual"] else ("plain",)
         searches = autotune.search_specs(scale, kinds, seeds=range(seed, seed + scale.autotune_seeds),
                                          max_attempts=d["max_attempts"])
         baselines = [spec for dataset in scale.datasets
-                     for spec in autotune.baseline_specs(scale, dataset=dataset, seeds=range(seed, seed + scale.repeats))]
+                     for spec in autotune.baseline_specs(scale, dataset=dataset, seeds=seeds)]
         return [*searches, *baselines]
     return []  # 00_quickstart
 
@@ -214,12 +214,13 @@ def notebook_jobs(scale: Scale | str, notebooks: Sequence[str] | None = None, *,
     ``--seed`` of ``python -m reproduce run``), by notebook stem, in the order the notebook trains
     them, without repeats within a notebook.
 
-    These are exactly the specs of the library calls the notebooks make: 01 the FNN grid of
-    :func:`reproduce.fnn_map.run_specs` and the intact and collapsed nets of
-    :func:`reproduce.theory.worst_case_spec`; 02 the grid; 03 :func:`reproduce.depth_study.run_specs`;
-    04 :func:`reproduce.depth_study.conv_spec` of both kinds at ``scale.early_depth``; 05
-    :func:`reproduce.lesion.lesion_spec`; 06 :func:`reproduce.autotune.search_specs` (plain and
-    residual) and :func:`reproduce.autotune.baseline_specs` per dataset. ``00_quickstart`` trains
+    These are exactly the specs of the library calls the notebooks make, for the seeds
+    ``seed .. seed + scale.repeats - 1``: 01 the FNN grid of :func:`reproduce.fnn_map.run_specs`
+    and the intact and collapsed nets of :func:`reproduce.theory.worst_case_specs`; 02 the grid;
+    03 :func:`reproduce.depth_study.run_specs`; 04 :func:`reproduce.depth_study.early_detection_specs`
+    (03's runs at ``scale.early_depth``); 05 :func:`reproduce.lesion.run_specs`; 06
+    :func:`reproduce.autotune.search_specs` (``scale.autotune_seeds`` searches per kind) and
+    :func:`reproduce.autotune.baseline_specs` per dataset. ``00_quickstart`` trains
     one tiny run inline and has no jobs. ``root`` (default: the project root) is where the run
     folders are.
     """

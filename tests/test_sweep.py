@@ -169,7 +169,7 @@ def test_local_sweep_submits_only_unfinished_runs_and_matches_inline_training(ro
     assert "epoch 2/2" in Path(record["stdout"]).read_text()  # the job's own log
 
     swept = load_run(partial.run_dir)
-    assert [r["epoch"] for r in swept.history] == [1, 2]
+    assert [r["epoch"] for r in swept.history] == [0, 1, 2]  # epoch 0: the untrained net
     # the same run trained inline, uninterrupted, in another root
     other_root(monkeypatch, root.parent / "inline")
     inline = train_spec(partial, progress=False)
