@@ -5,6 +5,9 @@
 #   make reproduce SCALE=smoke     # seconds per notebook
 #   make reproduce SCALE=paper     # the paper's datasets and sizes; meant for a GPU
 #   make reproduce NOTEBOOKS="03 05"   # only some notebooks (stem, number prefix or path)
+#   make reproduce SCALE=long NOTEBOOKS="05 06"   # claims 4 and 5 at the paper's optimiser steps
+#   make reproduce JOBS=4          # train with 4 processes side by side (default: one per core)
+#   make compare                   # what a fresh `make reproduce` changed against the committed figures
 #   make test                      # library tests + every notebook under nbval at smoke scale
 #   make test-slurm                # tests/test_slurm.py on a one-node SLURM cluster on this machine
 #   make data DATASETS="mnist svhn"    # download the paper's datasets into $REPRODUCE_DATA (default: all four)
@@ -31,7 +34,7 @@ endif
 # Environment of the test run: notebooks at smoke scale, no GUI backend, no progress bars.
 TEST_ENV = REPRODUCE_SCALE=smoke MPLBACKEND=agg TQDM_DISABLE=1
 
-.PHONY: all install reproduce test list data clean-results binder-lock browser-check
+.PHONY: all install reproduce compare test list data clean-results binder-lock browser-check
 
 all: reproduce
 
@@ -49,8 +52,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# On the CPU scales the runs are first trained by JOBS one-thread processes side by side (default:
+# one per core; the pinned numerics make every process compute with one thread), then the
+# notebooks execute and collect them. On the GPU scales JOBS defaults to 1 (the notebooks train).
+ifneq ($(filter $(SCALE),smoke cpu long),)
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+else
+JOBS ?= 1
+endif
+
 reproduce: $(VENV)/.installed
-	$(PY) -m reproduce run --scale $(SCALE) $(NOTEBOOKS)
+	$(PY) -m reproduce run --scale $(SCALE) --jobs $(JOBS) $(NOTEBOOKS)
+
+compare: $(VENV)/.installed
+	$(PY) -m reproduce compare --scale $(SCALE)
 
 list: $(VENV)/.installed
 	$(PY) -m reproduce list

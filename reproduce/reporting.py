@@ -233,6 +233,9 @@ def setup_notebook(scale: str = "cpu", **overrides: Any) -> Scale:
     if changes:
         preset = preset.replace(**changes)
     print(preset.describe())
+    from . import numerics
+
+    print(numerics.describe())
     return preset
 
 

@@ -3,7 +3,7 @@
 ::
 
     python -m reproduce list
-    python -m reproduce run [--scale smoke|cpu|paper] [--seed N] [--root DIR] [NOTEBOOK ...]
+    python -m reproduce run [--scale smoke|cpu|long|gpu|paper] [--seed N] [--jobs N] [--root DIR] [NOTEBOOK ...]
     python -m reproduce data fetch [--root DATA_DIR] [mnist cifar10 svhn imagenette]
     python -m reproduce data status [--root DATA_DIR]
     python -m reproduce plan   [--scale S] [--assume-steps-per-second X] [NOTEBOOK ...]
@@ -348,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment size (default: %(default)s)",
     )
     run.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                     help="first train the notebooks' runs as a local sweep of N processes side by side "
+                          "(each one thread under the pinned numerics), then execute the notebooks, which "
+                          "then only collect them (default: 1, no sweep: the notebooks train inline)")
     run.add_argument(
         "notebooks",
         nargs="*",
@@ -540,6 +544,26 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_first(scale: str, stems: Sequence[str], seed: int, root: Path, jobs: int) -> None:
+    """``run --jobs N``: the runs the notebooks need, trained as a local sweep of ``jobs`` processes
+    before the notebooks execute (identical results: the same specs and run folders, and under the
+    pinned numerics every process computes with one thread). A failed job is reported and left to
+    the notebook, which trains (and reports) what is missing."""
+    from . import sweep
+
+    stems = [s for s in stems if s in sweep.NOTEBOOKS]
+    print(f"training the runs of {len(stems)} notebook(s) with {jobs} local job(s) side by side ...", flush=True)
+    try:
+        result = sweep.submit(scale, stems, executor="local", seed=seed, root=root, jobs=jobs,
+                              echo=lambda line: print(line, flush=True))
+    except (ValueError, sweep.SweepError) as err:
+        print(f"note: the sweep before the notebooks did not run ({err}); the notebooks train inline", flush=True)
+        return
+    print(result.format(), flush=True)
+    if not result.ok:
+        print("note: some sweep jobs failed (above); the notebooks train and report what is missing", flush=True)
+
+
 def _usage_error(message: str) -> int:
     """Report a bad command line the way argparse does; status 2."""
     print(f"python -m reproduce run: error: {message}", file=sys.stderr)
@@ -576,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         return _usage_error(str(err))
 
+    if args.jobs > 1:
+        _train_first(args.scale, [p.stem for p in paths], args.seed, root, args.jobs)
     out_dir = root / "results" / args.scale / "executed"
     records = run_notebooks(paths, args.scale, args.seed, out_dir, root=root)
     print()

@@ -24,8 +24,10 @@ How a job runs (:class:`SweepJob`, a :class:`submitit.helpers.Checkpointable`):
 * a run folder being trained by a live process (its lock, :func:`reproduce.training.run_lock`)
   ends the job with the outcome ``running elsewhere``: it is not a failure, and the run is never
   trained twice. A search holds a lock of its own beside its log for the whole search;
-* CPU threads: ``threads`` (the SLURM executor passes ``--cpus-per-job``); results are
-  bit-identical to an inline run only with the same thread count.
+* CPU threads: under the pinned numerics (the default, :mod:`reproduce.numerics`) every job
+  computes with the pinned thread count, whatever ``threads`` says, so its results are
+  bit-identical to the notebook's inline run; with ``REPRODUCE_NUMERICS=native``, ``threads``
+  (the SLURM executor passes ``--cpus-per-job``; locally ``cpu_count // jobs``) sets it.
 
 Bookkeeping: every submission is recorded in ``results/<scale>/sweep/jobs.json`` (job key ->
 submitit job id, executor, log files; earlier job ids of the same key under ``previous``) and
@@ -60,7 +62,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
-from . import autotune, depth_study, fnn_map, lesion, theory
+from . import autotune, depth_study, fnn_map, lesion, numerics, theory
 from .autotune import SearchSpec
 from .models import ModelConfig, conv_config
 from .reporting import project_root, results_dir
@@ -368,6 +370,8 @@ class SweepJob(_Checkpointable):
     def __call__(self, job: Job) -> JobOutcome:
         os.environ[ROOT_ENV] = self.root
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None
+        if threads and numerics.policy() == "pinned":
+            threads = None  # the pinned numerics fix the thread count (a run's numbers depend on it)
         if threads:
             import torch
 
@@ -857,7 +861,7 @@ def _run_local(result: SweepResult, todo: list[tuple[Job, tuple[str, ...]]], sub
     say = echo or (lambda line: None)
     gpus = torch.cuda.device_count()
     slots = jobs or max(1, gpus)
-    if threads is None and not gpus:
+    if threads is None and not gpus and numerics.policy() == "native":
         threads = max(1, (os.cpu_count() or 1) // slots)
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, signal_delay_s=120)

@@ -33,6 +33,11 @@ non-finite activations met by a measuring callback end the run with status ``div
 epoch at which it happened (an untrainable network is one of the paper's results, not a crash).
 Non-finite values in the *training data* are a data error (ValueError), not a divergence.
 
+Numeric environment: a run records the environment it was computed under
+(:func:`reproduce.numerics.environment` and the device type) in its checkpoint and ``run.json``; a
+folder holding a run of another environment is not reused (:class:`NumericsMismatchError` says
+what differs), since the same seed gives other numbers there.
+
 Data identity: a run remembers the data it was trained on (``data.identity`` of a
 :class:`reproduce.data.DataBundle`; for other data objects a fingerprint of their content,
 :func:`data_identity`) and refuses to resume on other data.
@@ -56,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from . import numerics
 from .bundles import NonFiniteActivationError
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .device_data import DeviceSplit, device_bundle
@@ -78,6 +84,7 @@ __all__ = [
     "run_lock",
     "CheckpointError",
     "RunLockedError",
+    "NumericsMismatchError",
     "RUN_STATUSES",
 ]
 
@@ -325,6 +332,11 @@ class RunLockedError(RuntimeError):
     """Another process is training the run in this folder."""
 
 
+class NumericsMismatchError(ValueError):
+    """The run folder holds a run computed under another numeric environment (threads, CPU kernels,
+    torch version, device; :func:`reproduce.numerics.differences`)."""
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold the lock of the run folder ``run_dir`` (``<run_dir>/.lock``) for the ``with`` block.
@@ -395,7 +407,7 @@ def _side_files(state: dict) -> dict[str, str]:
     """``metrics.jsonl`` and ``run.json`` as derived from a checkpoint's state."""
     summary = {"status": state["status"], "epochs_done": state["epoch"], "diverged_epoch": state["diverged_epoch"],
                "stop_reason": state["stop_reason"], "data": state["data"], "model_config": state["model_config"],
-               "train_config": state["train_config"]}
+               "train_config": state["train_config"], "numerics": state.get("numerics")}
     return {"metrics.jsonl": "".join(json.dumps(r) + "\n" for r in state["history"]),
             "run.json": json.dumps(summary, indent=2) + "\n"}
 
@@ -457,6 +469,9 @@ class _Run:
     resumed_from: int = 0
     #: the fast path's training step (:func:`_make_step`), built at the first epoch of this call
     step: Any = None
+    #: the numeric environment the run is computed under (:func:`reproduce.numerics.environment`
+    #: and the device), stored in the checkpoint and ``run.json``
+    numerics: dict | None = None
 
     def result(self) -> RunResult:
         return RunResult(self.run_dir, self.status, self.epoch, self.model, self.history, self.mcfg, self.tcfg,
@@ -476,6 +491,7 @@ class _Run:
             "epoch": self.epoch,
             "diverged_epoch": self.diverged_epoch,
             "stop_reason": self.stop_reason,
+            "numerics": self.numerics,
         }
 
     def save(self) -> None:
@@ -496,6 +512,12 @@ def _check_same_run(ckpt: dict, run: _Run) -> None:
     saved_id = ckpt.get("data_identity", {"name": ckpt.get("data")})
     same_data = saved_id == (run.data_identity if "data_identity" in ckpt else {"name": run.data_name})
     if saved_m == mcfg and saved_t == tcfg and same_data:
+        diffs = numerics.differences(ckpt.get("numerics"), run.numerics or {})
+        if diffs:
+            raise NumericsMismatchError(
+                f"run folder {run.run_dir} was computed under another numeric environment ({'; '.join(diffs)}); "
+                f"its numbers are not what this machine computes, so it is not reused: delete the folder to "
+                f"recompute it here, or restore that environment (see reproduce/numerics.py)")
         return
     diff = [k for k in mcfg if saved_m.get(k) != mcfg[k]] + [k for k in tcfg if saved_t.get(k) != tcfg[k]]
     if not same_data:
@@ -513,7 +535,8 @@ def _start(mcfg: ModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None
         init_fn(model)
     model = model.to(dev)
     data_name = getattr(data, "name", type(data).__name__)
-    run = _Run(run_dir, model, make_optimizer(model, tcfg), mcfg, tcfg, data_name, data_identity(data), [])
+    run = _Run(run_dir, model, make_optimizer(model, tcfg), mcfg, tcfg, data_name, data_identity(data), [],
+               numerics={**numerics.environment(), "device": dev.type})
     ckpt = load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
     if ckpt is not None:
         _check_same_run(ckpt, run)

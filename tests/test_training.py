@@ -256,3 +256,37 @@ def test_passes_make_an_epoch_of_several_shuffled_passes():
     assert seen == [40] * 12 and [r["epoch"] for r in res.history] == [0, 1, 2]
     with pytest.raises(ValueError, match="passes must be an int >= 1, got 0"):
         TrainConfig(epochs=1, passes=0)
+
+
+def test_run_records_its_numeric_environment_and_refuses_another(tmp_path):
+    from reproduce import numerics
+    from reproduce.training import NumericsMismatchError
+
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    train(FNN, toy_data(), cfg, tmp_path, progress=False)
+    recorded = json.loads((tmp_path / "run.json").read_text())["numerics"]
+    here = numerics.environment()
+    assert recorded["threads"] == here["threads"] and recorded["cpu_capability"] == here["cpu_capability"]
+    assert recorded["device"] == "cpu" and recorded["torch"] == torch.__version__
+    # the same environment: the finished run is reused
+    assert train(FNN, toy_data(), cfg, tmp_path, progress=False).status == "finished"
+    # plant another environment in the checkpoint (as if made on an AVX-512 machine with 2 threads)
+    from reproduce.checkpoints import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["numerics"] = {**state["numerics"], "cpu_capability": "AVX512", "threads": 2}
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    with pytest.raises(NumericsMismatchError, match=r"cpu_capability: AVX512 \(stored\) vs .* \(now\).*threads: 2"):
+        train(FNN, toy_data(), cfg, tmp_path, progress=False)
+
+
+def test_a_run_stopped_after_epoch_zero_resumes_to_the_same_run(tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=1)
+    straight = train(CONV, toy_data(), cfg, tmp_path / "a", progress=False)
+    part = train(CONV, toy_data(), cfg, tmp_path / "b", progress=False, stop_after=0)  # only epoch 0 saved
+    assert part.status == "running" and [r["epoch"] for r in part.history] == [0]
+    resumed = train(CONV, toy_data(), cfg, tmp_path / "b", progress=False)
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]  # epoch 0 recorded once
+    assert same_weights(straight.model, resumed.model)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
