@@ -133,7 +133,7 @@ def test_run_command_rejects_unknown_scale(repo: Path, capsys: pytest.CaptureFix
 
 
 def test_run_notebooks_rejects_unknown_scale(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'tiny'.*smoke, cpu, paper"):
+    with pytest.raises(ValueError, match="'tiny'.*smoke, cpu, long, paper, gpu"):
         run_notebooks([], "tiny", 0, tmp_path)
 
 
