@@ -99,6 +99,7 @@ __all__ = [
     "SweepError",
     "resolve_notebooks",
     "notebook_jobs",
+    "job_cost",
     "unique_jobs",
     "job_state",
     "slurm_config",
@@ -853,12 +854,27 @@ def _run_slurm(result: SweepResult, todo: list[tuple[Job, tuple[str, ...]]], sub
     result.submitted.extend(subs)
 
 
+def job_cost(job: Job) -> float:
+    """A rough relative cost of a job, to start the longest first: epochs x passes x weight layers x
+    width² for a conv net (an FNN counts its hidden layers at a twentieth, they are tiny); a search
+    counts as training its starting net (it trains at least its first attempt and the found net)."""
+    if isinstance(job, SearchSpec):
+        s = job.scale
+        return 2.0 * s.autotune_epochs * s.passes * sum(s.autotune_blocks) * 2 * max(s.width, 1 / 16) ** 2
+    model, train = job.model, job.train
+    if model.kind == "fnn":
+        return train.epochs * train.passes * model.fnn_depth * 0.05
+    return train.epochs * train.passes * model.depth * max(model.width, 1 / 16) ** 2
+
+
 def _run_local(result: SweepResult, todo: list[tuple[Job, tuple[str, ...]]], submitit: Any, folder: Path, *,
                jobs: int | None, device: str, threads: int | None, echo: Callable[[str], None] | None) -> None:
     """At most ``jobs`` local processes at a time (one GPU each, round robin, where there are GPUs)."""
     import torch
 
     say = echo or (lambda line: None)
+    # longest first: a long job started last would run alone at the end while the other slots idle
+    todo = sorted(todo, key=lambda item: -job_cost(item[0]))
     gpus = torch.cuda.device_count()
     slots = jobs or max(1, gpus)
     if threads is None and not gpus and numerics.policy() == "native":

@@ -343,3 +343,19 @@ def test_command_line_dry_run_plan_and_status(root, capsys):
                         "04"]) == 0
     out = capsys.readouterr().out
     assert "GPU-hours left" in out and "assumed: 10 optimiser steps per second" in out
+
+
+def test_job_cost_orders_searches_and_deep_nets_first():
+    from reproduce import autotune, depth_study, fnn_map
+    from reproduce.scales import get_scale
+    from reproduce.sweep import job_cost
+
+    cpu = get_scale("cpu")
+    deep = depth_study.conv_spec(cpu, "plain", 120, seed=0)
+    shallow = depth_study.conv_spec(cpu, "plain", 10, seed=0)
+    fnn = fnn_map.run_specs(cpu, seed=0)[0]
+    search = autotune.search_specs(cpu, ("plain",), seeds=[0])[0]
+    # by hand: 30 epochs x 120 layers x (1/4)^2 = 225 > 30 x 10 / 16 = 18.75; an FNN 30 x depth x 0.05
+    assert job_cost(deep) == pytest.approx(30 * 120 / 16) and job_cost(shallow) == pytest.approx(30 * 10 / 16)
+    assert job_cost(fnn) == pytest.approx(30 * fnn.model.fnn_depth * 0.05)
+    assert sorted([shallow, fnn, search, deep], key=lambda j: -job_cost(j))[:2] == [search, deep]
