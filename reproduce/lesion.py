@@ -338,9 +338,16 @@ class BranchDistanceCallback:
         ]
 
 
-def conflict_history(history: Sequence[dict]) -> pd.DataFrame:
-    """Per epoch: ``conflicting_blocks`` (branch taps with H > 0), ``num_blocks``,
-    ``median_distance`` / ``min_distance`` (NaN when the run recorded no distances), ``test_acc``."""
+def steps_per_epoch(train_size: int, tcfg: TrainConfig) -> int:
+    """Optimiser steps in one epoch of ``tcfg`` on ``train_size`` training samples."""
+    batches = train_size // tcfg.batch_size if tcfg.drop_last else -(-train_size // tcfg.batch_size)
+    return batches * tcfg.passes
+
+
+def conflict_history(history: Sequence[dict], steps_per_epoch: int | None = None) -> pd.DataFrame:
+    """Per epoch: ``steps`` (optimiser steps so far, ``epoch * steps_per_epoch``; NaN when not
+    given), ``conflicting_blocks`` (branch taps with H > 0), ``num_blocks``, ``median_distance`` /
+    ``min_distance`` (NaN when the run recorded no distances), ``test_acc``."""
     frame = bundles_frame(history)
     branch = frame[frame["role"] == "branch"]
     rows = []
@@ -350,12 +357,13 @@ def conflict_history(history: Sequence[dict]) -> pd.DataFrame:
         if here.empty:
             continue
         dists = [d["distance"] for d in record.get("branch_distances") or ()]
-        rows.append({"epoch": int(epoch), "conflicting_blocks": int(here["conflicting"].sum()),
+        rows.append({"epoch": int(epoch), "steps": math.nan if steps_per_epoch is None else int(epoch) * steps_per_epoch,
+                     "conflicting_blocks": int(here["conflicting"].sum()),
                      "num_blocks": int(len(here)),
                      "median_distance": float(np.median(dists)) if dists else math.nan,
                      "min_distance": float(np.min(dists)) if dists else math.nan,
                      "test_acc": record.get("test_acc")})
-    return pd.DataFrame(rows, columns=["epoch", "conflicting_blocks", "num_blocks", "median_distance",
+    return pd.DataFrame(rows, columns=["epoch", "steps", "conflicting_blocks", "num_blocks", "median_distance",
                                        "min_distance", "test_acc"])
 
 
@@ -548,7 +556,8 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
                                         warmup=cfg.timing_warmup)
     return LesionResult(config=cfg, run=run, full_accuracy=full_acc, blocks=blocks, sets=sets, table=table,
                         summary=summary, ranked=ranked, ranked_summary=ranked_summary, removable=removable,
-                        comparison=comparison, history=conflict_history(run.history),
+                        comparison=comparison,
+                        history=conflict_history(run.history, steps_per_epoch(len(data.train), run.train_config)),
                         seconds=time.perf_counter() - t0, notes=notes)
 
 
