@@ -20,12 +20,13 @@ def table(scale: str) -> str:
     files = sorted((ROOT / "figures" / scale).glob("*-claims.csv"))
     if not files:
         raise SystemExit(f"no claims tables in figures/{scale}/: run `make reproduce SCALE={scale}` first")
-    lines = ["| notebook | claim | measured | verdict |", "|---|---|---|---|"]
+    lines = ["| notebook | claim | measured | verdict | seeds |", "|---|---|---|---|---|"]
     for path in files:
         stem = path.name.removesuffix("-claims.csv")
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
-                cells = [f"[`{stem}`](notebooks/{stem}.ipynb)", row["claim"], row["measured"], f"**{row['verdict']}**"]
+                cells = [f"[`{stem}`](notebooks/{stem}.ipynb)", row["claim"], row["measured"], f"**{row['verdict']}**",
+                         row.get("seeds") or "1"]
                 lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines)
 
