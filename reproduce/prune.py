@@ -96,6 +96,7 @@ __all__ = [
     "train_torchvision",
     "study_dataset",
     "default_archs",
+    "default_finetune_epochs",
     "PruneStudy",
     "run_prune_study",
 ]
@@ -406,15 +407,16 @@ def _mix(seed: int, epoch: int) -> int:
 
 
 def train_torchvision(model: nn.Module, data: Any, *, epochs: int, batch_size: int, lr: float, seed: int = 0,
-                      device: str | torch.device | None = None, progress: bool = False, desc: str = "train"
-                      ) -> list[dict[str, Any]]:
+                      device: str | torch.device | None = None, test_each_epoch: bool = False,
+                      progress: bool = False, desc: str = "train") -> list[dict[str, Any]]:
     """Train ``model`` in place on ``data`` (a :class:`reproduce.data.DataBundle`) with the project's
     optimiser (``training.make_optimizer``: RAdam + Lookahead, ``lr``) for ``epochs`` epochs of
     shuffled batches of ``batch_size`` (seeded by ``(seed, epoch)``, last partial batch dropped; the
     global torch RNG is reseeded from the same pair at each epoch, as ``training.train`` does).
 
     Returns one record per epoch: ``epoch``, ``train_loss`` (mean over the epoch's batches),
-    ``test_acc``. A non-finite loss stops training; its record has ``diverged: True``.
+    ``test_acc`` (after the last epoch, or after every epoch with ``test_each_epoch``; else None).
+    A non-finite loss stops training; its record has ``diverged: True``.
     """
     cfg = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed))
     if len(data.train) < cfg.batch_size:
@@ -446,7 +448,8 @@ def train_torchvision(model: nn.Module, data: Any, *, epochs: int, batch_size: i
         if diverged:
             history.append({**record, "test_acc": math.nan, "diverged": True})
             break
-        record["test_acc"] = evaluate(model, data.test)[1]
+        last = epoch == cfg.epochs
+        record["test_acc"] = evaluate(model, data.test)[1] if (last or test_each_epoch) else None
         history.append(record)
     model.eval()
     return history
@@ -464,6 +467,11 @@ def default_archs(scale: Scale) -> tuple[str, ...]:
     """resnet18 and resnet50 (a BasicBlock and a Bottleneck net) at full-width presets
     (``scale.width == 1``), resnet18 alone at the small ones."""
     return ("resnet18", "resnet50") if scale.width >= 1.0 else ("resnet18",)
+
+
+def default_finetune_epochs(scale: Scale) -> int:
+    """Epochs of the short fine-tune after a removal: a tenth of ``scale.epochs``, at least 1."""
+    return max(1, int(scale.epochs) // 10)
 
 
 @dataclass
@@ -493,7 +501,8 @@ class PruneStudy:
                 f"{list(self.removed)}")
 
 
-def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | None = None, finetune_epochs: int = 2,
+def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | None = None,
+                    finetune_epochs: int | None = None,
                     fallback_k: int = 2, keep_downsampling: bool = False, timing_repeats: int = 20,
                     timing_batch: int = 64, device: str | torch.device | None = None, progress: bool = False
                     ) -> PruneStudy:
@@ -503,9 +512,12 @@ def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | No
     (:func:`reproduce.data.measurement_samples` with ``seed``), remove the conflicting blocks -- or,
     when none conflicts, the ``fallback_k`` blocks closest to bundling (labelled ``closest``) --
     and compare the full and the pruned net before and after ``finetune_epochs`` more epochs each
-    (the full net fine-tuned too, as the control): parameters, MACs per image, test accuracy and
+    (default :func:`default_finetune_epochs`; the full net fine-tuned too, as the control; the
+    fine-tune shuffles with seed ``seed + 1``): parameters, MACs per image, test accuracy and
     latency (median ms per batch of ``timing_batch``, :func:`reproduce.efficiency.inference_times`,
     the nets timed round-robin)."""
+    if finetune_epochs is None:
+        finetune_epochs = default_finetune_epochs(scale)
     if int(finetune_epochs) < 0 or int(fallback_k) < 0:
         raise ValueError(f"finetune_epochs and fallback_k must be >= 0, got {finetune_epochs!r}, {fallback_k!r}")
     dataset = dataset or study_dataset(scale)

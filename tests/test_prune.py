@@ -368,3 +368,11 @@ def test_train_torchvision_is_seeded_and_learns_a_separable_task():
     assert h1[-1]["test_acc"] >= 0.9  # two classes 2 standard deviations apart
     with pytest.raises(ValueError, match=r"fewer than one batch of 128"):
         prune.train_torchvision(m1, data, epochs=1, batch_size=128, lr=1e-3)
+
+
+def test_study_defaults_follow_the_presets():
+    from reproduce.scales import get_scale
+    smoke, cpu, paper = get_scale("smoke"), get_scale("cpu"), get_scale("paper")
+    assert [prune.default_finetune_epochs(s) for s in (smoke, cpu, paper)] == [1, 3, 12]  # epochs 2, 30, 120
+    assert prune.default_archs(cpu) == ("resnet18",) and prune.default_archs(paper) == ("resnet18", "resnet50")
+    assert prune.study_dataset(cpu) == "digits" and prune.study_dataset(paper) == "cifar10"
