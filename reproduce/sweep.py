@@ -113,7 +113,7 @@ __all__ = [
 
 #: the claim notebooks, by stem (``notebooks/<stem>.ipynb``)
 NOTEBOOKS = ("00_quickstart", "01_bundles_theory", "02_fnn_width_depth", "03_depth_vgg_vs_resnet",
-             "04_early_detection", "05_lesion", "06_auto_tune")
+             "04_early_detection", "05_lesion", "06_auto_tune", "07_any_resnet")
 #: the defaults of the notebooks' ``parameters`` cells that decide which runs they need (besides
 #: ``scale`` and ``seed``; ``dataset``/``depth`` default to None = the preset's); a test checks
 #: them against the notebooks
@@ -127,7 +127,8 @@ NOTEBOOK_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "06_auto_tune": {"dataset": None, "residual": True, "max_attempts": 20},
 }
 #: why a notebook has no sweep jobs
-_INLINE_ONLY = {"00_quickstart": "trains one tiny run inline (no sweep jobs)"}
+_INLINE_ONLY = {"00_quickstart": "trains one tiny run inline (no sweep jobs)",
+                "07_any_resnet": "trains its torchvision ResNets inline (no sweep jobs)"}
 EXECUTORS = ("local", "slurm")
 #: run states that count as done: ``finished``; ``stopped`` (a callback ended it, e.g. an auto-tune
 #: attempt that found a conflict, or a search that gave up); ``diverged`` (a result of the paper)
@@ -208,7 +209,7 @@ def _jobs_of(stem: str, scale: Scale, seed: int) -> list[Job]:
         baselines = [spec for dataset in scale.datasets
                      for spec in autotune.baseline_specs(scale, dataset=dataset, seeds=seeds)]
         return [*searches, *baselines]
-    return []  # 00_quickstart
+    return []  # 00_quickstart, 07_any_resnet: inline only
 
 
 def notebook_jobs(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: int = 0,

@@ -98,7 +98,7 @@ def test_the_notebooks_and_their_defaults_are_the_ones_the_sweep_assumes():
 def test_notebook_jobs_per_notebook_and_deduplicated(root):
     scale = get_scale("smoke")
     jobs = sweep.notebook_jobs(scale)
-    assert list(jobs) == list(sweep.NOTEBOOKS) and jobs["00_quickstart"] == []
+    assert list(jobs) == list(sweep.NOTEBOOKS) and jobs["00_quickstart"] == [] and jobs["07_any_resnet"] == []
     # 01 and 02 train the grid on the data they load (flat); the same specs without loading it
     data = load_dataset("digits", seed=0, flat=True, train_limit=scale.train_limit)
     grid = [s.key for s in fnn_map.run_specs(scale, seed=0, data=data)]
