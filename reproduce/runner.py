@@ -250,6 +250,7 @@ def run_notebooks(
     *,
     progress_bar: bool = True,
     root: Path | None = None,
+    jobs: int = 1,
 ) -> list[RunRecord]:
     """Execute each notebook with papermill and record how it went.
 
@@ -258,52 +259,66 @@ def run_notebooks(
     ``REPRODUCE_SCALE=scale`` (and, given ``root``, ``REPRODUCE_ROOT=root``, so results and
     figures land in the same tree as the executed copies) in its environment; the executed copy goes to
     ``out_dir/<stem>.ipynb``. A failing notebook (papermill's execution error or any other
-    exception) is recorded as failed and the next one runs.
+    exception) is recorded as failed and the others run.
+
+    ``jobs > 1`` executes that many notebooks side by side (after ``run --jobs`` trained their
+    runs, they only collect them; each kernel computes with the pinned single thread), the notebooks
+    that train inline (``sweep._INLINE_ONLY``) first; the records keep the order of ``paths``.
     """
     if scale not in SCALE_NAMES:
         raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALE_NAMES)}")
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records: list[RunRecord] = []
     # text progress bars: an executed copy keeps their final state, not a widget it cannot show
     env = {"MPLBACKEND": INLINE_BACKEND, SCALE_ENV: scale, PROGRESS_ENV: "text"}
     if root is not None:
         env[ROOT_ENV] = str(Path(root).resolve())
-    for path in paths:
-        path = Path(path)
-        output = out_dir / f"{path.stem}.ipynb"
-        print(f"running {path.stem} at scale {scale} ...", flush=True)
-        start = time.perf_counter()
-        reason = ""
-        try:
-            with _environment(env):
-                papermill.execute_notebook(
-                    str(path),
-                    str(output),
-                    parameters={"scale": scale, "seed": seed},
-                    kernel_name=KERNEL_NAME,
-                    cwd=str(path.parent),
-                    progress_bar=progress_bar,
-                )
-            _drop_widget_state(output)
-            reason = _unfinished_cells(output)
-        except PapermillExecutionError as err:
-            reason = _short(f"{err.ename}: {err.evalue}") + f" (cell {err.exec_count})"
-        except Exception as err:  # noqa: BLE001 - one broken notebook must not stop the rest
-            reason = _short(f"{type(err).__name__}: {err}")
-        records.append(
-            RunRecord(
-                notebook=path.stem,
-                ok=not reason,
-                seconds=time.perf_counter() - start,
-                output=output,
-                reason=reason,
-            )
+    paths = [Path(p) for p in paths]
+
+    def one(path: Path) -> RunRecord:
+        return _execute(path, out_dir / f"{path.stem}.ipynb", scale, seed, progress_bar=progress_bar and jobs == 1)
+
+    with _environment(env):  # set once for every kernel of the call (threads share os.environ)
+        if jobs == 1 or len(paths) < 2:
+            return [one(path) for path in paths]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .sweep import _INLINE_ONLY
+
+        order = sorted(paths, key=lambda p: p.stem not in _INLINE_ONLY)  # inline trainers first (stable)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            done = dict(zip(order, pool.map(one, order)))
+        return [done[path] for path in paths]
+
+
+def _execute(path: Path, output: Path, scale: str, seed: int, *, progress_bar: bool) -> RunRecord:
+    """One notebook executed with papermill (the environment is set by the caller)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    print(f"running {path.stem} at scale {scale} ...", flush=True)
+    start = time.perf_counter()
+    reason = ""
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(output),
+            parameters={"scale": scale, "seed": seed},
+            kernel_name=KERNEL_NAME,
+            cwd=str(path.parent),
+            progress_bar=progress_bar,
         )
-    return records
+        _drop_widget_state(output)
+        reason = _unfinished_cells(output)
+    except PapermillExecutionError as err:
+        reason = _short(f"{err.ename}: {err.evalue}") + f" (cell {err.exec_count})"
+    except Exception as err:  # noqa: BLE001 - one broken notebook must not stop the rest
+        reason = _short(f"{type(err).__name__}: {err}")
+    seconds = time.perf_counter() - start
+    print(f"{path.stem}: {'ok' if not reason else 'failed: ' + reason} after {seconds:.0f} s", flush=True)
+    return RunRecord(notebook=path.stem, ok=not reason, seconds=seconds, output=output, reason=reason)
 
 
 def format_summary(records: Sequence[RunRecord]) -> str:
@@ -350,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                      help="first train the notebooks' runs as a local sweep of N processes side by side "
-                          "(each one thread under the pinned numerics), then execute the notebooks, which "
-                          "then only collect them (default: 1, no sweep: the notebooks train inline)")
+                          "(each one thread under the pinned numerics), then execute N notebooks at a time, "
+                          "which only collect them (default: 1, no sweep: the notebooks train inline, one by one)")
     run.add_argument(
         "notebooks",
         nargs="*",
@@ -603,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs > 1:
         _train_first(args.scale, [p.stem for p in paths], args.seed, root, args.jobs)
     out_dir = root / "results" / args.scale / "executed"
-    records = run_notebooks(paths, args.scale, args.seed, out_dir, root=root)
+    records = run_notebooks(paths, args.scale, args.seed, out_dir, root=root, jobs=args.jobs)
     print()
     print(format_summary(records))
     return 0 if all(r.ok for r in records) else 1

@@ -211,6 +211,25 @@ def test_run_executes_injects_parameters_and_continues_past_failure(
     assert os.environ["REPRODUCE_SCALE"] == "paper" and "MPLBACKEND" not in os.environ
 
 
+def test_notebooks_side_by_side_keep_order_environment_and_failures(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jobs=2: both notebooks execute (in two kernels at once), the records keep the given order, a
+    failure is recorded, every kernel sees the environment, and it is restored afterwards."""
+    monkeypatch.setenv("REPRODUCE_SCALE", "paper")
+    nbs = tiny_repo / "notebooks"
+    out = tiny_repo / "out"
+    records = run_notebooks([nbs / "02_raises.ipynb", nbs / "01_writes.ipynb"], "smoke", 3, out,
+                            progress_bar=False, jobs=2)
+    assert [(r.notebook, r.ok) for r in records] == [("02_raises", False), ("01_writes", True)]
+    assert (nbs / "written.txt").read_text() == "smoke 3 module://matplotlib_inline.backend_inline smoke"
+    import os
+
+    assert os.environ["REPRODUCE_SCALE"] == "paper"
+    with pytest.raises(ValueError, match="jobs must be an int >= 1, got 0"):
+        run_notebooks([], "smoke", 0, out, jobs=0)
+
+
 def test_run_command_end_to_end_exit_status(
     tiny_repo: Path, capsys: pytest.CaptureFixture
 ) -> None:
