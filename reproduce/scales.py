@@ -70,6 +70,8 @@ class Scale:
     autotune_seeds: int
     #: fixed-depth baselines of the auto-tune table
     autotune_baseline_depths: tuple[int, ...]
+    #: also run the residual auto-tune search (this project's addition; notebook 06's ``residual=None``)
+    autotune_residual: bool = True
     #: how the training steps run (reproduce.training.TrainConfig): datasets held on the device
     #: with batched augmentation, launch-overhead removal, arithmetic precision
     device_data: bool = False
@@ -180,6 +182,8 @@ _LONG = dataclasses.replace(
     autotune_epochs=120,
     autotune_seeds=1,
     autotune_baseline_depths=(20,),
+    # without conflicts a residual search trains residual-120 for all 95,040 steps (~5 h on a CPU)
+    autotune_residual=False,
     passes=36,
 )
 

@@ -124,7 +124,7 @@ NOTEBOOK_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "03_depth_vgg_vs_resnet": {"dataset": None},
     "04_early_detection": {"dataset": None, "depth": None},
     "05_lesion": {"dataset": None},
-    "06_auto_tune": {"dataset": None, "residual": True, "max_attempts": 20},
+    "06_auto_tune": {"dataset": None, "residual": None, "max_attempts": 20},
 }
 #: why a notebook has no sweep jobs
 _INLINE_ONLY = {"00_quickstart": "trains one tiny run inline (no sweep jobs)",
@@ -203,7 +203,8 @@ def _jobs_of(stem: str, scale: Scale, seed: int) -> list[Job]:
     if stem == "05_lesion":
         return list(lesion.run_specs(scale, seeds=seeds, dataset=d["dataset"]))
     if stem == "06_auto_tune":
-        kinds = ("plain", "residual") if d["residual"] else ("plain",)
+        residual = scale.autotune_residual if d["residual"] is None else d["residual"]
+        kinds = ("plain", "residual") if residual else ("plain",)
         searches = autotune.search_specs(scale, kinds, seeds=range(seed, seed + scale.autotune_seeds),
                                          max_attempts=d["max_attempts"])
         baselines = [spec for dataset in scale.datasets
