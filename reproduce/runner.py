@@ -57,7 +57,8 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,6 +252,7 @@ def run_notebooks(
     progress_bar: bool = True,
     root: Path | None = None,
     jobs: int = 1,
+    train: Callable[[], None] | None = None,
 ) -> list[RunRecord]:
     """Execute each notebook with papermill and record how it went.
 
@@ -264,6 +266,9 @@ def run_notebooks(
     ``jobs > 1`` executes that many notebooks side by side (after ``run --jobs`` trained their
     runs, they only collect them; each kernel computes with the pinned single thread), the notebooks
     that train inline (``sweep._INLINE_ONLY``) first; the records keep the order of ``paths``.
+    Given ``train`` (``run --jobs``: the sweep that trains the other notebooks' runs), the inline
+    trainers start first, one after another in a thread of their own, ``train()`` runs beside them,
+    and the other notebooks execute once it has returned (their runs are then there).
     """
     if scale not in SCALE_NAMES:
         raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALE_NAMES)}")
@@ -280,17 +285,31 @@ def run_notebooks(
     def one(path: Path) -> RunRecord:
         return _execute(path, out_dir / f"{path.stem}.ipynb", scale, seed, progress_bar=progress_bar and jobs == 1)
 
+    from .sweep import _INLINE_ONLY
+
     with _environment(env):  # set once for every kernel of the call (threads share os.environ)
+        if train is not None:
+            inline = [p for p in paths if p.stem in _INLINE_ONLY]
+            rest = [p for p in paths if p.stem not in _INLINE_ONLY]
+            with ThreadPoolExecutor(max_workers=1) as beside:
+                started = [beside.submit(one, p) for p in inline]  # they train what they need themselves
+                train()
+                done = dict(zip(rest, _side_by_side(one, rest, jobs)))
+                done.update(zip(inline, (f.result() for f in started)))
+            return [done[path] for path in paths]
         if jobs == 1 or len(paths) < 2:
             return [one(path) for path in paths]
-        from concurrent.futures import ThreadPoolExecutor
-
-        from .sweep import _INLINE_ONLY
-
         order = sorted(paths, key=lambda p: p.stem not in _INLINE_ONLY)  # inline trainers first (stable)
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            done = dict(zip(order, pool.map(one, order)))
+        done = dict(zip(order, _side_by_side(one, order, jobs)))
         return [done[path] for path in paths]
+
+
+def _side_by_side(one: Callable[[Path], RunRecord], paths: Sequence[Path], jobs: int) -> list[RunRecord]:
+    """``one`` of each path, ``jobs`` at a time, in the order of ``paths``."""
+    if jobs == 1 or len(paths) < 2:
+        return [one(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, paths))
 
 
 def _execute(path: Path, output: Path, scale: str, seed: int, *, progress_bar: bool) -> RunRecord:
@@ -615,10 +634,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         return _usage_error(str(err))
 
-    if args.jobs > 1:
-        _train_first(args.scale, [p.stem for p in paths], args.seed, root, args.jobs)
     out_dir = root / "results" / args.scale / "executed"
-    records = run_notebooks(paths, args.scale, args.seed, out_dir, root=root, jobs=args.jobs)
+    train = None
+    if args.jobs > 1:
+        def train() -> None:
+            _train_first(args.scale, [p.stem for p in paths], args.seed, root, args.jobs)
+    records = run_notebooks(paths, args.scale, args.seed, out_dir, root=root, jobs=args.jobs, train=train)
     print()
     print(format_summary(records))
     return 0 if all(r.ok for r in records) else 1

@@ -39,6 +39,9 @@ Executors:
 
 * ``local``: submitit's local executor, at most ``jobs`` processes at a time (default: one per GPU,
   else 1), each pinned to one GPU (round robin) when there are GPUs; :func:`submit` waits for all.
+  A process trains a batch of jobs one after another (:func:`next_batch`: long jobs alone, the
+  short ones together, since a process start costs seconds); each job keeps its own record, and
+  its outcome or error is its own entry in the batch's result.
 * ``slurm``: one job array (``map_array``) with :class:`SlurmConfig` (partition, time, GPUs and
   CPUs per job, array parallelism, memory, extra ``sbatch`` options), from flags or a TOML/JSON file
   (:func:`slurm_config`); :func:`submit` returns once the array is queued
@@ -56,7 +59,9 @@ import pickle
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -370,7 +375,27 @@ class SweepJob(_Checkpointable):
         self.threads = threads
         self.progress = progress
 
-    def __call__(self, job: Job) -> JobOutcome:
+    def __call__(self, job: Job | Sequence[Job]) -> JobOutcome | dict[str, tuple[str, Any]]:
+        """Train ``job``; given a list of jobs (a local batch, :func:`next_batch`), train them one
+        after another in this process and return ``{key: ("success", JobOutcome) or ("error",
+        traceback)}``: a job that raises is reported (its traceback also goes to stderr, the job's
+        log) and the next one runs."""
+        if isinstance(job, (list, tuple)):
+            return self._batch(job)
+        return self._one(job)
+
+    def _batch(self, jobs: Sequence[Job]) -> dict[str, tuple[str, Any]]:
+        results: dict[str, tuple[str, Any]] = {}
+        for job in jobs:
+            try:
+                results[job.key] = ("success", self._one(job))
+            except Exception:  # noqa: BLE001 - reported per job, as submitit reports a job's error
+                text = traceback.format_exc()
+                print(f"reproduce sweep job: {job.key} raised:\n{text}", file=sys.stderr, flush=True)
+                results[job.key] = ("error", text)
+        return results
+
+    def _one(self, job: Job) -> JobOutcome:
         os.environ[ROOT_ENV] = self.root
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None
         if threads and numerics.policy() == "pinned":
@@ -412,13 +437,14 @@ class SweepJob(_Checkpointable):
                               callbacks=[_EpochLog(job.label, job.train.epochs)])
         return job.run(device=self.device, progress=self.progress)
 
-    def checkpoint(self, job: Job) -> Any:
+    def checkpoint(self, job: Job | Sequence[Job]) -> Any:
         """Requeue the same call (submitit calls this on preemption / time-out): the run's state is
         its last epoch checkpoint on disk, from which the requeued job resumes."""
         from submitit.helpers import DelayedSubmission
 
-        print(f"reproduce sweep job: {job.key} preempted or out of time after {_epochs_done(job)} finished "
-              f"epoch(s); requeued, it resumes from its last epoch checkpoint", flush=True)
+        for one in job if isinstance(job, (list, tuple)) else [job]:
+            print(f"reproduce sweep job: {one.key} preempted or out of time after {_epochs_done(one)} finished "
+                  f"epoch(s); requeued, it resumes from its last epoch checkpoint (a done run is skipped)", flush=True)
         return DelayedSubmission(self, job)
 
     def __repr__(self) -> str:
@@ -690,14 +716,20 @@ def _active(rec: Mapping[str, Any], queue: Mapping[str, str] | None) -> bool | N
     return _pid_alive(str(rec.get("job_id", "")))
 
 
-def _read_result(rec: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """The job's ``("success", JobOutcome)`` or ``("error", traceback)``; None when it wrote none."""
+def _read_result(rec: Mapping[str, Any], key: str) -> tuple[str, Any] | None:
+    """Job ``key``'s ``("success", JobOutcome)`` or ``("error", traceback)``; None when its process
+    wrote none (for a local batch: the entry of ``key`` in the batch's result)."""
     try:
         with open(rec.get("result", ""), "rb") as f:
             value = pickle.load(f)
     except Exception:  # noqa: BLE001 - missing, truncated or unreadable: no result
         return None
-    return value if isinstance(value, tuple) and len(value) == 2 else None
+    if not (isinstance(value, tuple) and len(value) == 2):
+        return None
+    if value[0] == "success" and isinstance(value[1], dict):  # a batch: one entry per job key
+        entry = value[1].get(key)
+        return entry if isinstance(entry, tuple) and len(entry) == 2 else None
+    return value
 
 
 def _tail(path: str | Path, lines: int = 5) -> list[str]:
@@ -749,7 +781,7 @@ class SweepResult:
         return True
 
     def _collect(self, sub: Submission) -> None:
-        result = _read_result(sub.record())
+        result = _read_result(sub.record(), sub.key)
         if result is not None and result[0] == "success":
             self.outcomes[sub.key] = result[1]
             self.failures.pop(sub.key, None)
@@ -869,9 +901,27 @@ def job_cost(job: Job) -> float:
     return train.epochs * train.passes * model.depth * max(model.width, 1 / 16) ** 2
 
 
+def next_batch(pending: list[tuple[Job, tuple[str, ...]]], slots: int) -> list[tuple[Job, tuple[str, ...]]]:
+    """Take the next local process's jobs from the front of ``pending`` (sorted longest first):
+    its first job, then the following ones while the batch's :func:`job_cost` stays within half
+    of the remaining cost per slot. A job costlier than that runs alone; the many short jobs at
+    the end share processes (a process start with its imports costs about as much as a small FNN
+    run), and the batches shrink as the remaining work does, so the slots end together."""
+    if not pending:
+        return []
+    share = sum(job_cost(job) for job, _ in pending) / (2 * max(1, slots))
+    batch = [pending.pop(0)]
+    cost = job_cost(batch[0][0])
+    while pending and cost + job_cost(pending[0][0]) <= share:
+        cost += job_cost(pending[0][0])
+        batch.append(pending.pop(0))
+    return batch
+
+
 def _run_local(result: SweepResult, todo: list[tuple[Job, tuple[str, ...]]], submitit: Any, folder: Path, *,
                jobs: int | None, device: str, threads: int | None, echo: Callable[[str], None] | None) -> None:
-    """At most ``jobs`` local processes at a time (one GPU each, round robin, where there are GPUs)."""
+    """At most ``jobs`` local processes at a time (one GPU each, round robin, where there are GPUs),
+    each training a batch of jobs (:func:`next_batch`) one after another."""
     import torch
 
     say = echo or (lambda line: None)
@@ -885,7 +935,7 @@ def _run_local(result: SweepResult, todo: list[tuple[Job, tuple[str, ...]]], sub
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, signal_delay_s=120)
     call = SweepJob(result.root, device=device, threads=threads)
     pending = list(todo)
-    running: dict[int, Submission] = {}
+    running: dict[int, list[Submission]] = {}
     n = len(todo)
     finished = 0
     try:
@@ -893,29 +943,34 @@ def _run_local(result: SweepResult, todo: list[tuple[Job, tuple[str, ...]]], sub
             for slot in range(slots):
                 if slot in running or not pending:
                     continue
-                job, stems = pending.pop(0)
+                batch = next_batch(pending, slots)
                 if gpus:
                     executor.update_parameters(gpus_per_node=1, visible_gpus=(slot % gpus,))
                 else:
                     executor.update_parameters(gpus_per_node=0, visible_gpus=())
-                sub = Submission.of(job.key, executor.submit(call, job), "local", stems)
-                _record(result.scale, {sub.key: sub.record()})
-                result.submitted.append(sub)
-                running[slot] = sub
-                say(f"started {sub.key} as local job {sub.job_id}" + (f" on GPU {slot % gpus}" if gpus else ""))
-            for slot, sub in list(running.items()):
-                if not sub.job.done():
+                submitted = executor.submit(call, [job for job, _ in batch])
+                subs = [Submission.of(job.key, submitted, "local", stems) for job, stems in batch]
+                _record(result.scale, {sub.key: sub.record() for sub in subs})
+                result.submitted.extend(subs)
+                running[slot] = subs
+                where = f" on GPU {slot % gpus}" if gpus else ""
+                for sub in subs:
+                    say(f"started {sub.key} as local job {sub.job_id}{where}"
+                        + (f" (batch of {len(subs)})" if len(subs) > 1 else ""))
+            for slot, subs in list(running.items()):
+                if not subs[0].job.done():
                     continue
                 del running[slot]
-                finished += 1
-                result._collect(sub)
-                text = str(result.outcomes[sub.key]) if sub.key in result.outcomes else \
-                    f"{sub.key}: FAILED, {result.failures[sub.key]}"
-                say(f"[{finished}/{n}] {text}")
+                for sub in subs:
+                    finished += 1
+                    result._collect(sub)
+                    text = str(result.outcomes[sub.key]) if sub.key in result.outcomes else \
+                        f"{sub.key}: FAILED, {result.failures[sub.key]}"
+                    say(f"[{finished}/{n}] {text}")
             time.sleep(0.2)
     except KeyboardInterrupt:
-        for sub in running.values():
-            sub.job.cancel(check=False)
+        for subs in running.values():
+            subs[0].job.cancel(check=False)
         raise
 
 
@@ -953,7 +1008,7 @@ def _classify(job: Job, stems: tuple[str, ...], rec: dict[str, Any] | None, queu
             status.category = "queued"
             status.detail = f"{rec.get('executor')} job {rec.get('job_id')}" + ("" if active else " (state unknown)")
             return status
-        result = _read_result(rec)
+        result = _read_result(rec, job.key)
         if result is None:
             status.detail = (f"{rec.get('executor')} job {rec.get('job_id')} ended without a result: it was killed "
                              f"(scancel, time limit, node failure or out of memory)")

@@ -230,6 +230,35 @@ def test_notebooks_side_by_side_keep_order_environment_and_failures(
         run_notebooks([], "smoke", 0, out, jobs=0)
 
 
+def test_inline_trainers_run_beside_the_sweep_and_the_rest_after_it(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train`` given (run --jobs): a notebook that trains inline starts before the sweep
+    (``train``) returns and runs beside it; the notebooks that collect swept runs start only after it."""
+    import time
+
+    from reproduce.sweep import _INLINE_ONLY
+
+    nbs = tiny_repo / "notebooks"
+    inline = next(iter(_INLINE_ONLY))
+    _write_notebook(nbs / f"{inline}.ipynb", [_parameters_cell('scale = "cpu"'),
+                                              new_code_cell("import pathlib\npathlib.Path('inline.txt').write_text('x')")])
+    seen = {}
+
+    def train() -> None:  # the sweep: it ends only once the inline notebook has run beside it
+        deadline = time.monotonic() + 120
+        while not (nbs / "inline.txt").exists():
+            assert time.monotonic() < deadline, "the inline notebook did not run beside the sweep"
+            time.sleep(0.2)
+        seen["collector ran before the sweep ended"] = (nbs / "written.txt").exists()
+
+    records = run_notebooks([nbs / "01_writes.ipynb", nbs / f"{inline}.ipynb"], "smoke", 1, tiny_repo / "out",
+                            progress_bar=False, jobs=2, train=train)
+    assert [(r.notebook, r.ok) for r in records] == [("01_writes", True), (inline, True)]
+    assert seen == {"collector ran before the sweep ended": False}
+    assert (nbs / "written.txt").is_file()
+
+
 def test_run_command_end_to_end_exit_status(
     tiny_repo: Path, capsys: pytest.CaptureFixture
 ) -> None:

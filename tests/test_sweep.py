@@ -183,6 +183,72 @@ def test_local_sweep_submits_only_unfinished_runs_and_matches_inline_training(ro
     assert report.counts(NB04) == {"done": 2, "running": 0, "queued": 0, "failed": 0, "partial": 0, "missing": 0}
 
 
+def fnn_jobs_scale():
+    """Notebook 02 at this scale: four one-layer FNNs (widths 4, 8, 16, 32), one epoch each, of equal cost."""
+    return get_scale("smoke").replace(train_limit=128, fnn_epochs=1, fnn_depths=(1,), fnn_widths=(4, 8, 16, 32))
+
+
+def test_next_batch_runs_long_jobs_alone_and_short_ones_together(monkeypatch):
+    costs = {"long": 8.0, **{f"s{i}": 1.0 for i in range(8)}}
+
+    class Fake:
+        def __init__(self, key):
+            self.key = key
+
+    monkeypatch.setattr(sweep, "job_cost", lambda job: costs[job.key])
+
+    def batches(keys, slots):
+        pending = [(Fake(k), ()) for k in keys]
+        sizes = []
+        while pending:
+            sizes.append([job.key for job, _ in sweep.next_batch(pending, slots)])
+        return sizes
+
+    # by hand, one slot, eight jobs of cost 1: half of 8 -> 4 jobs, half of 4 -> 2, then 1 and 1
+    assert [len(b) for b in batches([f"s{i}" for i in range(8)], 1)] == [4, 2, 1, 1]
+    # two slots: the long job (8 > 16 / 4) alone; then 8 / 4 = 2 -> two jobs; then 6/4, 5/4, 4/4, ... -> one each
+    got = batches(["long"] + [f"s{i}" for i in range(8)], 2)
+    assert got[0] == ["long"] and got[1] == ["s0", "s1"] and [len(b) for b in got[2:]] == [1] * 6
+    assert sweep.next_batch([], 2) == []
+
+
+def test_a_batch_trains_its_jobs_in_turn_and_reports_each_one(root, monkeypatch, tmp_path, one_thread, capsys):
+    """In one process: a job that raises (its data are missing) is reported with its traceback and
+    the next job of the batch still trains, to the same weights as the same run trained alone."""
+    good = sweep.notebook_jobs(fnn_jobs_scale(), ["02"])["02_fnn_width_depth"][0]
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("REPRODUCE_DATA", str(empty))
+    bad = sweep.notebook_jobs(fnn_jobs_scale().replace(datasets=("mnist",)), ["02"])["02_fnn_width_depth"][0]
+    results = sweep.SweepJob(root, threads=1)([bad, good])
+    assert list(results) == [bad.key, good.key]
+    assert results[bad.key][0] == "error" and "mnist" in results[bad.key][1].lower()
+    assert f"{bad.key} raised" in capsys.readouterr().err
+    state, outcome = results[good.key]
+    assert state == "success" and outcome.outcome == "finished" and outcome.epochs_after == 1
+    batched = load_run(good.run_dir)
+    other_root(monkeypatch, root.parent / "alone")
+    alone = train_spec(good, progress=False)
+    assert same_weights(alone.model, batched.model) and without_seconds(alone.history) == without_seconds(batched.history)
+
+
+def test_local_sweep_batches_short_jobs_and_records_each(root, monkeypatch, one_thread):
+    scale = fnn_jobs_scale()
+    lines: list[str] = []
+    result = sweep.submit(scale, ["02"], jobs=1, echo=lines.append)
+    assert result.ok, result.failures
+    keys = [s.key for s in result.submitted]
+    # four equal jobs on one slot: 2 in the first process, then 1 and 1 (next_batch, by hand)
+    ids = [s.job_id for s in result.submitted]
+    assert len(keys) == 4 and ids[0] == ids[1] and len({ids[1], ids[2], ids[3]}) == 3
+    assert all(result.outcomes[k].outcome == "finished" for k in keys)
+    assert sum(line.startswith("[") for line in lines) == 4 and "(batch of 2)" in lines[0]
+    records = sweep.load_records(scale)
+    assert records[keys[0]]["job_id"] == records[keys[1]]["job_id"] == ids[0]
+    report = sweep.status(scale, ["02"])
+    assert report.counts("02_fnn_width_depth")["done"] == 4 and not report.failed
+
+
 def wait_done(job) -> None:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while not job.done():
