@@ -338,12 +338,6 @@ class BranchDistanceCallback:
         ]
 
 
-def steps_per_epoch(train_size: int, tcfg: TrainConfig) -> int:
-    """Optimiser steps in one epoch of ``tcfg`` on ``train_size`` training samples."""
-    batches = train_size // tcfg.batch_size if tcfg.drop_last else -(-train_size // tcfg.batch_size)
-    return batches * tcfg.passes
-
-
 def conflict_history(history: Sequence[dict], steps_per_epoch: int | None = None) -> pd.DataFrame:
     """Per epoch: ``steps`` (optimiser steps so far, ``epoch * steps_per_epoch``; NaN when not
     given), ``conflicting_blocks`` (branch taps with H > 0), ``num_blocks``, ``median_distance`` /
@@ -557,7 +551,7 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
     return LesionResult(config=cfg, run=run, full_accuracy=full_acc, blocks=blocks, sets=sets, table=table,
                         summary=summary, ranked=ranked, ranked_summary=ranked_summary, removable=removable,
                         comparison=comparison,
-                        history=conflict_history(run.history, steps_per_epoch(len(data.train), run.train_config)),
+                        history=conflict_history(run.history, run.train_config.steps_per_epoch(len(data.train))),
                         seconds=time.perf_counter() - t0, notes=notes)
 
 

@@ -1192,16 +1192,17 @@ def _train_size(dataset: str, train_limit: int | None, seed: int) -> int:
                          f"{', '.join(DATASET_TRAIN_SIZES)}") from None
 
 
-def _describe(job: Job) -> tuple[str, str, int, int, _Step, int | None, str]:
-    """``(model, dataset, epochs, seed, step, train_limit, note)`` of a job."""
+def _describe(job: Job) -> tuple[str, str, int, int, _Step, int | None, str, TrainConfig]:
+    """``(model, dataset, epochs, seed, step, train_limit, note, train config)`` of a job."""
     if isinstance(job, RunSpec):
         return (job.model.label, job.data.name, job.train.epochs, job.train.seed,
-                _Step(job.model, job.train.batch_size), job.data.train_limit, "")
+                _Step(job.model, job.train.batch_size), job.data.train_limit, "", job.train)
     cfg = autotune.AutotuneConfig.from_scale(job.scale, job.kind)
     data = DataSpec(job.dataset, job.seed, cfg.train_limit)
     mcfg = conv_config(job.kind, cfg.start_blocks, data, width=cfg.width)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=job.seed, **job.scale.train_options())
     return (f"auto-tune {job.kind} from {mcfg.label}", job.dataset, cfg.epochs, job.seed,
-            _Step(mcfg, cfg.batch_size), cfg.train_limit, "(search)")
+            _Step(mcfg, cfg.batch_size), cfg.train_limit, "(search)", tcfg)
 
 
 def _input_shape(model: ModelConfig, batch: int) -> tuple[int, ...]:
@@ -1340,8 +1341,8 @@ def plan(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: in
          measure_budget_s: float = 60.0, per_config_cap_s: float = 5.0) -> Plan:
     """Every job the notebooks need, with its state and the GPU-hours left.
 
-    Hours left of a run = remaining epochs x steps per epoch (``ceil(training samples /
-    batch size)``; sizes from ``train_limit``, the embedded digits or :data:`DATASET_TRAIN_SIZES`)
+    Hours left of a run = remaining epochs x steps per epoch (``TrainConfig.steps_per_epoch``:
+    full batches, times the scale's passes; sizes from ``train_limit``, the embedded digits or :data:`DATASET_TRAIN_SIZES`)
     x seconds per step. Seconds per step: ``1 / steps_per_second`` when given (a stated
     assumption); else measured on ``device`` per distinct model config and batch size (2 warm-up and
     up to 5 timed steps on synthetic data of the run's shape, at most ``per_config_cap_s`` per config
@@ -1355,8 +1356,8 @@ def plan(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: in
         by_notebook = notebook_jobs(scale, notebooks, seed=seed)
         described = []
         for job, stems in unique_jobs(by_notebook):
-            model, dataset, epochs, run_seed, step, limit, note = _describe(job)
-            steps_per_epoch = math.ceil(_train_size(dataset, limit, run_seed) / step.batch_size)
+            model, dataset, epochs, run_seed, step, limit, note, tcfg = _describe(job)
+            steps_per_epoch = tcfg.steps_per_epoch(_train_size(dataset, limit, run_seed))
             described.append((job, stems, model, dataset, epochs, run_seed, step, steps_per_epoch, note))
         needed = list(dict.fromkeys(d[6] for d in described if job_state(d[0]) not in DONE_STATES))
         assumption, measured, extrapolated = None, 0, 0

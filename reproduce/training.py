@@ -148,6 +148,12 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
 
+    def steps_per_epoch(self, train_size: int) -> int:
+        """Optimiser steps of one epoch on ``train_size`` training samples: full batches (and the
+        last, smaller one unless ``drop_last``), times ``passes``."""
+        batches = train_size // self.batch_size if self.drop_last else -(-train_size // self.batch_size)
+        return batches * self.passes
+
     @property
     def fast_step(self) -> bool:
         """True when an epoch runs :func:`_train_epoch_fast` (no host sync per step)."""

@@ -373,9 +373,9 @@ def test_steps_per_epoch_counts_full_batches_and_passes():
     from reproduce.training import TrainConfig
 
     # digits: 1,437 training images at batch 64 -> 22 full batches (22 * 64 = 1,408), 23 with the partial one
-    assert lesion.steps_per_epoch(1437, TrainConfig(epochs=1)) == 22
-    assert lesion.steps_per_epoch(1437, TrainConfig(epochs=1, drop_last=False)) == 23
-    assert lesion.steps_per_epoch(1437, TrainConfig(epochs=1, passes=36)) == 792
+    assert TrainConfig(epochs=1).steps_per_epoch(1437) == 22
+    assert TrainConfig(epochs=1, drop_last=False).steps_per_epoch(1437) == 23
+    assert TrainConfig(epochs=1, passes=36).steps_per_epoch(1437) == 792
     history = [{"epoch": 2, "bundles": [{"tap": "b", "layer": 0, "role": "branch", "block": 0, "stage": 0,
                                          "num_bundles": 3, "entropy": 0.0, "max_accuracy": 1.0, "conflicting": False}]}]
     assert lesion.conflict_history(history, 792)["steps"].tolist() == [1584]
