@@ -346,7 +346,7 @@ def test_plan_counts_the_remaining_steps(root):
 
 def test_plan_counts_the_steps_training_takes_full_batches_times_passes(root):
     """By hand: 150 digits at batch 64 -> 2 full batches (the partial one is dropped), x 3 passes = 6
-    steps per epoch (``ceil(150 / 64)`` = 3 would be a third of the work of the long scale's epochs)."""
+    steps per epoch (``ceil(150 / 64)`` = 3, what the plan counted, misses the passes and the dropped batch)."""
     scale = tiny().replace(train_limit=150, passes=3)
     rows = sweep.plan(scale, ["04"], steps_per_second=1.0).rows
     assert {r.steps_per_epoch for r in rows} == {6}
