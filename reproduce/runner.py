@@ -268,7 +268,9 @@ def run_notebooks(
     that train inline (``sweep._INLINE_ONLY``) first; the records keep the order of ``paths``.
     Given ``train`` (``run --jobs``: the sweep that trains the other notebooks' runs), the inline
     trainers start first, one after another in a thread of their own, ``train()`` runs beside them,
-    and the other notebooks execute once it has returned (their runs are then there).
+    and the other notebooks execute once it has returned (their runs are then there). Under the
+    ``native`` numerics, kernels side by side get ``cpu_count // jobs`` threads each
+    (``REPRODUCE_THREADS``, unless set), as the sweep's processes do.
     """
     if scale not in SCALE_NAMES:
         raise ValueError(f"unknown scale {scale!r}; valid scales are {', '.join(SCALE_NAMES)}")
@@ -280,6 +282,11 @@ def run_notebooks(
     env = {"MPLBACKEND": INLINE_BACKEND, SCALE_ENV: scale, PROGRESS_ENV: "text"}
     if root is not None:
         env[ROOT_ENV] = str(Path(root).resolve())
+    from . import numerics
+
+    if jobs > 1 and numerics.policy() == "native" and not os.environ.get(numerics.THREADS_ENV):
+        # kernels side by side (and beside a sweep) share the cores, as the sweep's processes do
+        env[numerics.THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // jobs))
     paths = [Path(p) for p in paths]
 
     def one(path: Path) -> RunRecord:

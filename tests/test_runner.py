@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -228,6 +229,24 @@ def test_notebooks_side_by_side_keep_order_environment_and_failures(
     assert os.environ["REPRODUCE_SCALE"] == "paper"
     with pytest.raises(ValueError, match="jobs must be an int >= 1, got 0"):
         run_notebooks([], "smoke", 0, out, jobs=0)
+
+
+@pytest.mark.parametrize("policy, expected", [("native", str(max(1, (os.cpu_count() or 1) // 2))), ("pinned", "")])
+def test_kernels_side_by_side_share_the_cores_under_native_numerics(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, policy: str, expected: str
+) -> None:
+    """Under ``native`` each of 2 kernels side by side computes with cpu_count // 2 threads (as the
+    sweep's processes do), not with every core; under ``pinned`` the pinned thread count stays."""
+    monkeypatch.setenv("REPRODUCE_NUMERICS", policy)
+    monkeypatch.delenv("REPRODUCE_THREADS", raising=False)
+    nbs = tiny_repo / "notebooks"
+    _write_notebook(nbs / "03_threads.ipynb", [_parameters_cell('scale = "cpu"'), new_code_cell(
+        "import os, pathlib\npathlib.Path('threads.txt').write_text(os.environ.get('REPRODUCE_THREADS', ''))")])
+    records = run_notebooks([nbs / "01_writes.ipynb", nbs / "03_threads.ipynb"], "smoke", 0, tiny_repo / "out",
+                            progress_bar=False, jobs=2)
+    assert all(r.ok for r in records)
+    assert (nbs / "threads.txt").read_text() == expected
+    assert "REPRODUCE_THREADS" not in os.environ  # restored
 
 
 def test_inline_trainers_run_beside_the_sweep_and_the_rest_after_it(
