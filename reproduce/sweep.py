@@ -105,6 +105,7 @@ __all__ = [
     "resolve_notebooks",
     "notebook_jobs",
     "job_cost",
+    "next_batch",
     "unique_jobs",
     "job_state",
     "slurm_config",
