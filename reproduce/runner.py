@@ -28,7 +28,7 @@ says which of them are present there. See :mod:`reproduce.fetch`; the exit statu
 dataset failed.
 
 ``plan``, ``sweep`` and ``status`` are the cluster path (:mod:`reproduce.sweep`): the training
-runs the notebooks need, with the GPU-hours left; every missing or unfinished run submitted as a
+runs the notebooks need, with the hours left on this device; every missing or unfinished run submitted as a
 job through submitit (``local`` processes or a ``slurm`` job array; SLURM settings from flags or
 ``--config FILE``, flags winning); and per notebook, which runs are done, running, queued,
 failed (with the log and its last lines), partial or missing. Exit status: 0 ok, 1 when a job
@@ -473,7 +473,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction, common: argparse.Argumen
     which.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                        help="stem or number prefix of a notebook (default: all)")
     plan = sub.add_parser("plan", parents=[common, which],
-                          help="list the training runs the notebooks need, which are done, and the GPU-hours left")
+                          help="list the training runs the notebooks need, which are done, and the hours left (timed on this device)")
     plan.add_argument("--assume-steps-per-second", type=_positive_float, default=None, metavar="X",
                       help="assume X optimiser steps per second instead of measuring them on this device")
     plan.add_argument("--measure-budget", type=_positive_float, default=60.0, metavar="SECONDS",

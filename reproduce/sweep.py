@@ -3,7 +3,7 @@
 Three commands of ``python -m reproduce`` are built on this module:
 
 * ``plan``   -- :func:`plan`: every run the notebooks need (model, dataset, epochs, seed), which are
-  done, and the GPU-hours left, from seconds per optimiser step measured on this device;
+  done, and the hours left (CPU- or GPU-hours), from seconds per optimiser step measured on this device;
 * ``sweep``  -- :func:`submit`: every missing or unfinished run as its own job, on this machine
   (``local``) or on a SLURM cluster (``slurm``);
 * ``status`` -- :func:`status`: per notebook, runs done / running / queued / failed / partial /
@@ -1142,13 +1142,21 @@ class Plan:
     def hours_left(self) -> float:
         return sum(r.hours_left for r in self.rows)
 
+    @property
+    def hours_name(self) -> str:
+        """What the hours are: ``CPU-h``/``GPU-h`` when the seconds per step were measured on that
+        device, ``hours`` when they were assumed."""
+        if self.assumption:
+            return "hours"
+        return "CPU-h" if self.device.startswith("cpu") else "GPU-h"
+
     def format(self) -> str:
         """Every run (aligned), the totals per notebook and overall, and how they were estimated."""
         done = sum(r.state in DONE_STATES for r in self.rows)
         lines = [f"plan for scale '{self.scale}': {len(self.rows)} training job(s), {done} done, "
                  f"{len(self.rows) - done} to train"]
         header = ("job", "notebooks", "model", "dataset", "epochs", "seed", "state", "done", "steps/epoch",
-                  "s/step", "GPU-h left", "timing")
+                  "s/step", f"{self.hours_name} left", "timing")
         rows = [(r.key, ",".join(s[:2] for s in r.notebooks), r.model, r.dataset, str(r.epochs), str(r.seed), r.state,
                  "-" if r.epochs_done is None else str(r.epochs_done), str(r.steps_per_epoch),
                  f"{r.seconds_per_step:.3g}", _hours(r.hours_left), r.timing + (f" {r.note}" if r.note else ""))
@@ -1164,7 +1172,7 @@ class Plan:
             nb_rows.append((stem, str(len(rs)), str(sum(r.state in DONE_STATES for r in rs)),
                             _hours(sum(r.hours_left for r in rs)), ""))
         nb_rows.append(("all (each job once)", str(len(self.rows)), str(done), _hours(self.hours_left), ""))
-        lines += ["", _table(("notebook", "jobs", "done", "GPU-h left", ""), nb_rows, right={1, 2, 3})]
+        lines += ["", _table(("notebook", "jobs", "done", f"{self.hours_name} left", ""), nb_rows, right={1, 2, 3})]
         if self.assumption:
             how = f"assumed: {self.assumption}"
         else:
@@ -1172,7 +1180,8 @@ class Plan:
                    f"run's shape, 2 warm-up steps, then the fastest of up to 5)"
                    + (f", {self.extrapolated} extrapolated by FLOPs from the nearest timed one"
                       if self.extrapolated else ""))
-        lines += ["", f"GPU-hours left: {_hours(self.hours_left)} (seconds per step {how})",
+        total = {"CPU-h": "CPU-hours", "GPU-h": "GPU-hours"}.get(self.hours_name, "Hours")
+        lines += ["", f"{total} left: {_hours(self.hours_left)} (seconds per step {how})",
                   "counts optimiser steps only: per-epoch evaluation, bundle measurements and data loading come on "
                   "top; a search counts as one training of its starting net"]
         return "\n".join(lines)
@@ -1340,7 +1349,7 @@ def _seconds_per_step(steps: Sequence[_Step], device: Any, budget_s: float, cap_
 def plan(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: int = 0,
          root: str | Path | None = None, steps_per_second: float | None = None, device: str = "auto",
          measure_budget_s: float = 60.0, per_config_cap_s: float = 5.0) -> Plan:
-    """Every job the notebooks need, with its state and the GPU-hours left.
+    """Every job the notebooks need, with its state and the hours left (CPU- or GPU-hours, after the device timed).
 
     Hours left of a run = remaining epochs x steps per epoch (``TrainConfig.steps_per_epoch``:
     full batches, times the scale's passes; sizes from ``train_limit``, the embedded digits or :data:`DATASET_TRAIN_SIZES`)
@@ -1401,7 +1410,8 @@ def _device_name(dev: Any) -> str:
 
     if dev.type == "cuda":
         return f"{torch.cuda.get_device_name(dev)} (cuda)"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n != 1 else ''})"
 
 
 # --------------------------------------------------------------------------------------------

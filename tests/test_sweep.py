@@ -339,9 +339,21 @@ def test_plan_counts_the_remaining_steps(root):
     measured = sweep.plan(scale, ["04"], measure_budget_s=5)
     row = {r.key: r for r in measured.rows}[left.key]
     assert row.timing == "measured" and row.seconds_per_step > 0 and measured.measured == 1
-    assert "GPU-hours left" in measured.format() and "cpu" in measured.device
+    # timed on the CPU: the hours are CPU-hours, not GPU-hours
+    assert "CPU-hours left" in measured.format() and "GPU-h" not in measured.format() and "cpu" in measured.device
     # paper datasets are sized without their files
     assert sweep._train_size("cifar10", None, 0) == 50_000 and sweep._train_size("digits", None, 0) == 1437
+
+
+def test_plan_names_the_hours_after_the_device_that_timed_them():
+    def plan(device, assumption=None):
+        return sweep.Plan("smoke", [], {}, device, assumption, 0, 0)
+
+    assert plan("cpu (2 threads)").hours_name == "CPU-h"
+    assert plan("NVIDIA H200 (cuda)").hours_name == "GPU-h"
+    assert plan("NVIDIA H200 (cuda)", assumption="3 optimiser steps per second").hours_name == "hours"
+    assert "GPU-hours left: 0" in plan("NVIDIA H200 (cuda)").format()
+    assert "CPU-hours left: 0" in plan("cpu (2 threads)").format()
 
 
 def test_plan_counts_the_steps_training_takes_full_batches_times_passes(root):
@@ -417,7 +429,7 @@ def test_command_line_dry_run_plan_and_status(root, capsys):
     assert runner.main(["plan", "--scale", "smoke", "--root", str(root), "--assume-steps-per-second", "10",
                         "04"]) == 0
     out = capsys.readouterr().out
-    assert "GPU-hours left" in out and "assumed: 10 optimiser steps per second" in out
+    assert "Hours left" in out and "GPU-h" not in out and "assumed: 10 optimiser steps per second" in out
 
 
 def test_job_cost_orders_searches_and_deep_nets_first():
