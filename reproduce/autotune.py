@@ -175,6 +175,12 @@ class AutotuneConfig:
         values.update(changes)
         return cls(**values)
 
+    def train_config(self, scale: Scale, seed: int) -> TrainConfig:
+        """The ``TrainConfig`` every attempt of this search trains with (the plan sizes a search
+        with it too)."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
+                           **scale.train_options())
+
     @property
     def is_paper(self) -> bool:
         """True for the paper's algorithm (plain nets, a^(L) trigger); False for the addition."""
@@ -403,7 +409,7 @@ def search(
         (x, y), draw = measurement_samples(data, n, seed), None
     check = ConflictCheck(x, y, kind=cfg.kind, trigger=cfg.trigger, num_classes=data.num_classes, lr=cfg.lr,
                           batch_size=cfg.batch_size, check_epochs=cfg.check_epochs, draw=draw)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, **scale.train_options())
+    tcfg = cfg.train_config(scale, seed)
     measure = {"dataset": dataset, "train_limit": cfg.train_limit, "sample_size": cfg.sample_size,
                "check_epochs": cfg.check_epochs, "trigger": cfg.trigger, "measurement": cfg.measurement}
     log_path = search_log_path(scale, cfg, dataset=dataset, seed=seed)

@@ -1210,7 +1210,7 @@ def _describe(job: Job) -> tuple[str, str, int, int, _Step, int | None, str, Tra
     cfg = autotune.AutotuneConfig.from_scale(job.scale, job.kind)
     data = DataSpec(job.dataset, job.seed, cfg.train_limit)
     mcfg = conv_config(job.kind, cfg.start_blocks, data, width=cfg.width)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=job.seed, **job.scale.train_options())
+    tcfg = cfg.train_config(job.scale, job.seed)
     return (f"auto-tune {job.kind} from {mcfg.label}", job.dataset, cfg.epochs, job.seed,
             _Step(mcfg, cfg.batch_size), cfg.train_limit, "(search)", tcfg)
 

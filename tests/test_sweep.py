@@ -356,6 +356,28 @@ def test_plan_names_the_hours_after_the_device_that_timed_them():
     assert "CPU-hours left: 0" in plan("cpu (2 threads)").format()
 
 
+def test_plan_describes_a_search_with_the_train_config_the_search_trains_with(root, monkeypatch):
+    """The plan sizes a search from the TrainConfig its attempts really get (here with a learning
+    rate other than TrainConfig's default, which the plan once left out)."""
+    from reproduce import autotune
+
+    scale = get_scale("smoke").replace(lr=5e-4, train_limit=128)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(mcfg, data, tcfg, folder, **kw):
+        seen.append(tcfg)
+        raise Stop
+
+    monkeypatch.setattr(autotune, "train", fake_train)
+    with pytest.raises(Stop):
+        autotune.search(scale, "plain", seed=0, progress=False)
+    described = sweep._describe(autotune.SearchSpec(scale, "plain", scale.dataset, 0))[-1]
+    assert seen[0].lr == 5e-4 and described == seen[0]
+
+
 def test_plan_counts_the_steps_training_takes_full_batches_times_passes(root):
     """By hand: 150 digits at batch 64 -> 2 full batches (the partial one is dropped), x 3 passes = 6
     steps per epoch (``ceil(150 / 64)`` = 3, what the plan counted, misses the passes and the dropped batch)."""
