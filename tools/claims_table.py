@@ -3,6 +3,9 @@
 
     python tools/claims_table.py [--scale cpu]           # print the markdown table
     python tools/claims_table.py [--scale cpu] --write   # replace it in README.md (between markers)
+
+The markers are ``<!-- claims-table:start -->`` ... ``<!-- claims-table:end -->`` for ``cpu`` and
+``<!-- claims-table-<scale>:start -->`` ... ``<!-- claims-table-<scale>:end -->`` for another scale.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- claims-table:start -->", "<!-- claims-table:end -->"
+
+
+def markers(scale: str) -> tuple[str, str]:
+    """The README markers around the table of ``scale``."""
+    if scale == "cpu":
+        return START, END
+    return f"<!-- claims-table-{scale}:start -->", f"<!-- claims-table-{scale}:end -->"
 
 
 def table(scale: str) -> str:
@@ -34,19 +44,20 @@ def table(scale: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu")
-    parser.add_argument("--write", action="store_true", help=f"replace the table in README.md between {START} and {END}")
+    parser.add_argument("--write", action="store_true", help="replace the table in README.md between the scale's markers")
     args = parser.parse_args()
     text = table(args.scale)
     if not args.write:
         print(text)
         return 0
+    start, end = markers(args.scale)
     readme = ROOT / "README.md"
     content = readme.read_text()
-    if START not in content or END not in content:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
-    head, rest = content.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    if start not in content or end not in content:
+        raise SystemExit(f"README.md has no {start} ... {end} markers")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
     print("README.md: claims table rewritten")
     return 0
 
