@@ -328,13 +328,16 @@ def _execute(path: Path, output: Path, scale: str, seed: int, *, progress_bar: b
     start = time.perf_counter()
     reason = ""
     try:
+        # The kernel starts in the notebook's folder (relative paths in a notebook are relative to
+        # it), told so through nbclient's resources. papermill's own ``cwd=`` would os.chdir the
+        # whole process, which notebooks run side by side (threads) share.
         papermill.execute_notebook(
-            str(path),
-            str(output),
+            str(path.resolve()),
+            str(Path(output).resolve()),
             parameters={"scale": scale, "seed": seed},
             kernel_name=KERNEL_NAME,
-            cwd=str(path.parent),
             progress_bar=progress_bar,
+            resources={"metadata": {"path": str(path.parent.resolve())}},
         )
         _drop_widget_state(output)
         reason = _unfinished_cells(output)

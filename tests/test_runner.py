@@ -231,6 +231,29 @@ def test_notebooks_side_by_side_keep_order_environment_and_failures(
         run_notebooks([], "smoke", 0, out, jobs=0)
 
 
+def test_kernels_side_by_side_start_in_their_folders_without_changing_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each kernel starts in its notebook's folder, told so directly: the runner's process never
+    moves to another working directory, which its threads share (papermill's ``cwd=`` does, so two
+    notebooks side by side could start a kernel in the other's folder, or leave the process there)."""
+    paths = []
+    for name in ("a", "b"):
+        paths.append(_write_notebook(tmp_path / name / f"0{len(paths) + 1}_{name}.ipynb", [
+            _parameters_cell('scale = "cpu"'),
+            new_code_cell("import os, pathlib\npathlib.Path('cwd.txt').write_text(os.getcwd())")]))
+    changed = []
+    real_chdir = os.chdir
+    monkeypatch.setattr(os, "chdir", lambda path: (changed.append(os.path.abspath(path)), real_chdir(path)))
+    start = os.getcwd()
+    records = run_notebooks(paths, "smoke", 0, tmp_path / "out", progress_bar=False, jobs=2)
+    assert all(r.ok for r in records), [r.reason for r in records]
+    # papermill's file reads and writes chdir to the directory the process is in: harmless
+    assert set(changed) <= {start} and os.getcwd() == start
+    for path in paths:
+        assert (path.parent / "cwd.txt").read_text() == str(path.parent.resolve())
+
+
 @pytest.mark.parametrize("policy, expected", [("native", str(max(1, (os.cpu_count() or 1) // 2))), ("pinned", "")])
 def test_kernels_side_by_side_share_the_cores_under_native_numerics(
     tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, policy: str, expected: str
