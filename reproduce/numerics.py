@@ -70,6 +70,7 @@ __all__ = [
     "NUMERIC_KEYS",
     "NumericsWarning",
     "policy",
+    "side_by_side_threads",
     "pin",
     "environment",
     "differences",
@@ -117,6 +118,15 @@ def policy() -> str:
         raise ValueError(f"{POLICY_ENV}={raw!r} is not a numerics policy; valid choices: "
                          f"{', '.join(POLICIES)} (unset means pinned)")
     return value
+
+
+def side_by_side_threads(workers: int) -> int | None:
+    """Threads for each of ``workers`` processes or kernels computing side by side: under ``native``
+    an equal share of the cores (``cpu_count // workers``, at least 1); under ``pinned`` None (the
+    pinned thread count stays)."""
+    if policy() != "native":
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
 
 
 def _threads_setting() -> int | None:

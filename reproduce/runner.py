@@ -284,9 +284,10 @@ def run_notebooks(
         env[ROOT_ENV] = str(Path(root).resolve())
     from . import numerics
 
-    if jobs > 1 and numerics.policy() == "native" and not os.environ.get(numerics.THREADS_ENV):
+    share = numerics.side_by_side_threads(jobs) if jobs > 1 else None
+    if share is not None and not os.environ.get(numerics.THREADS_ENV):
         # kernels side by side (and beside a sweep) share the cores, as the sweep's processes do
-        env[numerics.THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // jobs))
+        env[numerics.THREADS_ENV] = str(share)
     paths = [Path(p) for p in paths]
 
     def one(path: Path) -> RunRecord:

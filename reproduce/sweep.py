@@ -930,8 +930,8 @@ def _run_local(result: SweepResult, todo: list[tuple[Job, tuple[str, ...]]], sub
     todo = sorted(todo, key=lambda item: -job_cost(item[0]))
     gpus = torch.cuda.device_count()
     slots = jobs or max(1, gpus)
-    if threads is None and not gpus and numerics.policy() == "native":
-        threads = max(1, (os.cpu_count() or 1) // slots)
+    if threads is None and not gpus:
+        threads = numerics.side_by_side_threads(slots)
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, signal_delay_s=120)
     call = SweepJob(result.root, device=device, threads=threads)

@@ -198,3 +198,11 @@ def test_tiny_training_is_reproducible_when_pinned(bare_torch):
     native = _json(_TRAIN, REPRODUCE_NUMERICS="native", REPRODUCE_THREADS="1")
     assert native["capability"] == "AVX512"
     assert native["hash"] != a["hash"]
+
+
+def test_side_by_side_threads_share_the_cores_under_native_only(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setenv("REPRODUCE_NUMERICS", "native")
+    assert [numerics.side_by_side_threads(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("REPRODUCE_NUMERICS", "pinned")
+    assert numerics.side_by_side_threads(2) is None
