@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _fresh import CLEARED, ROOT, finish, start
 BUDGET_MIN = 90.0
 ASSUMED_ATTEMPTS = [((3, 12, 41, 3), 1), ((3, 1, 41, 3), 1), ((3, 1, 2, 3), 120)]
 
@@ -70,22 +70,9 @@ for i in range(steps):
 print(json.dumps({"seconds_per_step": (time.perf_counter() - start) / steps, "env": numerics.environment()}))
 """
 
-_CLEARED = ("REPRODUCE_NUMERICS", "REPRODUCE_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-            "DNNL_MAX_CPU_ISA", "MKL_CBWR", "OMP_NUM_THREADS")
-
-
 def _start(kind: str, blocks: tuple[int, ...], steps: int, env: dict[str, str]) -> subprocess.Popen:
-    base = {k: v for k, v in os.environ.items() if k not in _CLEARED}
-    base["PYTHONPATH"] = str(ROOT) + os.pathsep + base.get("PYTHONPATH", "")
-    return subprocess.Popen([sys.executable, "-c", _CHILD, kind, "-".join(map(str, blocks)), str(steps)],
-                            env={**base, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-
-
-def _finish(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{err}")
-    return json.loads(out.strip().splitlines()[-1])
+    # OMP_NUM_THREADS of the caller too: each child computes on the threads its policy gives it
+    return start(_CHILD, [kind, "-".join(map(str, blocks)), steps], env, clear=CLEARED + ("OMP_NUM_THREADS",))
 
 
 def _attempts(path: Path | None) -> tuple[list[tuple[tuple[int, ...], int]], str]:
@@ -131,7 +118,7 @@ def main() -> None:
         lesion_s, net_s = [], {}
         for blocks in nets:
             pair = [_start("residual", lesion, args.steps, env), _start("plain", blocks, args.steps, env)]
-            a, b = (_finish(p) for p in pair)
+            a, b = (finish(p) for p in pair)
             lesion_s.append(a["seconds_per_step"])
             net_s[blocks] = b["seconds_per_step"]
         lesion_sps = statistics.median(lesion_s)

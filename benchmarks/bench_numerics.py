@@ -19,14 +19,11 @@ and the throughput relative to native (work done per second / native's). Nothing
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _fresh import finish, start
 
 _CHILD = """
 import json, sys, time
@@ -51,22 +48,8 @@ for _ in range(steps):
 print(json.dumps({"seconds": time.perf_counter() - start, "env": numerics.environment()}))
 """
 
-_CLEARED = ("REPRODUCE_NUMERICS", "REPRODUCE_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-            "DNNL_MAX_CPU_ISA", "MKL_CBWR")
-
-
 def _start(steps: int, **env: str) -> subprocess.Popen:
-    base = {k: v for k, v in os.environ.items() if k not in _CLEARED}
-    base["PYTHONPATH"] = str(ROOT) + os.pathsep + base.get("PYTHONPATH", "")
-    return subprocess.Popen([sys.executable, "-c", _CHILD, str(steps)], env={**base, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-
-
-def _finish(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{err}")
-    return json.loads(out.strip().splitlines()[-1])
+    return start(_CHILD, [steps], env)
 
 
 def main() -> None:
@@ -81,17 +64,17 @@ def main() -> None:
                                      "pinned x2 processes": []}
     envs: dict[str, dict] = {}
     for _ in range(args.repeats):
-        r = _finish(_start(args.steps, REPRODUCE_NUMERICS="native", REPRODUCE_THREADS="2"))
+        r = finish(_start(args.steps, REPRODUCE_NUMERICS="native", REPRODUCE_THREADS="2"))
         times["native (2 threads)"].append(r["seconds"])
         envs["native (2 threads)"] = r["env"]
-        r = _finish(_start(args.steps, REPRODUCE_NUMERICS="native", REPRODUCE_THREADS="1"))
+        r = finish(_start(args.steps, REPRODUCE_NUMERICS="native", REPRODUCE_THREADS="1"))
         times["native (1 thread)"].append(r["seconds"])
         envs["native (1 thread)"] = r["env"]
-        r = _finish(_start(args.steps))
+        r = finish(_start(args.steps))
         times["pinned (1 thread)"].append(r["seconds"])
         envs["pinned (1 thread)"] = r["env"]
         pair = [_start(args.steps), _start(args.steps)]
-        results = [_finish(p) for p in pair]
+        results = [finish(p) for p in pair]
         times["pinned x2 processes"].append(max(r["seconds"] for r in results))
         envs["pinned x2 processes"] = results[0]["env"]
 
