@@ -27,7 +27,6 @@ evaluation, bundle measurements and checkpoints come on top. Nothing asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -75,13 +74,20 @@ def _start(kind: str, blocks: tuple[int, ...], steps: int, env: dict[str, str]) 
     return start(_CHILD, [kind, "-".join(map(str, blocks)), steps], env, clear=CLEARED + ("OMP_NUM_THREADS",))
 
 
-def _attempts(path: Path | None) -> tuple[list[tuple[tuple[int, ...], int]], str]:
+def _attempts(scale, path: Path | None) -> tuple[list[tuple[tuple[int, ...], int]], str]:
+    """The (blocks, epochs trained) of each attempt of the search log at ``path`` (default: the one
+    ``make reproduce SCALE=long`` writes for the plain search of seed 0), and where they came from."""
+    from reproduce.autotune import AutotuneConfig, load_search_log, search_log_path
+
+    given = path is not None
     if path is None:
-        found = sorted((ROOT / "results" / "long" / "autotune" / "searches").glob("digits-plain-s0-*.json"))
-        path = found[0] if found else None
-    if path is None:
-        return ASSUMED_ATTEMPTS, "assumed (no search log under results/long)"
-    log = json.loads(Path(path).read_text())
+        path = search_log_path(scale, AutotuneConfig.from_scale(scale, "plain"), dataset="digits", seed=0)
+    log = load_search_log(path)
+    if log is None and given:
+        raise SystemExit(f"--search {path}: not a readable search log (a JSON file with 'attempts', as "
+                         f"results/long/autotune/searches/ holds)")
+    if log is None:
+        return ASSUMED_ATTEMPTS, f"assumed (no search log at {path})"
     attempts = [(tuple(a["blocks"]), int(a["epochs_done"])) for a in log["attempts"]]
     if log.get("status") != "found":
         return attempts, f"{path} (search {log.get('status')}: its attempts so far)"
@@ -105,7 +111,7 @@ def main() -> None:
     tcfg = TrainConfig(epochs=scale.epochs, batch_size=scale.batch_size, **scale.train_options())
     steps_per_epoch = tcfg.steps_per_epoch(len(load_dataset("digits").train))
     lesion = blocks_for_depth(scale.lesion_depth)
-    attempts, source = _attempts(args.search)
+    attempts, source = _attempts(scale, args.search)
     nets = list(dict.fromkeys(b for b, _ in attempts))
     print(f"scale long: {steps_per_epoch} steps per epoch, lesion net residual {'-'.join(map(str, lesion))} for "
           f"{scale.lesion_epochs} epochs; search attempts from {source}: "
