@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 from _fresh import CLEARED, ROOT, finish, start
+
 BUDGET_MIN = 90.0
 ASSUMED_ATTEMPTS = [((3, 12, 41, 3), 1), ((3, 1, 41, 3), 1), ((3, 1, 2, 3), 120)]
 
