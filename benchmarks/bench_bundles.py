@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reproduce.bundles import bundle_stats, measure_model, weight_amplitude  # noqa: E402
-from reproduce.models import ModelConfig, blocks_for_depth, build_model  # noqa: E402
+from reproduce.metric.bundles import bundle_stats, measure_model, weight_amplitude  # noqa: E402
+from reproduce.models.nets import ModelConfig, blocks_for_depth, build_model  # noqa: E402
 
 LR, BS, W = 1e-3, 64, 1.0
 

@@ -162,8 +162,8 @@ def section_data(ctx: dict, rep: Report) -> None:
     from torchvision.transforms import v2
     from torchvision.transforms.v2 import functional as TF
 
-    from reproduce.data import PerImageStandardize, ResizeWithPad
-    from reproduce.device_data import apply_augmentation, device_bundle, draw_augmentation
+    from reproduce.data.datasets import PerImageStandardize, ResizeWithPad
+    from reproduce.data.device_data import apply_augmentation, device_bundle, draw_augmentation
 
     data, dev = ctx["data"], ctx["dev"]
     t0 = time.perf_counter()
@@ -218,8 +218,8 @@ def section_data(ctx: dict, rep: Report) -> None:
 
 def bare_loop_rate(ctx: dict, steps: int) -> float:
     """Images/s of a bare eager loop: residual-120 (full width), batch 64, data already on the GPU."""
-    from reproduce.training import TrainConfig, make_optimizer
-    from reproduce.models import build_model
+    from reproduce.training.loop import TrainConfig, make_optimizer
+    from reproduce.models.nets import build_model
 
     dev = ctx["dev"]
     torch.manual_seed(0)
@@ -247,7 +247,7 @@ def bare_loop_rate(ctx: dict, steps: int) -> float:
 
 def train_rate(ctx: dict, data, **options) -> float:
     """Images/s of train() in its last epoch (``epochs`` epochs; no checkpoints, eval_train off)."""
-    from reproduce.training import TrainConfig, train
+    from reproduce.training.loop import TrainConfig, train
 
     epochs = options.pop("epochs", 2)
     tcfg = TrainConfig(epochs=epochs, eval_train=False, **options)
@@ -258,7 +258,7 @@ def train_rate(ctx: dict, data, **options) -> float:
 
 
 def section_training(ctx: dict, rep: Report) -> None:
-    from reproduce.data import load_dataset
+    from reproduce.data.datasets import load_dataset
 
     dev, data = ctx["dev"], ctx["data"]
     strict_float32()
@@ -291,8 +291,8 @@ def section_training(ctx: dict, rep: Report) -> None:
 
 
 def section_taps(ctx: dict, rep: Report) -> None:
-    import reproduce.bundles as B
-    from reproduce.models import ModelConfig, blocks_for_depth, build_model
+    import reproduce.metric.bundles as B
+    from reproduce.models.nets import ModelConfig, blocks_for_depth, build_model
 
     dev, n = ctx["dev"], ctx["samples"]
     strict_float32()
@@ -342,8 +342,8 @@ def _rows_agree(a: list[dict], b: list[dict]) -> int:
 
 
 def section_agreement(ctx: dict, rep: Report) -> None:
-    import reproduce.bundles as B
-    from reproduce.models import ModelConfig, blocks_for_depth, build_model
+    import reproduce.metric.bundles as B
+    from reproduce.models.nets import ModelConfig, blocks_for_depth, build_model
 
     dev, n = ctx["dev"], ctx["samples"]
     if dev.type != "cuda":
@@ -431,7 +431,7 @@ def section_compile(ctx: dict, rep: Report) -> None:
 
 
 def compile_child(args: argparse.Namespace) -> None:
-    from reproduce.data import load_dataset
+    from reproduce.data.datasets import load_dataset
 
     ctx = make_context(args, Path(args.compile_child))
     rate = train_rate(ctx, load_dataset("cifar10", root=ctx["root"], verify_checksums=False), device_data=True,
@@ -444,8 +444,8 @@ def compile_child(args: argparse.Namespace) -> None:
 
 
 def make_context(args: argparse.Namespace, root: Path) -> dict:
-    from reproduce.data import load_dataset
-    from reproduce.models import ModelConfig, blocks_for_depth
+    from reproduce.data.datasets import load_dataset
+    from reproduce.models.nets import ModelConfig, blocks_for_depth
 
     dev = torch.device(args.device)
     depth, width = (10, 1 / 16) if args.quick else (120, 1.0)

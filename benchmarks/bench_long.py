@@ -42,11 +42,11 @@ _CHILD = """
 import json, sys, time
 import reproduce, torch
 import torch.nn.functional as F
-import reproduce.numerics as numerics
-from reproduce.data import load_dataset
-from reproduce.models import conv_config
-from reproduce.scales import get_scale
-from reproduce.training import TrainConfig, make_optimizer
+import reproduce.config.numerics as numerics
+from reproduce.data.datasets import load_dataset
+from reproduce.models.nets import conv_config
+from reproduce.config.scales import get_scale
+from reproduce.training.loop import TrainConfig, make_optimizer
 kind, blocks, steps = sys.argv[1], tuple(int(b) for b in sys.argv[2].split("-")), int(sys.argv[3])
 scale = get_scale("long")
 data = load_dataset("digits")
@@ -78,7 +78,7 @@ def _start(kind: str, blocks: tuple[int, ...], steps: int, env: dict[str, str]) 
 def _attempts(scale, path: Path | None) -> tuple[list[tuple[tuple[int, ...], int]], str]:
     """The (blocks, epochs trained) of each attempt of the search log at ``path`` (default: the one
     ``make reproduce SCALE=long`` writes for the plain search of seed 0), and where they came from."""
-    from reproduce.autotune import AutotuneConfig, load_search_log, search_log_path
+    from reproduce.experiments.autotune import AutotuneConfig, load_search_log, search_log_path
 
     given = path is not None
     if path is None:
@@ -103,10 +103,10 @@ def main() -> None:
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     sys.path.insert(0, str(ROOT))
-    from reproduce.data import load_dataset
-    from reproduce.models import blocks_for_depth
-    from reproduce.scales import get_scale
-    from reproduce.training import TrainConfig
+    from reproduce.data.datasets import load_dataset
+    from reproduce.models.nets import blocks_for_depth
+    from reproduce.config.scales import get_scale
+    from reproduce.training.loop import TrainConfig
 
     scale = get_scale("long")
     tcfg = TrainConfig(epochs=scale.epochs, batch_size=scale.batch_size, **scale.train_options())

@@ -1,4 +1,4 @@
-"""What the pinned numeric environment (:mod:`reproduce.numerics`) costs, measured side by side.
+"""What the pinned numeric environment (:mod:`reproduce.config.numerics`) costs, measured side by side.
 
     python benchmarks/bench_numerics.py [--steps 200] [--repeats 1]
 
@@ -28,8 +28,8 @@ from _fresh import finish, start
 _CHILD = """
 import json, sys, time
 import reproduce, torch
-import reproduce.numerics as numerics
-from reproduce.models import ModelConfig, blocks_for_depth, build_model
+import reproduce.config.numerics as numerics
+from reproduce.models.nets import ModelConfig, blocks_for_depth, build_model
 steps = int(sys.argv[1])
 torch.manual_seed(0)
 model = build_model(ModelConfig("plain", 10, 1, 8, blocks_for_depth(20), width=0.25))

@@ -21,9 +21,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from reproduce.data import load_dataset
-from reproduce.models import ModelConfig, blocks_for_depth, build_model
-from reproduce.training import TrainConfig, make_optimizer, train
+from reproduce.data.datasets import load_dataset
+from reproduce.models.nets import ModelConfig, blocks_for_depth, build_model
+from reproduce.training.loop import TrainConfig, make_optimizer, train
 
 
 def bare_loop(mcfg: ModelConfig, tcfg: TrainConfig, data) -> float:

@@ -26,7 +26,7 @@ of the run, 1-based):
 * ``repair:<file>:<phase>`` -- the same phases in the rewrite of a stale side file when a run is
   resumed.
 
-The hooks wrap :func:`reproduce.storage._atomic_write`'s ``write`` callable and its ``os.replace``
+The hooks wrap :func:`reproduce.files.storage._atomic_write`'s ``write`` callable and its ``os.replace``
 (the library's own code does the writing); ``snapshots`` makes a run copy its three files after
 every epoch's save into ``<snapshots>/<epoch>/`` (the reference run).
 """
@@ -52,9 +52,10 @@ import torch  # noqa: E402
 import tqdm.auto  # noqa: E402,F401  (imported lazily by training; once here, not per run)
 from torch.utils.data import TensorDataset  # noqa: E402
 
-from reproduce import storage, training  # noqa: E402
-from reproduce.models import ModelConfig  # noqa: E402
-from reproduce.training import TrainConfig, train  # noqa: E402
+from reproduce.files import storage  # noqa: E402
+from reproduce.training import loop as training  # noqa: E402
+from reproduce.models.nets import ModelConfig  # noqa: E402
+from reproduce.training.loop import TrainConfig, train  # noqa: E402
 
 MODELS = {
     "fnn": ModelConfig("fnn", 3, 1, 8, fnn_width=8, fnn_depth=2),
@@ -166,7 +167,7 @@ def _hooked_atomic_write(path, write, mode):
 
 
 class _OsOfStorage:
-    """``os`` as :mod:`reproduce.storage` sees it: ``replace`` has a kill point on either side."""
+    """``os`` as :mod:`reproduce.files.storage` sees it: ``replace`` has a kill point on either side."""
 
     def __getattr__(self, name):
         return getattr(os, name)

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from reproduce import autotune as at
-from reproduce import bundles
-from reproduce.models import ModelConfig, build_model
-from reproduce.scales import get_scale
+from reproduce.experiments import autotune as at
+from reproduce.metric import bundles
+from reproduce.models.nets import ModelConfig, build_model
+from reproduce.config.scales import get_scale
 
 START = (1, 2, 2, 1)
 
@@ -373,8 +373,8 @@ def test_summary_and_latency_tables():
 
 def test_fresh_checks_measure_a_new_batch_and_prune_on_another():
     """The released search: each check measures a new training batch and its pruning pass another."""
-    from reproduce.autotune import AutotuneConfig, ConflictCheck
-    from reproduce.models import ModelConfig, build_model
+    from reproduce.experiments.autotune import AutotuneConfig, ConflictCheck
+    from reproduce.models.nets import ModelConfig, build_model
 
     calls = []
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-import reproduce.bundles as B
-from reproduce.bundles import (
+import reproduce.metric.bundles as B
+from reproduce.metric.bundles import (
     BundleCallback,
     bundle_stats,
     bundles_frame,
@@ -20,7 +20,7 @@ from reproduce.bundles import (
     measure_model,
     weight_amplitude,
 )
-from reproduce.models import ModelConfig, build_model
+from reproduce.models.nets import ModelConfig, build_model
 
 KW = dict(lr=1e-3, batch_size=64, weight_amplitude=1.0)
 
@@ -529,8 +529,8 @@ def test_same_result_on_cuda():
 def test_fresh_measurement_batches_differ_per_epoch_and_repeat_per_seed():
     from types import SimpleNamespace
 
-    from reproduce.bundles import bundle_callback
-    from reproduce.data import load_dataset, measurement_samples
+    from reproduce.metric.bundles import bundle_callback
+    from reproduce.data.datasets import load_dataset, measurement_samples
 
     data = load_dataset("digits", train_limit=300)
     spec = SimpleNamespace(train=SimpleNamespace(lr=1e-3, batch_size=64))

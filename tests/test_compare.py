@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reproduce import runner
-from reproduce.compare import (
+from reproduce.runner import notebooks as runner
+from reproduce.runner.compare import (
     CellChange,
     CompareError,
     MeasuredChange,
@@ -23,7 +23,7 @@ from reproduce.compare import (
     key_columns,
     numbers_in,
 )
-from reproduce.scales import SCALE_NAMES
+from reproduce.config.scales import SCALE_NAMES
 
 CLAIMS_HEADER = "claim,paper,measured,verdict,seeds\n"
 

@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
-from reproduce.data import (
+from reproduce.data.datasets import (
     DATASETS,
     DataBundle,
     DatasetIntegrityError,

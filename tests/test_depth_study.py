@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from reproduce import depth_study as ds
-from reproduce.scales import get_scale
-from reproduce.training import RunResult, TrainConfig
-from reproduce.models import ModelConfig, build_model
+from reproduce.experiments import depth_study as ds
+from reproduce.config.scales import get_scale
+from reproduce.training.loop import RunResult, TrainConfig
+from reproduce.models.nets import ModelConfig, build_model
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Tests of reproduce.device_data (datasets on a device, batched augmentation), of the training
+"""Tests of reproduce.data.device_data (datasets on a device, batched augmentation), of the training
 loop's opt-in fast path (TrainConfig.device_data / compile / precision), and of measure_model's
 deferred per-tap path (no host sync per tap), all on the CPU; the CUDA ones run where CUDA exists.
 
@@ -24,10 +24,10 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-import reproduce.bundles as B
-import reproduce.data as D
-from reproduce.data import PerImageStandardize, ResizeWithPad, load_dataset
-from reproduce.device_data import (
+import reproduce.metric.bundles as B
+import reproduce.data.datasets as D
+from reproduce.data.datasets import PerImageStandardize, ResizeWithPad, load_dataset
+from reproduce.data.device_data import (
     BatchPipeline,
     DeviceSplit,
     apply_augmentation,
@@ -38,8 +38,8 @@ from reproduce.device_data import (
     resize_with_pad_batch,
     standardize_batch,
 )
-from reproduce.models import ModelConfig, blocks_for_depth, build_model
-from reproduce.training import TrainConfig, make_optimizer, train
+from reproduce.models.nets import ModelConfig, blocks_for_depth, build_model
+from reproduce.training.loop import TrainConfig, make_optimizer, train
 
 CUDA = torch.cuda.is_available()
 
@@ -235,7 +235,7 @@ def recover_draws(out: torch.Tensor, image: torch.Tensor, p: BatchPipeline) -> t
     cands = [(t, l, f) for t in range(p.grow + 1) for l in range(p.grow + 1) for f in ((False, True) if p.flip else (False,))]
     top, left, flip = (torch.tensor(c) for c in zip(*cands))
     zero = torch.zeros(len(cands))
-    from reproduce.device_data import _Draws
+    from reproduce.data.device_data import _Draws
 
     if image.dtype == torch.uint8:  # resize once: apply_augmentation leaves an image of the grown size as it is
         image = resize_with_pad_batch(image[None].to(torch.float32).mul_(1.0 / 255), p.input_size)[0]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from reproduce import efficiency as ef
+from reproduce.experiments import efficiency as ef
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_the_forward_holds_no_more_memory_than_the_nested_expression(kind, block
     import torch.nn.functional as F
     from torch import nn
 
-    from reproduce.models import ModelConfig, build_model
+    from reproduce.models.nets import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind, 10, 1, 8, blocks, width=1 / 4)).eval()
@@ -182,7 +182,7 @@ def test_macs_count_a_module_once_per_call_and_skip_unused_ones():
     ("residual", (1, 1, 0, 0), 3136 + 2 * 2304 + 1152 + 2304 + 128 + 80),
 ])
 def test_macs_of_the_conv_nets_by_hand(kind, blocks, macs):
-    from reproduce.models import ModelConfig, build_model
+    from reproduce.models.nets import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind, 10, 1, 8, blocks, width=1 / 16))

@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce.checkpoints import is_truncated, load_checkpoint
-from reproduce.training import load_run
+from reproduce.files.checkpoints import is_truncated, load_checkpoint
+from reproduce.training.loop import load_run
 
 CHILD = Path(__file__).with_name("_fault_child.py")
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests of reproduce.fetch and ``python -m reproduce data``, for real over HTTP.
+"""Tests of reproduce.data.fetch and ``python -m reproduce data``, for real over HTTP.
 
 A ThreadingHTTPServer on 127.0.0.1 (honouring ``Range: bytes=N-``) serves tiny files in the exact
 published formats (MNIST idx .gz, CIFAR-10's python tar.gz, SVHN .mat, Imagenette's tgz), written
@@ -26,10 +26,10 @@ import pytest
 from test_data import IMAGENETTE_WNIDS, _make_cifar, _make_imagenette, _make_mnist, _make_svhn
 from torchvision.datasets import CIFAR10, MNIST, SVHN, Imagenette
 
-from reproduce import fetch as fetch_module
-from reproduce.data import load_dataset
-from reproduce.fetch import DATASET_NAMES, ChecksumError, FetchError, fetch, is_present, remote_files
-from reproduce.runner import main
+from reproduce.data import fetch as fetch_module
+from reproduce.data.datasets import load_dataset
+from reproduce.data.fetch import DATASET_NAMES, ChecksumError, FetchError, fetch, is_present, remote_files
+from reproduce.runner.notebooks import main
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from reproduce.data import DataBundle, load_dataset
-from reproduce.fnn_map import (
+from reproduce.data.datasets import DataBundle, load_dataset
+from reproduce.experiments.fnn_map import (
     EPOCH_COLUMNS,
     MAP_COLUMNS,
     accuracy_grid,
@@ -17,8 +17,8 @@ from reproduce.fnn_map import (
     fnn_config,
     sweep,
 )
-from reproduce.reporting import ROOT_ENV
-from reproduce.scales import get_scale
+from reproduce.config.scales import ROOT_ENV
+from reproduce.config.scales import get_scale
 
 torch.set_num_threads(1)
 
@@ -136,7 +136,7 @@ def test_boundary_segments_treats_missing_as_false_and_rejects_1d():
 
 
 def test_conflict_statistics_hand_computed():
-    from reproduce.fnn_map import conflict_statistics
+    from reproduce.experiments.fnn_map import conflict_statistics
 
     table = pd.DataFrame({
         "test_acc": [0.1, 0.2, 0.15, 0.8, 0.9, 0.85, 0.95, np.nan],
@@ -156,7 +156,7 @@ def test_conflict_statistics_hand_computed():
 
 
 def test_conflict_statistics_with_one_group_does_not_hold():
-    from reproduce.fnn_map import conflict_statistics
+    from reproduce.experiments.fnn_map import conflict_statistics
 
     s = conflict_statistics(pd.DataFrame({"test_acc": [0.5, 0.6, 0.7], "a_L_entropy": [0.0, 0.0, 0.0]}))
     assert s.n_conflicting == 0 and np.isnan(s.p_mannwhitney) and not s.separates
@@ -164,7 +164,7 @@ def test_conflict_statistics_with_one_group_does_not_hold():
 
 
 def test_conflict_mask_is_plain_bool_grid():
-    from reproduce.fnn_map import conflict_mask
+    from reproduce.experiments.fnn_map import conflict_mask
 
     table = pd.DataFrame({"width": [2, 8, 2, 8], "depth": [1, 1, 3, 3], "a_L_conflicting": [True, False, None, True]})
     mask = conflict_mask(table)
@@ -190,14 +190,14 @@ def test_sweep_over_two_seeds_gives_one_row_per_seed_and_cell(root):
     alone = sweep(preset, data4, seed=4, progress=False).table
     pd.testing.assert_frame_equal(alone.reset_index(drop=True), t[t.seed == 4].reset_index(drop=True))
     # the default seeds are 0..repeats-1
-    from reproduce.fnn_map import run_specs
+    from reproduce.experiments.fnn_map import run_specs
 
     assert [s.train.seed for s in run_specs(preset)] == [0, 0, 1, 1]
     assert [s.data.seed for s in run_specs(preset, seeds=[5], data=data)] == [5, 5]
 
 
 def test_seeds_are_checked():
-    from reproduce.fnn_map import run_specs
+    from reproduce.experiments.fnn_map import run_specs
 
     preset = _tiny_preset()
     with pytest.raises(ValueError, match=r"seeds must be .*got \(1, 1\)"):
@@ -220,7 +220,7 @@ def _seed_table(rows):
 
 
 def test_seed_mean_table_hand_computed():
-    from reproduce.fnn_map import MEAN_COLUMNS, seed_mean_table
+    from reproduce.experiments.fnn_map import MEAN_COLUMNS, seed_mean_table
 
     t = _seed_table([(0, 2, 1, 0.2, 1.0), (1, 2, 1, 0.4, 0.0), (2, 2, 1, 0.9, 2.0, "diverged"),
                      (0, 8, 1, 0.8, 0.0), (1, 8, 1, float("nan"), 0.0)])
@@ -255,7 +255,7 @@ def _planted_map(separating_seeds):
 
 
 def test_map_claims_hold_only_when_every_seed_and_the_mean_hold():
-    from reproduce.fnn_map import map_claims, seed_statistics
+    from reproduce.experiments.fnn_map import map_claims, seed_statistics
 
     both = map_claims(_planted_map({0, 1}), dataset="toy", seeds=[0, 1])
     assert [c.holds for c in both] == [True, True] and [c.seeds for c in both] == [2, 2]
@@ -277,7 +277,7 @@ def test_map_claims_hold_only_when_every_seed_and_the_mean_hold():
 def test_map_claims_fail_when_only_the_seed_mean_map_fails():
     """Each seed separates on its own, but the seeds disagree on which nets conflict, so on the
     seed-mean map every net is conflicting (one group empty): the pooled form fails."""
-    from reproduce.fnn_map import map_claims
+    from reproduce.experiments.fnn_map import map_claims
 
     rows = []
     for seed, narrow in ((0, True), (1, False)):

@@ -1,4 +1,4 @@
-"""Tests of the lesion study (reproduce/lesion.py): draws, the equality check, the distance to
+"""Tests of the lesion study (reproduce/experiments/lesion.py): draws, the equality check, the distance to
 bundling, the removable fraction and a tiny end-to-end run."""
 
 import math
@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from reproduce import bundles, lesion
-from reproduce.bundles import bundle_stats
-from reproduce.models import ModelConfig, build_model, remove_blocks
-from reproduce.scales import get_scale
-from reproduce.training import evaluate
+from reproduce.metric import bundles
+from reproduce.experiments import lesion
+from reproduce.metric.bundles import bundle_stats
+from reproduce.models.nets import ModelConfig, build_model, remove_blocks
+from reproduce.config.scales import get_scale
+from reproduce.training.loop import evaluate
 
 TINY = ModelConfig("residual", 3, 1, 8, (1, 2, 1, 0), width=1 / 16)
 
@@ -370,7 +371,7 @@ def test_claims_rows_carry_no_timing():
 
 
 def test_steps_per_epoch_counts_full_batches_and_passes():
-    from reproduce.training import TrainConfig
+    from reproduce.training.loop import TrainConfig
 
     # digits: 1,437 training images at batch 64 -> 22 full batches (22 * 64 = 1,408), 23 with the partial one
     assert TrainConfig(epochs=1).steps_per_epoch(1437) == 22

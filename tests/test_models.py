@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from reproduce.models import (
+from reproduce.models.nets import (
     DEPTH_TABLE,
     BasicBlock,
     ConvNet,

@@ -1,4 +1,4 @@
-"""The pinned numeric environment (reproduce.numerics), each case in a fresh subprocess: the
+"""The pinned numeric environment (reproduce.config.numerics), each case in a fresh subprocess: the
 policy is applied at ``import reproduce`` and what torch latches cannot be undone in-process."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reproduce import numerics
+from reproduce.config import numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 _CONTROLLED = ("REPRODUCE_NUMERICS", "REPRODUCE_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
@@ -32,7 +32,7 @@ def _json(code: str, **env: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-_ENV = "import json, reproduce, reproduce.numerics as n; print(json.dumps(n.environment()))"
+_ENV = "import json, reproduce, reproduce.config.numerics as n; print(json.dumps(n.environment()))"
 # torch alone, asked nothing: the machine's own capability and default thread count
 _NATIVE = ("import json, torch; print(json.dumps({'cpu_capability': torch.backends.cpu.get_cpu_capability(), "
            "'threads': torch.get_num_threads()}))")
@@ -133,7 +133,7 @@ def test_torch_computed_first_warns_once(bare_torch):
 
 
 def test_describe_names_the_state_and_the_opt_out():
-    proc = _python("import reproduce.numerics as n; print(n.describe())")
+    proc = _python("import reproduce.config.numerics as n; print(n.describe())")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ("numerics: pinned (AVX2, oneDNN AVX2, MKL AVX2, 1 thread, deterministic); "
                                    "set REPRODUCE_NUMERICS=native to opt out")
@@ -168,8 +168,8 @@ def test_differences_missing_key_and_missing_record():
 
 _TRAIN = """
 import hashlib, reproduce, torch, json
-import reproduce.numerics as n
-from reproduce.models import ModelConfig, build_model
+import reproduce.config.numerics as n
+from reproduce.models.nets import ModelConfig, build_model
 torch.manual_seed(0)
 model = build_model(ModelConfig("plain", 10, 1, 8, (1, 1, 1, 1), width=1 / 8))
 opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

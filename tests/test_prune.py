@@ -1,4 +1,4 @@
-"""Conflicting-layer removal for torchvision ResNets (reproduce.prune), on planted structure:
+"""Conflicting-layer removal for torchvision ResNets (reproduce.experiments.prune), on planted structure:
 a branch forced to a constant, hand-written branch and lesioned forwards, hand-summed parameters."""
 
 import math
@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from reproduce import prune
-from reproduce.models import ConvNet, ModelConfig
+from reproduce.experiments import prune
+from reproduce.models.nets import ConvNet, ModelConfig
 
 KW = dict(num_classes=10, lr=1e-3, batch_size=64)
 
@@ -371,7 +371,7 @@ def test_train_torchvision_is_seeded_and_learns_a_separable_task():
 
 
 def test_study_defaults_follow_the_presets():
-    from reproduce.scales import get_scale
+    from reproduce.config.scales import get_scale
     smoke, cpu, paper = get_scale("smoke"), get_scale("cpu"), get_scale("paper")
     assert [prune.default_finetune_epochs(s) for s in (smoke, cpu, paper)] == [1, 3, 12]  # epochs 2, 30, 120
     assert prune.default_archs(cpu) == ("resnet18",) and prune.default_archs(paper) == ("resnet18", "resnet50")

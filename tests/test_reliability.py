@@ -21,11 +21,13 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from reproduce import bundles, fnn_map, training
-from reproduce.bundles import BundleCallback, bundle_stats, measure_model
-from reproduce.data import load_dataset, measurement_samples
-from reproduce.models import ModelConfig, build_model, conv_config
-from reproduce.training import CheckpointError, RunLockedError, TrainConfig, load_run, run_lock, train
+from reproduce.metric import bundles
+from reproduce.experiments import fnn_map
+from reproduce.training import loop as training
+from reproduce.metric.bundles import BundleCallback, bundle_stats, measure_model
+from reproduce.data.datasets import load_dataset, measurement_samples
+from reproduce.models.nets import ModelConfig, build_model, conv_config
+from reproduce.training.loop import CheckpointError, RunLockedError, TrainConfig, load_run, run_lock, train
 
 
 def toy_data(n=96, seed=0, name="toy"):
@@ -157,8 +159,8 @@ def test_a_failing_write_surfaces_as_the_os_error_and_keeps_the_old_checkpoint(t
         from types import SimpleNamespace
         import torch
         from torch.utils.data import TensorDataset
-        from reproduce.models import ModelConfig
-        from reproduce.training import TrainConfig, train
+        from reproduce.models.nets import ModelConfig
+        from reproduce.training.loop import TrainConfig, train
         x = torch.randn(96, 1, 8, 8); y = torch.arange(96) % 3
         ds = TensorDataset(x, y)
         data = SimpleNamespace(name="toy", train=ds, train_eval=ds, test=ds, num_classes=3)
@@ -210,7 +212,7 @@ def test_two_trainers_on_one_folder_do_not_both_train(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from reproduce.training import run_lock
+            from reproduce.training.loop import run_lock
             with run_lock({str(tmp_path)!r}):
                 print("locked", flush=True)
                 time.sleep(30)
@@ -300,7 +302,7 @@ def test_bad_metric_inputs_give_errors_that_name_them():
 def test_a_checkpoint_written_before_a_train_config_field_existed_resumes(tmp_path):
     """Fields added to TrainConfig later (device_data, compile, precision) take their defaults
     for checkpoints that do not hold them: the behaviour those runs had."""
-    from reproduce.checkpoints import load_checkpoint, save_checkpoint
+    from reproduce.files.checkpoints import load_checkpoint, save_checkpoint
 
     data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
     train(FNN, data, cfg, tmp_path, progress=False, stop_after=1)
@@ -313,7 +315,7 @@ def test_a_checkpoint_written_before_a_train_config_field_existed_resumes(tmp_pa
 
 
 def test_a_checkpoint_whose_header_names_a_newer_format_is_refused_and_kept(tmp_path):
-    from reproduce.checkpoints import MAGIC
+    from reproduce.files.checkpoints import MAGIC
 
     data, cfg, _ = _finished(tmp_path)
     ckpt = tmp_path / "checkpoint.pt"

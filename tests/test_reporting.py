@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from reproduce.reporting import ROOT_ENV, VERDICTS, Claim, write_claims
+from reproduce.config.scales import ROOT_ENV
+from reproduce.experiments.claims import VERDICTS, Claim, write_claims
 
 
 def test_a_claim_has_one_of_three_verdicts():
@@ -25,7 +26,7 @@ def test_write_claims_writes_the_verdict_column(tmp_path, monkeypatch):
 
 
 def test_over_seeds_holds_only_in_every_seed_and_the_pooled_form():
-    from reproduce.reporting import over_seeds
+    from reproduce.experiments.claims import over_seeds
 
     assert over_seeds([True, True, True]) is True
     assert over_seeds([True, True, True], pooled=True) is True
@@ -39,7 +40,7 @@ def test_over_seeds_holds_only_in_every_seed_and_the_pooled_form():
 
 
 def test_seed_texts_show_every_seed():
-    from reproduce.reporting import Claim, seed_outcomes, seed_values
+    from reproduce.experiments.claims import Claim, seed_outcomes, seed_values
 
     assert seed_outcomes([True, False, None]) == "holds in 1 of 3 seeds (0 yes, 1 no, 2 n/a)"
     assert seed_outcomes([True, True], seeds=[4, 7]) == "holds in 2 of 2 seeds (4 yes, 7 yes)"

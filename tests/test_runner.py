@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from reproduce import runner
-from reproduce.runner import (
+from reproduce.runner import notebooks as runner
+from reproduce.runner.notebooks import (
     RunRecord,
     find_notebooks,
     format_summary,
@@ -279,7 +279,7 @@ def test_inline_trainers_run_beside_the_sweep_and_the_rest_after_it(
     (``train``) returns and runs beside it; the notebooks that collect swept runs start only after it."""
     import time
 
-    from reproduce.sweep import _INLINE_ONLY
+    from reproduce.sweep.core import _INLINE_ONLY
 
     nbs = tiny_repo / "notebooks"
     inline = next(iter(_INLINE_ONLY))
@@ -340,7 +340,7 @@ def test_executed_copies_hold_finished_text_bars_and_no_widget_state(
     monkeypatch.delenv("TQDM_DISABLE", raising=False)  # make test hides bars; this test needs one
     nb = tmp_path / "notebooks" / "01_bars.ipynb"
     _write_notebook(nb, [_parameters_cell('scale = "cpu"'), new_code_cell(
-        "from reproduce.progress import progress_bar\n"
+        "from reproduce.files.progress import progress_bar\n"
         "for _ in progress_bar(range(3), desc='work'):\n    pass\n"
         "import ipywidgets\nipywidgets.IntSlider()")])
     records = run_notebooks([nb], "smoke", 0, tmp_path / "out", progress_bar=False)

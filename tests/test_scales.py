@@ -1,7 +1,7 @@
 import pytest
 
-from reproduce.models import DEPTH_TABLE
-from reproduce.scales import SCALE_ENV, SCALE_NAMES, SCALES, get_scale, resolve_scale
+from reproduce.models.nets import DEPTH_TABLE
+from reproduce.config.scales import SCALE_ENV, SCALE_NAMES, SCALES, get_scale, resolve_scale
 
 
 def test_unknown_scale_names_choices():

@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce import fnn_map, runner, sweep
-from reproduce.data import load_dataset
-from reproduce.reporting import ROOT_ENV
-from reproduce.runs import train_spec
-from reproduce.scales import get_scale
-from reproduce.training import load_run, run_lock, train
+from reproduce.experiments import fnn_map
+from reproduce.runner import notebooks as runner
+from reproduce.sweep import core as sweep
+from reproduce.data.datasets import load_dataset
+from reproduce.config.scales import ROOT_ENV
+from reproduce.training.runs import train_spec
+from reproduce.config.scales import get_scale
+from reproduce.training.loop import load_run, run_lock, train
 
 submitit = pytest.importorskip("submitit")
 
@@ -359,7 +361,7 @@ def test_plan_names_the_hours_after_the_device_that_timed_them():
 def test_plan_describes_a_search_with_the_train_config_the_search_trains_with(root, monkeypatch):
     """The plan sizes a search from the TrainConfig its attempts really get (here with a learning
     rate other than TrainConfig's default, which the plan once left out)."""
-    from reproduce import autotune
+    from reproduce.experiments import autotune
 
     scale = get_scale("smoke").replace(lr=5e-4, train_limit=128)
     seen = []
@@ -455,9 +457,11 @@ def test_command_line_dry_run_plan_and_status(root, capsys):
 
 
 def test_job_cost_orders_searches_and_deep_nets_first():
-    from reproduce import autotune, depth_study, fnn_map
-    from reproduce.scales import get_scale
-    from reproduce.sweep import job_cost
+    from reproduce.experiments import autotune
+    from reproduce.experiments import depth_study
+    from reproduce.experiments import fnn_map
+    from reproduce.config.scales import get_scale
+    from reproduce.sweep.core import job_cost
 
     cpu = get_scale("cpu")
     deep = depth_study.conv_spec(cpu, "plain", 120, seed=0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from reproduce.data import DataBundle
-from reproduce.models import ModelConfig, build_model
-from reproduce.theory import (
+from reproduce.data.datasets import DataBundle
+from reproduce.models.nets import ModelConfig, build_model
+from reproduce.experiments.theory import (
     TrainingBoundCallback,
     bound_check,
     collapse_layer,
@@ -20,7 +20,7 @@ from reproduce.theory import (
     train_worst_case,
     worst_case_frame,
 )
-from reproduce.training import TrainConfig
+from reproduce.training.loop import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -183,7 +183,7 @@ def test_train_worst_case_rejects_bad_input():
 def test_bound_summary_counts_hand_computed():
     import pandas as pd
 
-    from reproduce.theory import bound_summary
+    from reproduce.experiments.theory import bound_summary
 
     e = pd.DataFrame({"bound_samples": [10, 10, 10, 10], "bound_correct": [4, 6, 10, 7],
                       "bound_limit": [10, 6, 10, 5]})
@@ -197,7 +197,7 @@ def test_bound_summary_counts_hand_computed():
 
 
 def test_worst_case_summary_rule():
-    from reproduce.theory import worst_case_summary
+    from reproduce.experiments.theory import worst_case_summary
 
     data = _toy_bundle()
     mcfg = ModelConfig("fnn", num_classes=3, in_channels=1, input_size=2, fnn_width=6, fnn_depth=2)
@@ -216,14 +216,14 @@ def test_worst_case_summary_rule():
 
 
 def _run(collapse, history, majority=0.5, seed=0):
-    from reproduce.theory import WorstCaseRun
+    from reproduce.experiments.theory import WorstCaseRun
 
     mcfg = ModelConfig("fnn", num_classes=3, in_channels=1, input_size=2, fnn_width=4, fnn_depth=2)
     return WorstCaseRun(mcfg, TrainConfig(epochs=len(history), seed=seed), collapse, majority, history)
 
 
 def test_worst_case_summary_reads_epochs_by_their_key_and_skips_epoch_zero():
-    from reproduce.theory import worst_case_summary
+    from reproduce.experiments.theory import worst_case_summary
 
     # epoch 0 (untrained, no train_acc) comes first; the records are out of order on purpose
     collapsed = _run(1, [{"epoch": 0, "dead": True}, {"epoch": 2, "train_acc": 0.5, "dead": True},
@@ -255,7 +255,7 @@ def _worst(seeds, intact_final):
 
 
 def test_theory_claims_over_seeds_hand_built():
-    from reproduce.theory import theory_claims
+    from reproduce.experiments.theory import theory_claims
 
     # seed 1 exceeds the bound once (7 > 6); seed 2's intact net stays at the majority (0.5)
     epochs = _bound_epochs({0: [3, 6], 1: [5, 7], 2: [6, 6]})
@@ -273,8 +273,8 @@ def test_theory_claims_over_seeds_hand_built():
 
 
 def test_worst_case_specs_and_frame_carry_the_seed():
-    from reproduce.scales import get_scale
-    from reproduce.theory import check_seeds, worst_case_specs
+    from reproduce.config.scales import get_scale
+    from reproduce.experiments.theory import check_seeds, worst_case_specs
 
     scale = get_scale("smoke").replace(repeats=2)
     specs = worst_case_specs(scale, seeds=range(3, 3 + scale.repeats), collapse=1)
@@ -291,10 +291,10 @@ def test_worst_case_specs_and_frame_carry_the_seed():
 
 
 def test_run_worst_cases_trains_each_seed_on_its_own_split(tmp_path, monkeypatch):
-    from reproduce.data import load_dataset
-    from reproduce.reporting import ROOT_ENV
-    from reproduce.scales import get_scale
-    from reproduce.theory import run_worst_cases
+    from reproduce.data.datasets import load_dataset
+    from reproduce.config.scales import ROOT_ENV
+    from reproduce.config.scales import get_scale
+    from reproduce.experiments.theory import run_worst_cases
 
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "reproduce").mkdir()

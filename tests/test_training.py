@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from reproduce.models import ModelConfig
-from reproduce.training import Lookahead, TrainConfig, final_test_accuracy, load_run, train
+from reproduce.models.nets import ModelConfig
+from reproduce.training.loop import Lookahead, TrainConfig, final_test_accuracy, load_run, train
 
 
 def toy_data(n=96, seed=0):
@@ -132,7 +132,7 @@ def test_bad_train_config():
 
 
 def test_radam_decoupled_weight_decay_is_used():
-    from reproduce.training import make_optimizer
+    from reproduce.training.loop import make_optimizer
 
     model = torch.nn.Linear(2, 2)
     opt = make_optimizer(model, TrainConfig(epochs=1))
@@ -164,7 +164,7 @@ def test_callback_value_json_cannot_hold_fails_at_once(tmp_path):
 
 
 def test_other_data_in_folder_is_refused(tmp_path):
-    from reproduce.data import load_dataset
+    from reproduce.data.datasets import load_dataset
 
     cfg = TrainConfig(epochs=1, batch_size=32)
     mcfg = ModelConfig("fnn", 10, 1, 8, fnn_width=8, fnn_depth=1)
@@ -187,7 +187,7 @@ def test_released_bookkeeping_is_the_default():
 
 
 def test_drop_last_takes_floor_n_over_batch_steps():
-    from reproduce.training import _batches
+    from reproduce.training.loop import _batches
 
     # 96 samples at batch 40: two full batches (the last 16 samples are left out) with drop_last
     data = toy_data()
@@ -209,8 +209,8 @@ def test_drop_last_takes_floor_n_over_batch_steps():
 
 
 def test_epoch_zero_records_the_untrained_net(tmp_path):
-    from reproduce.models import build_model
-    from reproduce.training import evaluate
+    from reproduce.models.nets import build_model
+    from reproduce.training.loop import evaluate
 
     data = toy_data()
     seen = []
@@ -236,7 +236,7 @@ def test_final_test_accuracy_leaves_out_epoch_zero():
 
 
 def test_checkpoints_without_the_new_fields_keep_their_old_behaviour():
-    from reproduce.training import _model_config_from_dict, _train_config_from_dict
+    from reproduce.training.loop import _model_config_from_dict, _train_config_from_dict
 
     old_t = _train_config_from_dict({"epochs": 3})
     assert old_t.drop_last is False and old_t.measure_start is False
@@ -259,8 +259,8 @@ def test_passes_make_an_epoch_of_several_shuffled_passes():
 
 
 def test_run_records_its_numeric_environment_and_refuses_another(tmp_path):
-    from reproduce import numerics
-    from reproduce.training import NumericsMismatchError
+    from reproduce.config import numerics
+    from reproduce.training.loop import NumericsMismatchError
 
     cfg = TrainConfig(epochs=1, batch_size=16)
     train(FNN, toy_data(), cfg, tmp_path, progress=False)
@@ -271,7 +271,7 @@ def test_run_records_its_numeric_environment_and_refuses_another(tmp_path):
     # the same environment: the finished run is reused
     assert train(FNN, toy_data(), cfg, tmp_path, progress=False).status == "finished"
     # plant another environment in the checkpoint (as if made on an AVX-512 machine with 2 threads)
-    from reproduce.checkpoints import load_checkpoint, save_checkpoint
+    from reproduce.files.checkpoints import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     state["numerics"] = {**state["numerics"], "cpu_capability": "AVX512", "threads": 2}

@@ -1,0 +1,41 @@
+"""Seeds derived from a run's seed: the one formula, and the streams that use it.
+
+Every random draw of the package that is not the model's initialisation comes from a seed derived
+from ``(seed, counter)`` for a named stream: ``(seed * a + counter * b + c) mod (2**63 - 1)``,
+with the stream's constants ``(a, b, c)``. Each stream keeps the constants it was introduced with,
+so every stored result stays reproducible:
+
+* ``epoch``: an epoch's shuffling and its global RNG (counter: the epoch), in
+  :mod:`reproduce.training.loop`;
+* ``torchvision-epoch``: the same for the torchvision ResNets of the prune study (notebook 07),
+  which was trained with its own offset from the start;
+* ``measurement``: a fresh measurement batch (counter: the draw), :func:`reproduce.data.measurement_samples`;
+* ``device-augmentation``: the device generator of a pass's augmentation (counter 0; the seed is
+  that of the pass's shuffling generator), :mod:`reproduce.data.device_data`.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+__all__ = ["STREAMS", "derive_seed"]
+
+_MODULUS = 2**63 - 1
+
+#: stream -> (a, b, c) of ``(seed * a + counter * b + c) mod (2**63 - 1)``
+STREAMS: Mapping[str, tuple[int, int, int]] = MappingProxyType({
+    "epoch": (1_000_003, 7_919, 12_345),
+    "torchvision-epoch": (1_000_003, 7_919, 4_242),
+    "measurement": (1_000_003, 104_729, 7),
+    "device-augmentation": (2_654_435_761, 0, 97),
+})
+
+
+def derive_seed(seed: int, counter: int, stream: str) -> int:
+    """The seed of draw ``counter`` of ``stream`` for a run seeded ``seed`` (see the module docstring)."""
+    try:
+        a, b, c = STREAMS[stream]
+    except KeyError:
+        raise ValueError(f"unknown seed stream {stream!r}; valid choices are {', '.join(STREAMS)}") from None
+    return (int(seed) * a + int(counter) * b + c) % _MODULUS

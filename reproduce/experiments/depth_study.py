@@ -1,0 +1,716 @@
+"""Depth study (claim 2) and early detection (claim 3): plain vs residual conv nets across depth.
+
+* :func:`conv_spec` declares one run (:class:`reproduce.training.runs.RunSpec`), :func:`run_specs` every
+  run of the depth study (a sweep trains them as jobs), :func:`early_detection_specs` the runs of
+  claim 3 (the depth-study runs at ``scale.early_depth``, one pair per seed) and
+  :func:`early_detection_runs` trains them;
+* :func:`train_conv` trains one plain or residual conv net of the preset's width and measures the
+  bundle entropy of **every tap** after every epoch (64 samples: cheap), so that the
+  early-detection study reuses the depth-study runs of the same depth instead of retraining.
+  The auto-tune study calls it for its fixed-depth baselines; its name and signature are stable.
+* :func:`depth_sweep` runs the preset's depths x {plain, residual} x datasets x seeds and returns
+  two tidy tables (one row per run; one row per run and epoch).
+* :func:`correlations` gives Pearson and Spearman correlations (with p-values) between the
+  averaged a^(L) bundle entropy and the test accuracy, per dataset.
+* :func:`layer_epoch_matrix` (:func:`seed_mean_matrix` over seeds), :func:`conflicting_layers`,
+  :func:`first_detection_epoch` and :func:`detection_curve` read a run's per-epoch, per-tap
+  measurements for claim 3; :func:`detection_summary` sums them up per network and seed.
+* :func:`depth_claims` (claim 2) and :func:`early_detection_claims` (claim 3) are the claims
+  tables' rules, fixed before any number was seen. Each rule is decided per seed, then over seeds
+  by :func:`reproduce.experiments.claims.over_seeds` (every seed, and the pooled form where there is one).
+
+Choices the specification leaves open (written down here):
+
+* Epochs are read from each history record's ``"epoch"`` key, never from its position: a history
+  may begin with an **epoch-0 record** (the untrained net, measured in eval mode).
+* A run's **test accuracy** is :func:`reproduce.training.final_test_accuracy` (the mean over its
+  last ``scale.last_epochs`` trained epochs, epoch >= 1), its training accuracy the same over
+  trained epochs; its **averaged entropy** (the paper's "integral") is the mean of the a^(L) bundle
+  entropy over all measured records, *including* epoch 0 when the history has it (as the released
+  implementation averages; ``docs/method.md#differences``). A diverged run keeps the epochs measured before it diverged; its row stays in
+  the tables with ``status == "diverged"`` (and NaN where nothing was measured).
+* The run folder is ``results/<scale>/depth/<dataset>-<kind>-<depth>-s<seed>-<hash>``; the hash
+  covers the model and training configs and the measurement set-up (dataset, ``train_limit``,
+  sample-set size, ``every_tap``), so a changed preset never reuses a stale run.
+* A block is **conflicting** by the rule of :func:`reproduce.metric.bundles.layer_rows` (a residual
+  block by its branch tap, a plain block by its output tap, an FNN layer by its hidden tap).
+  "Layers" in claim 3 are these taps, named by their tap names.
+* The **detection horizon** of claim 3 is the first quarter of training
+  (:func:`detection_horizon`: ``ceil(epochs / 4)``).
+* **First detection epoch** (claim 3): the first epoch ``e`` such that at ``e`` *and every later
+  measured epoch* the set of conflicting layers contains the set of conflicting layers of the
+  final epoch. Containment (not equality) is used because a detector that flags a superset early
+  still finds every layer that ends up conflicting; "and every later epoch" makes a layer that
+  flickers in and out count as detected only once it stays. If the final set is empty the answer
+  is the first measured epoch (nothing to detect); callers that test claim 3 should require a
+  non-empty final set. ``mode="equal"`` asks for equality instead of containment. **Only trained
+  epochs (>= 1) count**: the untrained net of an epoch-0 record can never be "detection during
+  training"; :func:`detection_summary` reports what it shows separately (``conflicting_epoch0``,
+  ``found_epoch0``). The final epoch is the last trained epoch measured.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from reproduce.metric import bundles
+from reproduce.data.datasets import DataBundle
+from reproduce.models.nets import CONV_KINDS, DEPTH_TABLE, ModelConfig, blocks_for_depth, check_conv_kind, conv_config, depth_for_blocks
+from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_values
+from reproduce.training.runs import DataSpec, Hook, RunSpec, train_spec
+from reproduce.config.scales import Scale
+from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy, train
+
+__all__ = [
+    "CONV_KINDS",
+    "EXPERIMENT",
+    "RUN_COLUMNS",
+    "EPOCH_COLUMNS",
+    "CORRELATION_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "conv_configs",
+    "conv_spec",
+    "run_specs",
+    "early_detection_specs",
+    "early_detection_runs",
+    "train_conv",
+    "run_row",
+    "epoch_rows",
+    "depth_sweep",
+    "correlations",
+    "layer_epoch_matrix",
+    "seed_mean_matrix",
+    "conflicting_layers",
+    "first_detection_epoch",
+    "detection_curve",
+    "detection_horizon",
+    "detection_summary",
+    "depth_claims",
+    "early_detection_claims",
+]
+
+#: experiment folder under ``results/<scale>/``
+EXPERIMENT = "depth"
+#: columns of :func:`depth_sweep`'s run table, in order
+RUN_COLUMNS = (
+    "dataset", "kind", "depth", "blocks", "seed", "status", "epochs_done", "diverged_epoch",
+    "test_acc", "train_acc", "entropy_mean", "entropy_last", "bundles_mean", "bundles_last",
+    "conflicting_last", "num_blocks", "seconds", "run_dir",
+)
+#: columns of :func:`depth_sweep`'s per-epoch table, in order
+EPOCH_COLUMNS = (
+    "dataset", "kind", "depth", "seed", "epoch", "a_L_entropy", "a_L_num_bundles", "test_acc",
+    "train_acc", "conflicting", "seconds",
+)
+CORRELATION_COLUMNS = ("dataset", "n", "pearson_r", "pearson_p", "spearman_r", "spearman_p")
+#: columns of :func:`detection_summary`'s summary, in order
+SUMMARY_COLUMNS = (
+    "kind", "seed", "status", "blocks", "conflicting_final", "first_detection", "first_equal",
+    "conflicting_epoch0", "found_epoch0", "a_L_entropy_horizon", "a_L_entropy_final",
+)
+_DETECTION_MODES = ("contains", "equal")
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def conv_configs(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], data: DataBundle | DataSpec,
+                 seed: int) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs :func:`train_conv` uses for ``kind`` at a depth (or blocks)."""
+    mcfg = conv_config(kind, blocks_or_depth, data, width=scale.width)
+    tcfg = TrainConfig(epochs=scale.epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed,
+                       **scale.train_options())
+    return mcfg, tcfg
+
+
+def _run_label(dataset: str, kind: str, blocks: tuple[int, ...], seed: int) -> str:
+    depth = depth_for_blocks(blocks)
+    tail = "" if DEPTH_TABLE.get(depth) == tuple(blocks) else "-b" + "-".join(map(str, blocks))
+    return f"{dataset}-{kind}-{depth}{tail}-s{seed}"
+
+
+def conv_spec(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], *, dataset: str | None = None,
+              seed: int = 0, every_tap: bool = True) -> RunSpec:
+    """The run of one ``kind`` conv net (``plain``/``residual``) at the preset's width, declared.
+
+    ``blocks_or_depth`` is a depth of the depth table or four blocks per stage; ``dataset``
+    defaults to ``scale.dataset``. After every epoch the bundle metric is measured on
+    ``measurement_samples(data, scale.sample_size, seed)`` at every tap (or only at a^(L) with
+    ``every_tap=False``), adding ``bundles``, ``a_L_entropy`` and ``a_L_num_bundles`` to the
+    history. The run lives in ``results/<scale>/depth/``.
+    """
+    data = DataSpec(dataset or scale.dataset, int(seed), scale.train_limit)
+    mcfg, tcfg = conv_configs(scale, kind, blocks_or_depth, data, seed)
+    measure = Hook.to("reproduce.bundles:bundle_callback", sample_size=scale.sample_size, seed=int(seed),
+                      every_tap=bool(every_tap), samples=scale.measurement)
+    return RunSpec(scale.name, EXPERIMENT, _run_label(data.name, kind, mcfg.blocks, seed), mcfg, tcfg, data,
+                   (measure,))
+
+
+def run_specs(scale: Scale, *, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+              depths: Sequence[int] | None = None, kinds: Sequence[str] = CONV_KINDS) -> list[RunSpec]:
+    """Every run of the depth study: ``scale.datasets`` x seeds ``0..scale.repeats-1`` x
+    ``scale.depths`` x both kinds (defaults), in the order :func:`depth_sweep` trains them.
+
+    Notebook 03 trains ``seeds=range(seed, seed + scale.repeats)`` (``seed``: its parameter)."""
+    datasets = tuple(datasets or scale.datasets)
+    seeds = tuple(range(scale.repeats)) if seeds is None else _seed_tuple(seeds)
+    depths = tuple(depths or scale.depths)
+    for kind in kinds:
+        check_conv_kind(kind)
+    for depth in depths:
+        blocks_for_depth(depth)
+    return [conv_spec(scale, kind, depth, dataset=dataset, seed=seed)
+            for dataset in datasets for seed in seeds for kind in kinds for depth in depths]
+
+
+def _seed_tuple(seeds: Iterable[int]) -> tuple[int, ...]:
+    out = tuple(seeds)
+    if not out or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in out):
+        raise ValueError(f"seeds must be a non-empty sequence of ints, got {out!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds must not repeat, got {out!r}")
+    return tuple(int(s) for s in out)
+
+
+def early_detection_specs(scale: Scale, seeds: Iterable[int], *, dataset: str | None = None,
+                          depth: int | None = None) -> list[RunSpec]:
+    """The runs of claim 3 (notebook 04): for every seed, the plain and the residual net at ``depth``
+    (default ``scale.early_depth``) on ``dataset`` (default ``scale.dataset``), seeds outer, kinds
+    inner. They are the depth-study runs of that depth (:func:`run_specs`, the same specs and run
+    folders), so notebook 03 and 04 share them. Notebook 04 asks for
+    ``seeds=range(seed, seed + scale.repeats)``."""
+    return run_specs(scale, datasets=(dataset or scale.dataset,), seeds=_seed_tuple(seeds),
+                     depths=(int(depth or scale.early_depth),))
+
+
+def early_detection_runs(scale: Scale, seeds: Iterable[int], *, dataset: str | None = None,
+                         depth: int | None = None, progress: bool = True,
+                         device: str | None = "auto") -> dict[tuple[str, int], RunResult]:
+    """Train (or reuse) :func:`early_detection_specs`; return the runs keyed by ``(kind, seed)``."""
+    out: dict[tuple[str, int], RunResult] = {}
+    loaded: dict[DataSpec, DataBundle] = {}
+    for spec in early_detection_specs(scale, seeds, dataset=dataset, depth=depth):
+        if spec.data not in loaded:
+            loaded = {spec.data: spec.data.load()}  # one dataset (one seed's) in memory at a time
+        out[(spec.model.kind, spec.data.seed)] = train_spec(spec, data=loaded[spec.data], progress=progress,
+                                                            device=device)
+    return out
+
+
+def train_conv(
+    scale: Scale,
+    kind: str,
+    blocks_or_depth: int | Sequence[int],
+    *,
+    dataset: str | None = None,
+    seed: int = 0,
+    every_tap: bool = True,
+    data: DataBundle | None = None,
+    progress: bool = True,
+    device: str | None = "auto",
+) -> RunResult:
+    """Train (or reuse) the run of :func:`conv_spec`; ``data`` may pass the already loaded dataset
+    (it must be ``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)``)."""
+    spec = conv_spec(scale, kind, blocks_or_depth, dataset=dataset, seed=seed, every_tap=every_tap)
+    return train_spec(spec, data=data, device=device, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# tidy tables
+
+
+def _measured(history: Sequence[dict]) -> list[dict]:
+    """The epochs of a history that carry a bundle measurement."""
+    return [r for r in history if r.get("a_L_entropy") is not None]
+
+
+def _epoch(record: dict) -> int:
+    """The epoch of a history record, read from its ``"epoch"`` key (0: the untrained net)."""
+    if "epoch" not in record:
+        raise ValueError(f"a history record without an 'epoch' key (keys {sorted(record)})")
+    return int(record["epoch"])
+
+
+def _trained(history: Iterable[dict]) -> list[dict]:
+    """The records of trained epochs (epoch >= 1): an epoch-0 record (the untrained net) is left out."""
+    return [r for r in history if _epoch(r) >= 1]
+
+
+def _mean(values: Iterable[Any]) -> float:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def run_row(run: RunResult, *, dataset: str, seed: int, last_epochs: int) -> dict[str, Any]:
+    """One row of the run table (:data:`RUN_COLUMNS`) for a finished, stopped or diverged run."""
+    hist = run.history
+    measured = _measured(hist)
+    cfg = run.model_config
+    train_accs = [r["train_acc"] for r in _trained(hist) if r.get("train_acc") is not None][-max(1, last_epochs):]
+    last_sets = conflicting_layers(measured[-1]) if measured and measured[-1].get("bundles") else None
+    return {
+        "dataset": dataset,
+        "kind": cfg.kind,
+        "depth": cfg.depth,
+        "blocks": "-".join(map(str, cfg.blocks)),
+        "seed": seed,
+        "status": run.status,
+        "epochs_done": run.epochs_done,
+        "diverged_epoch": run.diverged_epoch,
+        "test_acc": final_test_accuracy(hist, last_epochs),
+        "train_acc": _mean(train_accs),
+        "entropy_mean": _mean(r["a_L_entropy"] for r in measured),
+        "entropy_last": float(measured[-1]["a_L_entropy"]) if measured else math.nan,
+        "bundles_mean": _mean(r.get("a_L_num_bundles") for r in measured),
+        "bundles_last": float(measured[-1]["a_L_num_bundles"]) if measured else math.nan,
+        "conflicting_last": len(last_sets) if last_sets is not None else math.nan,
+        "num_blocks": sum(cfg.blocks),
+        "seconds": float(sum(r.get("seconds", 0.0) or 0.0 for r in hist)),
+        "run_dir": str(run.run_dir) if run.run_dir is not None else "",
+    }
+
+
+def epoch_rows(run: RunResult, *, dataset: str, seed: int) -> list[dict[str, Any]]:
+    """Rows of the per-epoch table (:data:`EPOCH_COLUMNS`), one per epoch of the history."""
+    rows = []
+    cfg = run.model_config
+    for r in run.history:
+        rows.append({
+            "dataset": dataset,
+            "kind": cfg.kind,
+            "depth": cfg.depth,
+            "seed": seed,
+            "epoch": _epoch(r),
+            "a_L_entropy": r.get("a_L_entropy", math.nan),
+            "a_L_num_bundles": r.get("a_L_num_bundles", math.nan),
+            "test_acc": r.get("test_acc") if r.get("test_acc") is not None else math.nan,
+            "train_acc": r.get("train_acc") if r.get("train_acc") is not None else math.nan,
+            "conflicting": len(conflicting_layers(r)) if r.get("bundles") else math.nan,
+            "seconds": r.get("seconds", math.nan),
+        })
+    return rows
+
+
+def depth_sweep(
+    scale: Scale,
+    *,
+    datasets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    kinds: Sequence[str] = CONV_KINDS,
+    progress: bool = True,
+    device: str | None = "auto",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train (or reuse) every run of the depth study; return ``(runs, per_epoch)``.
+
+    Defaults: ``scale.datasets``, seeds ``0..scale.repeats-1``, ``scale.depths``, both kinds. ``runs`` has one
+    row per run (:data:`RUN_COLUMNS`), ``per_epoch`` one row per run and epoch
+    (:data:`EPOCH_COLUMNS`). Diverged runs are kept, with their status.
+    """
+    runs, epochs = [], []
+    loaded: dict[DataSpec, DataBundle] = {}
+    for spec in run_specs(scale, datasets=datasets, seeds=seeds, depths=depths, kinds=kinds):
+        if spec.data not in loaded:
+            loaded = {spec.data: spec.data.load()}  # one dataset in memory at a time
+        run = train_spec(spec, data=loaded[spec.data], progress=progress, device=device)
+        runs.append(run_row(run, dataset=spec.data.name, seed=spec.data.seed, last_epochs=scale.last_epochs))
+        epochs.extend(epoch_rows(run, dataset=spec.data.name, seed=spec.data.seed))
+        del run
+    return (pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
+            pd.DataFrame(epochs, columns=list(EPOCH_COLUMNS)))
+
+
+def correlations(runs: pd.DataFrame, *, x: str = "entropy_mean", y: str = "test_acc",
+                 by: str | Sequence[str] = "dataset") -> pd.DataFrame:
+    """Pearson and Spearman correlation of ``x`` with ``y`` (with two-sided p-values) per ``by``.
+
+    ``by`` is a column or a list of columns (e.g. ``["dataset", "seed"]``: one row per dataset and
+    seed); the result starts with those columns. Rows with a non-finite ``x`` or ``y`` are left out
+    (``n`` counts the rest). With fewer than 3 rows, or a constant column, the coefficients and
+    p-values are NaN (no warning is raised).
+    """
+    from scipy import stats
+
+    keys = [by] if isinstance(by, str) else list(by)
+    if not keys:
+        raise ValueError("by must name at least one column")
+    missing = [c for c in (x, y, *keys) if c not in runs.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the table; its columns are {list(runs.columns)}")
+    out = []
+    for key, group in runs.groupby(keys, sort=True):
+        xs = pd.to_numeric(group[x], errors="coerce").to_numpy(dtype=float)
+        ys = pd.to_numeric(group[y], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(xs) & np.isfinite(ys)
+        xs, ys = xs[ok], ys[ok]
+        row = {**dict(zip(keys, key)), "n": int(ok.sum()), "pearson_r": math.nan, "pearson_p": math.nan,
+               "spearman_r": math.nan, "spearman_p": math.nan}
+        if len(xs) >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pr = stats.pearsonr(xs, ys)
+                sr = stats.spearmanr(xs, ys)
+            row.update(pearson_r=float(pr[0]), pearson_p=float(pr[1]),
+                       spearman_r=float(sr[0]), spearman_p=float(sr[1]))
+        out.append(row)
+    columns = [*keys, *CORRELATION_COLUMNS[1:]]
+    return pd.DataFrame(out, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------
+# claim 3: layers x epochs
+
+
+def _history(run: RunResult | Sequence[dict]) -> list[dict]:
+    history = run.history if hasattr(run, "history") else run
+    return [r for r in history if r.get("bundles")]
+
+
+def conflicting_layers(record: dict) -> frozenset[str]:
+    """Tap names of the conflicting layers of one epoch record
+    (:func:`reproduce.metric.bundles.conflicting_layers` of its ``bundles``)."""
+    return bundles.conflicting_layers(record.get("bundles") or [])
+
+
+def layer_epoch_matrix(run: RunResult | Sequence[dict], *, role: str | None = None,
+                       value: str = "entropy") -> pd.DataFrame:
+    """Tap x epoch table of ``value`` (default the bundle entropy) from a run or its history.
+
+    Rows are tap names in network order (index ``tap``), columns the measured epochs (epoch 0, the
+    untrained net, included when the history has it). ``role`` keeps only taps of that role
+    (``branch``, ``output``, ``hidden``, ``stem``); None keeps all.
+    """
+    history = _history(run)
+    rows = [{"epoch": _epoch(r), **b} for r in history for b in r["bundles"]]
+    if not rows:
+        return pd.DataFrame(dtype=float)
+    frame = pd.DataFrame(rows)
+    if value not in frame.columns:
+        raise ValueError(f"unknown value {value!r}; valid values are {sorted(set(frame.columns) - {'tap', 'role'})}")
+    if role is not None:
+        roles = sorted(frame["role"].unique())
+        if role not in roles:
+            raise ValueError(f"no taps of role {role!r}; this run's tap roles are {roles}")
+        frame = frame[frame["role"] == role]
+    order = frame.drop_duplicates("tap").sort_values("layer")["tap"].tolist()
+    matrix = frame.pivot(index="tap", columns="epoch", values=value).reindex(order)
+    matrix.columns.name = "epoch"
+    return matrix.astype(float)
+
+
+def seed_mean_matrix(runs: Iterable[RunResult | Sequence[dict]], *, role: str | None = None,
+                     value: str = "entropy") -> pd.DataFrame:
+    """The cell-wise mean of :func:`layer_epoch_matrix` over runs (the seeds of one network).
+
+    Taps keep the network order of the first run; a cell a run did not measure (e.g. after it
+    diverged) is left out of that cell's mean (NaN when no run measured it).
+    """
+    mats = [layer_epoch_matrix(r, role=role, value=value) for r in runs]
+    if not mats:
+        raise ValueError("seed_mean_matrix needs at least one run")
+    mats = [m for m in mats if m.size]
+    if not mats:
+        return pd.DataFrame(dtype=float)
+    order = list(dict.fromkeys(t for m in mats for t in m.index))
+    epochs = sorted({e for m in mats for e in m.columns})
+    stacked = np.stack([m.reindex(index=order, columns=epochs).to_numpy(float) for m in mats])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        mean = np.nanmean(stacked, axis=0)
+    out = pd.DataFrame(mean, index=pd.Index(order, name="tap"), columns=pd.Index(epochs, name="epoch"))
+    return out
+
+
+def first_detection_epoch(run: RunResult | Sequence[dict], *, mode: str = "contains") -> int | None:
+    """The first trained epoch from which on the final epoch's conflicting layers are visible.
+
+    ``mode="contains"``: the first measured trained epoch ``e`` (``e >= 1``) such that for ``e``
+    and every later measured epoch the conflicting set contains the final epoch's set.
+    ``mode="equal"``: ... equals it. An epoch-0 record (the untrained net) never counts: it is not
+    detection during training. None when the run has no measured trained epoch. See the module
+    docstring.
+    """
+    if mode not in _DETECTION_MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes are {', '.join(_DETECTION_MODES)}")
+    history = _trained(_history(run))
+    if not history:
+        return None
+    sets = [conflicting_layers(r) for r in history]
+    epochs = [_epoch(r) for r in history]
+    final = sets[-1]
+    first = epochs[-1]
+    for e, s in zip(reversed(epochs), reversed(sets)):
+        if (final <= s) if mode == "contains" else (s == final):
+            first = e
+        else:
+            break
+    return first
+
+
+def _final_set(history: Sequence[dict]) -> frozenset[str]:
+    """The conflicting layers of the last measured trained epoch (empty when there is none)."""
+    trained = _trained(history)
+    return conflicting_layers(trained[-1]) if trained else frozenset()
+
+
+def detection_curve(run: RunResult | Sequence[dict]) -> pd.DataFrame:
+    """Per measured epoch: how many layers conflict, how many of the final epoch's conflicting
+    layers are among them (``found``, ``recall`` = found / final), and the Jaccard index of the
+    two sets (1 when both are empty). The final epoch is the last trained one; an epoch-0 record
+    (the untrained net) gets a row too (epoch 0), for comparison."""
+    history = _history(run)
+    final = _final_set(history)
+    rows = []
+    for r in history:
+        s = conflicting_layers(r)
+        union = s | final
+        rows.append({
+            "epoch": _epoch(r),
+            "conflicting": len(s),
+            "final_conflicting": len(final),
+            "found": len(s & final),
+            "recall": len(s & final) / len(final) if final else math.nan,
+            "jaccard": len(s & final) / len(union) if union else 1.0,
+        })
+    return pd.DataFrame(rows, columns=["epoch", "conflicting", "final_conflicting", "found", "recall", "jaccard"])
+
+
+def detection_horizon(epochs: int) -> int:
+    """The last epoch that still counts as "the beginning of training" for claim 3: ``ceil(epochs / 4)``."""
+    return math.ceil(int(epochs) / 4)
+
+
+def _at_epoch(history: Sequence[dict], epoch: int, key: str) -> Any:
+    return next((r.get(key) for r in history if _epoch(r) == epoch), None)
+
+
+def _kind_seed(key: Any, run: RunResult) -> tuple[str, int]:
+    if isinstance(key, str):
+        return key, int(run.train_config.seed)
+    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str):
+        return key[0], int(key[1])
+    raise ValueError(f"runs must be keyed by (kind, seed) or by kind, got key {key!r}")
+
+
+def detection_summary(runs: dict[tuple[str, int] | str, RunResult],
+                      horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Claim 3 per network and seed: ``(curves, summary)``.
+
+    ``runs`` is keyed by ``(kind, seed)`` (as :func:`early_detection_runs` returns them); a plain
+    ``kind`` key takes the seed from the run's training config. ``curves`` stacks
+    :func:`detection_curve` of every run (columns ``kind``, ``seed`` added); ``summary`` has one row
+    per run (:data:`SUMMARY_COLUMNS`): ``conflicting_final`` (blocks conflicting at the last trained
+    epoch), ``first_detection`` / ``first_equal`` (:func:`first_detection_epoch`, trained epochs
+    only), ``conflicting_epoch0`` / ``found_epoch0`` (the untrained net of an epoch-0 record: how
+    many blocks conflict, how many of the final ones; None without such a record; they never count
+    as detection), ``a_L_entropy_horizon`` (H(a^(L)) at epoch ``horizon``, None if not measured)
+    and ``a_L_entropy_final`` (at the last trained epoch, None if it was not measured).
+    """
+    curves, summary = [], []
+    for key, run in runs.items():
+        kind, seed = _kind_seed(key, run)
+        measured = _history(run)
+        final = _final_set(measured)
+        zero = next((r for r in measured if _epoch(r) == 0), None)
+        trained = _trained(run.history)
+        curves.append(detection_curve(run).assign(kind=kind, seed=seed))
+        summary.append({
+            "kind": kind, "seed": seed, "status": run.status, "blocks": sum(run.model_config.blocks),
+            "conflicting_final": len(final),
+            "first_detection": first_detection_epoch(run),
+            "first_equal": first_detection_epoch(run, mode="equal"),
+            "conflicting_epoch0": len(conflicting_layers(zero)) if zero is not None else None,
+            "found_epoch0": len(conflicting_layers(zero) & final) if zero is not None else None,
+            "a_L_entropy_horizon": _at_epoch(run.history, horizon, "a_L_entropy"),
+            "a_L_entropy_final": trained[-1].get("a_L_entropy") if trained else None,
+        })
+    curve_columns = ["kind", "seed", "epoch", "conflicting", "final_conflicting", "found", "recall", "jaccard"]
+    curves_frame = (pd.concat(curves, ignore_index=True)[curve_columns] if curves
+                    else pd.DataFrame(columns=curve_columns))
+    return curves_frame, pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
+
+
+# --------------------------------------------------------------------------------------------
+# the claims' rules (fixed before any number was seen)
+
+
+def _kind_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Averaged entropy per depth (rows) and kind (columns ``plain``, ``residual``), mean over the
+    frame's runs (one run per seed: the seed mean; NaN runs left out)."""
+    by = frame.groupby(["depth", "kind"])["entropy_mean"].mean().unstack("kind")
+    return by.reindex(columns=list(CONV_KINDS))
+
+
+def _deep_plain(by: pd.DataFrame, deepest: int) -> tuple[float, bool | None]:
+    """Claim 2a on one table: the plain net's averaged entropy at ``deepest`` and whether it is > 0
+    (None when that run is missing or measured nothing)."""
+    h = float(by.loc[deepest, "plain"]) if deepest in by.index else math.nan
+    return h, (None if math.isnan(h) else h > 0)
+
+
+def _fewer(by: pd.DataFrame) -> tuple[int, list[int], bool | None]:
+    """Claim 2b on one table: (depths where the residual net is lower, the active depths, verdict)."""
+    active = by[(by["plain"] > 0) | (by["residual"] > 0)]
+    lower = int((active["residual"] < active["plain"]).sum())
+    return lower, [int(d) for d in active.index], (lower > len(active) / 2 if len(active) else None)
+
+
+def _pearson_rule(c: pd.Series) -> bool | None:
+    """Claim 2c on one correlation row: Pearson r < 0 with p < 0.05 (None when undefined)."""
+    return None if math.isnan(c.pearson_p) else bool(c.pearson_r < 0 and c.pearson_p < 0.05)
+
+
+def depth_claims(runs: pd.DataFrame) -> list[Claim]:
+    """Claim 2 per dataset, from :func:`depth_sweep`'s run table (one row per run and seed).
+
+    Per seed (that seed's runs only):
+
+    * deep plain nets develop conflicting bundles: holds iff the plain net at the dataset's deepest
+      depth has an averaged a^(L) entropy > 0 (not testable when that run is missing or measured
+      nothing);
+    * residual nets develop fewer: holds iff, over the depths where either kind has an averaged
+      entropy > 0, the residual net's is lower at more than half of them (not testable when no
+      depth has one);
+    * entropy vs test accuracy: holds iff the Pearson correlation of averaged entropy and test
+      accuracy over the seed's runs (both kinds, every depth) has r < 0 with p < 0.05 (not testable
+      when it is undefined: fewer than 3 runs or a constant column).
+
+    Pooled form: the first two rules applied to the seed-mean averaged entropy per (kind, depth);
+    the third to the correlation over all seeds' runs together. Rule over seeds
+    (:func:`reproduce.experiments.claims.over_seeds`): a row holds iff its rule holds in every seed and in
+    the pooled form, does not hold if it fails in any seed or in the pooled form, else it is not
+    testable. Spearman's rho is reported beside Pearson's r but does not decide.
+    """
+    missing = [c for c in ("dataset", "kind", "depth", "seed", "entropy_mean", "test_acc") if c not in runs.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the run table; its columns are {list(runs.columns)}")
+    claims = []
+    for name, frame in runs.groupby("dataset"):
+        seeds = sorted(int(s) for s in frame["seed"].unique())
+        per_seed = {s: frame[frame["seed"] == s] for s in seeds}
+        tables = {s: _kind_table(f) for s, f in per_seed.items()}
+        pooled = _kind_table(frame)
+        n = len(seeds)
+        several = n > 1
+
+        deepest = int(pooled.index.max())
+        deep = {s: _deep_plain(t, deepest) for s, t in tables.items()}
+        h_pooled, deep_pooled = _deep_plain(pooled, deepest)
+        outcomes = [deep[s][1] for s in seeds]
+        claims.append(Claim(
+            f"{name}: deep plain nets develop conflicting bundles", "deep plain networks develop them",
+            f"plain depth {deepest}: averaged a^(L) entropy {seed_values([deep[s][0] for s in seeds], seeds=seeds)}"
+            + (f"; seed mean {h_pooled:.3f}" if several else "") + f"; {seed_outcomes(outcomes, seeds)}",
+            over_seeds(outcomes, deep_pooled), seeds=n))
+
+        fewer = {s: _fewer(t) for s, t in tables.items()}
+        lower_p, active_p, fewer_pooled = _fewer(pooled)
+        outcomes = [fewer[s][2] for s in seeds]
+        if several:
+            each = "; ".join(f"seed {s}: {fewer[s][0]} of {len(fewer[s][1])} {fewer[s][1]}" for s in seeds)
+            text = (f"residual lower than plain at k of the m depths with a conflict [depths]: {each}; "
+                    f"seed mean: {lower_p} of {len(active_p)} {active_p}")
+        else:
+            text = f"residual lower at {lower_p} of {len(active_p)} depths with a conflict {active_p}"
+        claims.append(Claim(
+            f"{name}: residual nets develop fewer conflicts", "residual networks much less",
+            f"{text}; {seed_outcomes(outcomes, seeds)}",
+            over_seeds(outcomes, fewer_pooled), seeds=n))
+
+        corr = {s: correlations(f).iloc[0] for s, f in per_seed.items()}
+        c = correlations(frame).iloc[0]
+        outcomes = [_pearson_rule(corr[s]) for s in seeds]
+        pooled_text = (f"Pearson r = {c.pearson_r:.3f} (p = {c.pearson_p:.2g}), "
+                       f"Spearman rho = {c.spearman_r:.3f} (p = {c.spearman_p:.2g})")
+        if several:
+            text = (f"per seed Pearson r {seed_values([corr[s].pearson_r for s in seeds], seeds=seeds)}, "
+                    f"p {seed_values([corr[s].pearson_p for s in seeds], fmt='{:.2g}', seeds=seeds)}, "
+                    f"n {seed_values([corr[s].n for s in seeds], fmt='{:.0f}', seeds=seeds)}; "
+                    f"all {int(c.n)} runs pooled: {pooled_text}")
+        else:
+            text = f"{pooled_text}, n = {int(c.n)}"
+        claims.append(Claim(
+            f"{name}: bundle entropy vs test accuracy", "negative correlation",
+            f"{text}; {seed_outcomes(outcomes, seeds)}",
+            over_seeds(outcomes, _pearson_rule(c)), seeds=n))
+    return claims
+
+
+def _number(v: Any) -> float:
+    return math.nan if v is None or pd.isna(v) else float(v)
+
+
+def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -> list[Claim]:
+    """Claim 3 from :func:`detection_summary`'s summary (one row per net and seed).
+
+    Per seed:
+
+    * the plain net's conflicting layers are visible early: holds iff its first detection epoch
+      (trained epochs only: the untrained net of an epoch-0 record never counts as detection) is
+      <= ``horizon``; not testable when it has no conflicting layer at its last trained epoch (or
+      the seed has no plain run);
+    * a^(L) at the horizon predicts the end: holds iff for every net of the seed, H(a^(L)) > 0 at
+      epoch ``horizon`` exactly when it is > 0 at the last trained epoch; not testable when a net
+      was not measured at both epochs.
+
+    Rule over seeds (:func:`reproduce.experiments.claims.over_seeds`, no pooled form): a row holds iff its
+    rule holds in every seed, does not hold if it fails in any, else it is not testable.
+    """
+    missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the summary; its columns are {list(summary.columns)}")
+    if summary.empty:
+        raise ValueError("the summary has no run")
+    seeds = sorted(int(s) for s in summary["seed"].unique())
+    kinds = list(dict.fromkeys(summary["kind"]))
+
+    def row(kind: str, seed: int) -> pd.Series | None:
+        hit = summary[(summary["kind"] == kind) & (summary["seed"] == seed)]
+        return hit.iloc[0] if len(hit) else None
+
+    plain = {s: row("plain", s) for s in seeds}
+    visible = []
+    for s in seeds:
+        r = plain[s]
+        fd = None if r is None else _number(r.first_detection)
+        ok = r is not None and not math.isnan(fd) and r.conflicting_final > 0
+        visible.append(bool(fd <= horizon) if ok else None)
+    final = [_number(None if plain[s] is None else plain[s].conflicting_final) for s in seeds]
+    first = [_number(None if plain[s] is None else plain[s].first_detection) for s in seeds]
+    blocks = sorted({int(r.blocks) for r in plain.values() if r is not None})
+    text = (f"plain net ({'/'.join(map(str, blocks)) or 'n/a'} blocks): conflicting blocks at the end "
+            f"{seed_values(final, fmt='{:.3g}', seeds=seeds)}; first detection epoch (trained epochs) "
+            f"{seed_values(first, fmt='{:.3g}', seeds=seeds)} (horizon {horizon})")
+    zero = [_number(None if plain[s] is None else plain[s].found_epoch0) for s in seeds]
+    if any(not math.isnan(v) for v in zero):
+        text += f"; untrained net (epoch 0, not counted): {seed_values(zero, fmt='{:.3g}', seeds=seeds)} of them conflicting"
+    claims = [Claim(
+        f"plain depth {depth}: conflicting layers visible early",
+        "conflicting layers can be detected in the first epochs",
+        f"{text}; {seed_outcomes(visible, seeds)}", over_seeds(visible), seeds=len(seeds))]
+
+    agree = []
+    for s in seeds:
+        rows = summary[summary["seed"] == s]
+        both = [(_number(r.a_L_entropy_horizon), _number(r.a_L_entropy_final)) for _, r in rows.iterrows()]
+        measured = all(not math.isnan(h) and not math.isnan(f) for h, f in both)
+        agree.append(all((h > 0) == (f > 0) for h, f in both) if measured else None)
+    parts = []
+    for k in kinds:
+        at = [row(k, s) for s in seeds]
+        hh = [_number(None if r is None else r.a_L_entropy_horizon) for r in at]
+        hf = [_number(None if r is None else r.a_L_entropy_final) for r in at]
+        parts.append(f"{k}: H(a^(L)) {seed_values(hh, seeds=seeds)} at epoch {horizon}, "
+                     f"{seed_values(hf, seeds=seeds)} at the end")
+    claims.append(Claim(
+        f"depth {depth}: a^(L) conflict at epoch {horizon} predicts the final one",
+        "conflicts are visible at the start of training",
+        "; ".join(parts) + f"; {seed_outcomes(agree, seeds)}", over_seeds(agree), seeds=len(seeds)))
+    return claims

@@ -1,0 +1,558 @@
+"""Conflicting-layer removal for any torchvision ResNet (``docs/method.md#conflicting-block``,
+``#lesion``).
+
+The method of this project, applied to the residual nets of ``torchvision.models``: every model
+built by :class:`torchvision.models.ResNet` from :class:`torchvision.models.resnet.BasicBlock` or
+:class:`torchvision.models.resnet.Bottleneck` (resnet18 ... resnet152, wide_resnet50_2 /
+wide_resnet101_2, resnext50_32x4d / resnext101_32x8d / resnext101_64x4d, or any
+``ResNet(block, layers)`` of one's own), without copying torchvision's forward:
+
+* :func:`block_table` measures the **branch tap** of every residual block on a batch of training
+  samples (forward hooks on the block's convolutions and its last batch norm) and tabulates its
+  bundle statistics (:func:`reproduce.metric.bundles.bundle_stats`) and, as this project's addition, its
+  distance to bundling (:func:`reproduce.metric.bundles.distance_to_bundling`);
+* :func:`conflicting_blocks` reads the conflicting blocks off the table (branch tap ``H > 0``);
+* :func:`remove_blocks` returns a genuinely smaller copy of the model without the given blocks;
+* :func:`prune_conflicting` does all three.
+
+Blocks are numbered globally in network order (``layer1[0]`` is block 0, ..., the last block of
+``layer4`` is block ``n - 1``); a removed block keeps its place (and number) as a
+:class:`RemovedResNetBlock`, so the numbers of a pruned model are those of the original.
+
+Choices the specification leaves open (written down here):
+
+* **Branch tap** (the project's rule, ``docs/method.md#taps``, extended from two convolutions to
+  ``k = 3``): the residual branch after its last batch norm, before the shortcut is added
+  (``bn2``'s output for a BasicBlock, ``bn3``'s for a Bottleneck), multiplied by
+  ``prod_k s_k`` with ``s_k = 1 / sqrt(var(z_k) + 1e-6)``, ``z_k`` the output of the branch's
+  ``k``-th convolution (``conv1, conv2`` for a BasicBlock; ``conv1, conv2, conv3`` for a
+  Bottleneck), the population variance over the whole batch tensor. The product is taken in the
+  order ``(s_1 * s_2) * s_3``, then multiplied onto the branch, as the project's own residual net
+  does for ``k = 2``. Measured in eval mode (``reproduce.models.eval_mode``), with ``w_max`` the
+  largest absolute trainable parameter of the whole model.
+* **Removal rule**: a removed block computes ``relu(shortcut(x))`` -- ``shortcut`` is the identity,
+  or the block's ``downsample`` (1x1 projection + batch norm) with its trained weights -- the rule
+  of the project's :class:`reproduce.models.RemovedBlock`. So a **downsampling block can be
+  removed**: its projection stays and keeps the change of resolution and channels. With
+  ``keep_downsampling=True`` :func:`remove_blocks` refuses such blocks and :func:`prune_conflicting`
+  skips them. Why offer it: what is left of a removed downsampling block is only a strided 1x1
+  projection, which discards three quarters of the spatial positions without looking at them; a
+  user who wants every stage transition to stay a full block (the paper's lesion removes blocks of
+  its own residual net, where the same rule applies, but does not discuss this case) can ask for
+  it. The default follows the project's rule.
+* **Parameters removed**: exactly the block's parameters outside ``downsample`` (its convolutions
+  and batch norms); ``branch_parameters`` in the table.
+* **Models for small images** (:func:`torchvision_resnet`): images below 64 pixels (digits 8x8,
+  CIFAR-10 32x32) get a 3x3 stride-1 first convolution and no max-pool, the usual adaptation of the
+  ImageNet stem (a 7x7/2 convolution and a 3x3/2 max-pool would shrink an 8x8 digit to 2x2 before
+  the first block); larger images keep the ImageNet stem (its input channels adapted).
+* **Training** (:func:`train_torchvision`): the project's optimiser (``training.make_optimizer``:
+  RAdam + Lookahead), cross-entropy, shuffled batches seeded by ``(seed, epoch)``, the last partial
+  batch dropped (as released); test accuracy after every epoch. No checkpoints: these runs are
+  short and inline.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from reproduce.metric.bundles import bundle_stats, distance_to_bundling, weight_amplitude
+from reproduce.data.datasets import load_dataset, measurement_samples
+from reproduce.experiments.efficiency import count_all_parameters, inference_times, multiply_accumulates
+from reproduce.models.nets import BRANCH_VAR_EPS, eval_mode, model_device
+from reproduce.files.progress import progress_bar
+from reproduce.config.scales import Scale
+from reproduce.training.loop import TrainConfig, evaluate, make_optimizer, resolve_device
+
+__all__ = [
+    "SUPPORTED",
+    "STAGES",
+    "RESNET_ARCHS",
+    "TABLE_COLUMNS",
+    "SMALL_IMAGE",
+    "RemovedResNetBlock",
+    "BlockInfo",
+    "resnet_blocks",
+    "branch_parameters",
+    "branch_activations",
+    "block_table",
+    "conflicting_blocks",
+    "remove_blocks",
+    "prune_conflicting",
+    "torchvision_resnet",
+    "train_torchvision",
+    "study_dataset",
+    "default_archs",
+    "default_finetune_epochs",
+    "PruneStudy",
+    "run_prune_study",
+]
+
+#: what this module accepts, for error messages
+SUPPORTED = ("a torchvision.models.ResNet whose stages layer1..layer4 hold torchvision.models.resnet.BasicBlock "
+             "or Bottleneck blocks (resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2, "
+             "wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, or ResNet(block, layers))")
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+#: the torchvision builders of ResNets (``torchvision.models.<name>``)
+RESNET_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+#: columns of :func:`block_table`, in order
+TABLE_COLUMNS = ("block", "name", "stage", "index", "kind", "has_downsample", "parameters", "branch_parameters",
+                 "num_bundles", "entropy", "max_accuracy", "conflicting", "distance")
+#: images smaller than this (pixels per side) get the small-image stem (module docstring)
+SMALL_IMAGE = 64
+
+
+class RemovedResNetBlock(nn.Module):
+    """What is left of a removed torchvision block: ``relu(downsample(x))``, or ``relu(x)`` when the
+    block had no ``downsample`` (the rule of :class:`reproduce.models.RemovedBlock`). The attribute
+    keeps torchvision's name ``downsample``, so the state-dict keys of what is kept stay the same."""
+
+    def __init__(self, downsample: nn.Module | None):
+        super().__init__()
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x if self.downsample is None else self.downsample(x))
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One residual block: global ``block`` number, ``stage`` (``layer1``..``layer4``), ``index`` in the
+    stage, ``name`` (``layer2.0``) and the module (a BasicBlock, a Bottleneck or a removed block)."""
+
+    block: int
+    stage: str
+    index: int
+    module: nn.Module = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}.{self.index}"
+
+    @property
+    def removed(self) -> bool:
+        return isinstance(self.module, RemovedResNetBlock)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def resnet_blocks(model: Any) -> list[BlockInfo]:
+    """Every residual block of a torchvision ResNet in network order (removed ones included).
+
+    ValueError naming :data:`SUPPORTED` for anything else.
+    """
+    if not isinstance(model, torchvision.models.ResNet):
+        raise ValueError(f"expected {SUPPORTED}; got {type(model).__module__}.{type(model).__name__}")
+    blocks: list[BlockInfo] = []
+    for stage in STAGES:
+        layer = getattr(model, stage, None)
+        if not isinstance(layer, nn.Sequential):
+            raise ValueError(f"{stage} of this ResNet is {type(layer).__name__}, not an nn.Sequential of blocks; "
+                             f"expected {SUPPORTED}")
+        for j, module in enumerate(layer):
+            if not isinstance(module, (BasicBlock, Bottleneck, RemovedResNetBlock)):
+                raise ValueError(f"block {stage}.{j} is a {type(module).__name__}; expected {SUPPORTED}")
+            blocks.append(BlockInfo(len(blocks), stage, j, module))
+    return blocks
+
+
+def _branch_parts(block: nn.Module) -> tuple[tuple[nn.Module, ...], nn.Module]:
+    """The branch's convolutions in order and its last batch norm."""
+    if isinstance(block, Bottleneck):
+        return (block.conv1, block.conv2, block.conv3), block.bn3
+    return (block.conv1, block.conv2), block.bn2
+
+
+def branch_parameters(block: nn.Module) -> int:
+    """Parameters a removal takes away: the block's parameters outside its ``downsample``."""
+    if isinstance(block, RemovedResNetBlock):
+        return 0
+    kept = set()
+    if block.downsample is not None:
+        kept = {id(p) for p in block.downsample.parameters()}
+    return sum(p.numel() for p in block.parameters() if id(p) not in kept)
+
+
+def _check_batch(x: Any, y: Any | None = None) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be an image batch tensor [N, C, H, W], got {shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x holds N = 0 samples; need N >= 1")
+    if y is not None:
+        if not isinstance(y, torch.Tensor) or y.dim() != 1:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"y must be a 1-dim tensor of integer labels [N], got {shape}")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"x holds N = {x.shape[0]} samples but y holds {y.shape[0]}; the counts must match")
+
+
+def _hook_branches(infos: Sequence[BlockInfo], consume: Callable[[BlockInfo, torch.Tensor], None]) -> list[Any]:
+    """Register the branch-tap hooks of ``infos`` (intact blocks); each forward calls
+    ``consume(info, branch_tap)`` once per block. Returns the hook handles."""
+    handles = []
+    for info in infos:
+        convs, last_bn = _branch_parts(info.module)
+        scales: list[torch.Tensor | None] = [None] * len(convs)
+
+        def conv_hook(k: int, scales: list = scales) -> Callable:
+            def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+                scales[k] = torch.rsqrt(out.var(unbiased=False) + BRANCH_VAR_EPS)
+            return hook
+
+        def bn_hook(info: BlockInfo = info, scales: list = scales) -> Callable:
+            def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+                if any(s is None for s in scales):
+                    raise RuntimeError(f"block {info.name}: its last batch norm ran before all of its convolutions")
+                scale = scales[0]
+                for s in scales[1:]:
+                    scale = scale * s
+                scales[:] = [None] * len(scales)
+                # a new tensor: the block adds the shortcut to ``out`` in place right after this hook
+                consume(info, out * scale)
+            return hook
+
+        handles += [conv.register_forward_hook(conv_hook(k)) for k, conv in enumerate(convs)]
+        handles.append(last_bn.register_forward_hook(bn_hook()))
+    return handles
+
+
+def _run_with_branches(model: nn.Module, x: torch.Tensor, infos: Sequence[BlockInfo],
+                       consume: Callable[[BlockInfo, torch.Tensor], None]) -> None:
+    handles = _hook_branches(infos, consume)
+    try:
+        with eval_mode(model):
+            model(x.to(model_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def branch_activations(model: nn.Module, x: torch.Tensor, blocks: Iterable[int] | None = None
+                       ) -> dict[int, torch.Tensor]:
+    """The branch taps (module docstring) of ``blocks`` (default: every intact block) on ``x``, in
+    eval mode: ``{block number: tensor [N, C, H, W]}``. Holds them all; :func:`block_table` does not."""
+    infos = resnet_blocks(model)
+    _check_batch(x)
+    wanted = _check_indices(blocks, len(infos)) if blocks is not None else [i.block for i in infos]
+    gone = [i for i in wanted if infos[i].removed]
+    if gone:
+        raise ValueError(f"blocks {gone} are removed: a removed block has no branch")
+    out: dict[int, torch.Tensor] = {}
+    _run_with_branches(model, x, [infos[i] for i in wanted], lambda info, a: out.__setitem__(info.block, a))
+    return out
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def block_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
+                batch_size: int, distance: bool = True) -> pd.DataFrame:
+    """One row per intact residual block of a torchvision ResNet (columns :data:`TABLE_COLUMNS`):
+    where it is (``block`` global number, ``name``, ``stage``, ``index`` in the stage), ``kind``
+    (``BasicBlock``/``Bottleneck``), ``has_downsample``, ``parameters`` (the whole block's),
+    ``branch_parameters`` (what removing it saves), and the bundle statistics of its **branch tap**
+    on ``x`` with labels ``y`` (``num_bundles``, ``entropy``, ``max_accuracy``, ``conflicting`` =
+    entropy > 0; :func:`reproduce.metric.bundles.bundle_stats` with the training ``lr`` and
+    ``batch_size`` and the model's ``w_max``), measured in eval mode.
+
+    The branch tap follows the project's rule (``docs/method.md#taps``) **extended to k = 3**: the
+    branch after its last batch norm, before the addition, times ``prod_k 1/sqrt(var(z_k) + 1e-6)``
+    over the branch's convolutions (two in a BasicBlock, three in a Bottleneck).
+
+    ``distance`` (this project's addition, ``docs/method.md#distance``): the distance to bundling
+    of the branch tap over different-label pairs, in float32 resolution steps (NaN when off).
+    Each branch is measured as soon as the forward produces it and then dropped.
+    """
+    infos = resnet_blocks(model)
+    _check_batch(x, y)
+    dev = model_device(model)
+    y = y.to(dev)
+    w_max = weight_amplitude(model)
+    kw = dict(lr=lr, batch_size=batch_size)
+    stats: dict[int, dict[str, Any]] = {}
+
+    def consume(info: BlockInfo, a: torch.Tensor) -> None:
+        st = bundle_stats(a, y, num_classes=num_classes, weight_amplitude=w_max, **kw)
+        d = distance_to_bundling(a, labels=y, weight_amplitude=w_max, **kw) if distance else math.nan
+        stats[info.block] = {"num_bundles": st.num_bundles, "entropy": st.entropy, "max_accuracy": st.max_accuracy,
+                             "conflicting": st.conflicting, "distance": d}
+
+    intact = [i for i in infos if not i.removed]
+    _run_with_branches(model, x, intact, consume)
+    rows = []
+    for info in intact:
+        m = info.module
+        rows.append({"block": info.block, "name": info.name, "stage": info.stage, "index": info.index,
+                     "kind": type(m).__name__, "has_downsample": m.downsample is not None,
+                     "parameters": sum(p.numel() for p in m.parameters()), "branch_parameters": branch_parameters(m),
+                     **stats[info.block]})
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def conflicting_blocks(table: pd.DataFrame) -> list[int]:
+    """Global numbers of the conflicting blocks of a :func:`block_table` (entropy > 0), ascending."""
+    missing = [c for c in ("block", "entropy") if c not in getattr(table, "columns", ())]
+    if missing:
+        raise ValueError(f"expected a block_table (columns {', '.join(TABLE_COLUMNS)}); missing {missing}")
+    return sorted(int(b) for b, h in zip(table["block"], table["entropy"]) if float(h) > 0)
+
+
+# --------------------------------------------------------------------------- removing
+
+
+def _check_indices(blocks: Any, n: int) -> list[int]:
+    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
+        raise ValueError(f"blocks must be a collection of block numbers (ints in 0..{n - 1}), got {blocks!r}")
+    items = list(blocks)
+    bad_type = [b for b in items if isinstance(b, bool) or not isinstance(b, numbers.Integral)]
+    if bad_type:
+        raise ValueError(f"block numbers must be ints in 0..{n - 1}, got {bad_type!r}")
+    out = sorted(set(int(b) for b in items))
+    bad = [b for b in out if not 0 <= b < n]
+    if bad:
+        raise ValueError(f"block indices {bad} outside the valid range 0..{n - 1} (this model has {n} residual "
+                         f"blocks, numbered layer1[0] = 0 to layer4[-1] = {n - 1})")
+    return out
+
+
+def remove_blocks(model: nn.Module, blocks: Iterable[int], *, keep_downsampling: bool = False) -> nn.Module:
+    """A genuinely smaller copy of the torchvision ResNet ``model`` without the residual ``blocks``
+    (global numbers, :func:`resnet_blocks`); ``model`` is left untouched.
+
+    Each removed block becomes a :class:`RemovedResNetBlock`, ``relu(shortcut(x))`` with
+    ``shortcut`` the identity or the block's ``downsample`` (kept with its trained weights): the
+    rule of :class:`reproduce.models.RemovedBlock`. A downsampling block can therefore be removed
+    (its 1x1 projection stays); ``keep_downsampling=True`` refuses that (ValueError naming them).
+    The copy has exactly the removed blocks' ``branch_parameters`` fewer parameters. Blocks already
+    removed are left as they are.
+    """
+    infos = resnet_blocks(model)
+    indices = _check_indices(blocks, len(infos))
+    if keep_downsampling:
+        down = [i for i in indices if not infos[i].removed and infos[i].module.downsample is not None]
+        if down:
+            raise ValueError(f"blocks {down} ({', '.join(infos[i].name for i in down)}) downsample, and "
+                             f"keep_downsampling=True keeps them; leave them out or pass keep_downsampling=False "
+                             f"(then their 1x1 projection stays)")
+    smaller = copy.deepcopy(model)
+    for i in indices:
+        info = infos[i]
+        if info.removed:
+            continue
+        stage = getattr(smaller, info.stage)
+        stage[info.index] = RemovedResNetBlock(stage[info.index].downsample)
+    return smaller
+
+
+def prune_conflicting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
+                      batch_size: int, keep_downsampling: bool = False, distance: bool = True
+                      ) -> tuple[nn.Module, pd.DataFrame]:
+    """``(smaller model, table)``: the :func:`block_table` of ``model`` on ``x, y`` with a column
+    ``removed``, and :func:`remove_blocks` of its conflicting blocks (with ``keep_downsampling``
+    the conflicting downsampling blocks are skipped, ``removed`` False)."""
+    table = block_table(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size, distance=distance)
+    conflicting = set(conflicting_blocks(table))
+    chosen = [int(b) for b, down in zip(table["block"], table["has_downsample"])
+              if int(b) in conflicting and not (keep_downsampling and down)]
+    table["removed"] = table["block"].isin(chosen)
+    return remove_blocks(model, chosen, keep_downsampling=keep_downsampling), table
+
+
+# --------------------------------------------------------------------------- models and training
+
+
+def torchvision_resnet(arch: str, *, num_classes: int, in_channels: int, image_size: int, seed: int = 0) -> nn.Module:
+    """``torchvision.models.<arch>(weights=None, num_classes=...)``, initialised from ``seed`` (the
+    global RNG is left as it was), with its stem adapted to the images (module docstring): below
+    :data:`SMALL_IMAGE` pixels a 3x3 stride-1 first convolution and no max-pool; else the ImageNet
+    stem with ``in_channels`` inputs."""
+    if arch not in RESNET_ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; valid choices are {', '.join(RESNET_ARCHS)}")
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = getattr(torchvision.models, arch)(weights=None, num_classes=int(num_classes))
+        out = model.conv1.out_channels
+        if image_size < SMALL_IMAGE:
+            model.conv1 = nn.Conv2d(int(in_channels), out, 3, 1, 1, bias=False)
+            model.maxpool = nn.Identity()
+        elif in_channels != model.conv1.in_channels:
+            model.conv1 = nn.Conv2d(int(in_channels), out, 7, 2, 3, bias=False)
+        # torchvision's initialisation of its convolutions, for the replaced one
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+def _mix(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffling (and of the global RNG during it)."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 4_242) % (2**63 - 1)
+
+
+def train_torchvision(model: nn.Module, data: Any, *, epochs: int, batch_size: int, lr: float, seed: int = 0,
+                      device: str | torch.device | None = None, test_each_epoch: bool = False,
+                      progress: bool = False, desc: str = "train") -> list[dict[str, Any]]:
+    """Train ``model`` in place on ``data`` (a :class:`reproduce.data.DataBundle`) with the project's
+    optimiser (``training.make_optimizer``: RAdam + Lookahead, ``lr``) for ``epochs`` epochs of
+    shuffled batches of ``batch_size`` (seeded by ``(seed, epoch)``, last partial batch dropped; the
+    global torch RNG is reseeded from the same pair at each epoch, as ``training.train`` does).
+
+    Returns one record per epoch: ``epoch``, ``train_loss`` (mean over the epoch's batches),
+    ``test_acc`` (after the last epoch, or after every epoch with ``test_each_epoch``; else None).
+    A non-finite loss stops training; its record has ``diverged: True``.
+    """
+    cfg = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed))
+    if len(data.train) < cfg.batch_size:
+        raise ValueError(f"the training set holds {len(data.train)} samples, fewer than one batch of "
+                         f"{cfg.batch_size}; use a smaller batch_size")
+    dev = resolve_device(device)
+    model.to(dev)
+    opt = make_optimizer(model, cfg)
+    history: list[dict[str, Any]] = []
+    for epoch in progress_bar(range(1, cfg.epochs + 1), enabled=progress, desc=desc, leave=False):
+        epoch_seed = _mix(cfg.seed, epoch)
+        gen = torch.Generator().manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)  # dropout-free nets: only for determinism of any random op
+        loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=True)
+        model.train()
+        losses = []
+        diverged = False
+        for xb, yb in loader:
+            xb, yb = xb.to(dev), torch.as_tensor(yb).to(dev)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan}
+        if diverged:
+            history.append({**record, "test_acc": math.nan, "diverged": True})
+            break
+        last = epoch == cfg.epochs
+        record["test_acc"] = evaluate(model, data.test)[1] if (last or test_each_epoch) else None
+        history.append(record)
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------- the notebook's study
+
+
+def study_dataset(scale: Scale) -> str:
+    """The dataset of the study at ``scale``: CIFAR-10 when the preset lists it, else its first."""
+    return "cifar10" if "cifar10" in scale.datasets else scale.dataset
+
+
+def default_archs(scale: Scale) -> tuple[str, ...]:
+    """resnet18 and resnet50 (a BasicBlock and a Bottleneck net) at full-width presets
+    (``scale.width == 1``), resnet18 alone at the small ones."""
+    return ("resnet18", "resnet50") if scale.width >= 1.0 else ("resnet18",)
+
+
+def default_finetune_epochs(scale: Scale) -> int:
+    """Epochs of the short fine-tune after a removal: a tenth of ``scale.epochs``, at least 1."""
+    return max(1, int(scale.epochs) // 10)
+
+
+@dataclass
+class PruneStudy:
+    """One trained torchvision ResNet and what removing blocks does to it (:func:`run_prune_study`).
+
+    ``table``: its :func:`block_table` (+ ``removed``); ``selection``: ``conflicting`` (the
+    conflicting blocks were removed) or ``closest`` (none conflicts: the ``fallback_k`` blocks
+    closest to bundling, this project's addition); ``comparison``: one row per net (full, pruned,
+    each after the fine-tune too) with ``parameters``, ``macs``, ``test_acc``, ``latency_ms``.
+    """
+
+    arch: str
+    dataset: str
+    seed: int
+    table: pd.DataFrame
+    selection: str
+    removed: tuple[int, ...]
+    comparison: pd.DataFrame
+    history: list[dict] = field(default_factory=list)
+
+    def describe(self) -> str:
+        n, c = len(self.table), int(self.table["conflicting"].sum())
+        what = ("the conflicting blocks" if self.selection == "conflicting"
+                else f"no block conflicts; the {len(self.removed)} closest to bundling (addition)")
+        return (f"{self.arch} on {self.dataset}, seed {self.seed}: {c} of {n} blocks conflicting; removed {what}: "
+                f"{list(self.removed)}")
+
+
+def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | None = None,
+                    finetune_epochs: int | None = None,
+                    fallback_k: int = 2, keep_downsampling: bool = False, timing_repeats: int = 20,
+                    timing_batch: int = 64, device: str | torch.device | None = None, progress: bool = False
+                    ) -> PruneStudy:
+    """Train ``arch`` (:func:`torchvision_resnet`) on ``dataset`` (default :func:`study_dataset`)
+    for ``scale.epochs`` epochs (``scale.batch_size``, ``scale.lr``, ``scale.train_limit``), measure
+    its :func:`block_table` on ``scale.sample_size`` fixed measurement samples
+    (:func:`reproduce.data.measurement_samples` with ``seed``), remove the conflicting blocks -- or,
+    when none conflicts, the ``fallback_k`` blocks closest to bundling (labelled ``closest``) --
+    and compare the full and the pruned net before and after ``finetune_epochs`` more epochs each
+    (default :func:`default_finetune_epochs`; the full net fine-tuned too, as the control; the
+    fine-tune shuffles with seed ``seed + 1``): parameters, MACs per image, test accuracy and
+    latency (median ms per batch of ``timing_batch``, :func:`reproduce.experiments.efficiency.inference_times`,
+    the nets timed round-robin)."""
+    if finetune_epochs is None:
+        finetune_epochs = default_finetune_epochs(scale)
+    if int(finetune_epochs) < 0 or int(fallback_k) < 0:
+        raise ValueError(f"finetune_epochs and fallback_k must be >= 0, got {finetune_epochs!r}, {fallback_k!r}")
+    dataset = dataset or study_dataset(scale)
+    data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
+    model = torchvision_resnet(arch, num_classes=data.num_classes, in_channels=data.in_channels,
+                               image_size=data.image_size, seed=seed)
+    train_kw = dict(batch_size=scale.batch_size, lr=scale.lr, device=device, progress=progress)
+    history = train_torchvision(model, data, epochs=scale.epochs, seed=seed, desc=f"{arch}", **train_kw)
+    x, y = measurement_samples(data, min(int(scale.sample_size), len(data.train_eval)), seed)
+    mkw = dict(num_classes=data.num_classes, lr=scale.lr, batch_size=scale.batch_size)
+    pruned, table = prune_conflicting(model, x, y, keep_downsampling=keep_downsampling, **mkw)
+    selection = "conflicting"
+    removed = tuple(int(b) for b in table.loc[table["removed"], "block"])
+    if not removed:
+        selection = "closest"
+        pool = table[~table["has_downsample"]] if keep_downsampling else table
+        order = pool.sort_values(["distance", "block"])
+        removed = tuple(sorted(int(b) for b in order["block"][: int(fallback_k)]))
+        table["removed"] = table["block"].isin(removed)
+        pruned = remove_blocks(model, removed, keep_downsampling=keep_downsampling)
+    nets = {"full": model, f"without {selection}": pruned}
+    if int(finetune_epochs) > 0:
+        for name in list(nets):
+            tuned = copy.deepcopy(nets[name])
+            train_torchvision(tuned, data, epochs=int(finetune_epochs), seed=seed + 1, desc=f"fine-tune {name}",
+                              **train_kw)
+            nets[f"{name} + fine-tune"] = tuned
+    shape = (data.in_channels, data.image_size, data.image_size)
+    seconds = inference_times(list(nets.values()), [shape] * len(nets), timing_batch, repeats=timing_repeats)
+    rows = []
+    for (name, net), t in zip(nets.items(), seconds):
+        gone = () if name.startswith("full") else removed
+        rows.append({"net": name, "removed": len(gone), "blocks": len(table) - len(gone),
+                     "parameters": count_all_parameters(net), "macs": multiply_accumulates(net, shape),
+                     "test_acc": evaluate(net, data.test)[1], "latency_ms": 1e3 * t})
+    comparison = pd.DataFrame(rows, columns=["net", "removed", "blocks", "parameters", "macs", "test_acc",
+                                             "latency_ms"])
+    return PruneStudy(arch, dataset, int(seed), table, selection, removed, comparison, history)
