@@ -34,9 +34,20 @@ def test_the_short_names_import_the_modules_where_the_concepts_live():
         reproduce.nonexistent  # noqa: B018
 
 
-def test_importing_one_study_does_not_import_torch_dynamo():
-    """``torch._dynamo`` (about a second) comes in only with the study that compiles (auto-tune)."""
-    code = ("import sys, reproduce\nfrom reproduce import lesion, depth_study, theory, fnn_map, reporting\n"
-            "from reproduce.runner import notebooks\nprint('torch._dynamo' in sys.modules)")
+def test_the_package_and_the_runner_start_without_torch_dynamo():
+    """``import reproduce`` pins deterministic algorithms without importing ``torch._dynamo``
+    (``torch.use_deterministic_algorithms`` imports inductor's config for it: about 1.5 s of
+    every process), and the runner's process (``python -m reproduce list / run / status``) stays
+    without it too; the pin still holds."""
+    code = ("import sys, torch, reproduce\nfrom reproduce.runner import notebooks\n"
+            "print('torch._dynamo' in sys.modules, torch.are_deterministic_algorithms_enabled(),"
+            " torch.is_deterministic_algorithms_warn_only_enabled())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.split() == ["False", "True", "True"], out.stderr
+
+
+def test_compiling_sets_inductors_deterministic_flag_as_torch_would():
+    code = ("import reproduce, torch\nfrom reproduce.config import numerics\nnumerics.compile_deterministic()\n"
+            "import torch._inductor.config as c\nprint(c.deterministic)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr

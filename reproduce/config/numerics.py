@@ -63,6 +63,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "POLICY_ENV",
+    "compile_deterministic",
     "THREADS_ENV",
     "POLICIES",
     "PINNED_VARIABLES",
@@ -191,11 +192,32 @@ def pin() -> str:
         elif threads != PINNED_THREADS:
             _warn_once("threads", f"{THREADS_ENV}={threads} wins over the pinned {PINNED_THREADS} thread; "
                        "results then depend on the thread count, which the recorded environment shows")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic(torch)
         _check_capability(torch, torch_was_imported)
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return chosen
+
+
+def _deterministic(torch: Any) -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of
+    ``torch._inductor.config`` (which brings in ``torch._dynamo``: about 1.5 s of every process's
+    start). Inductor's own flag matters only to ``torch.compile``: :func:`compile_deterministic`
+    sets it where the package compiles."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # a torch without the private setter: the public call, at its price
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
+def compile_deterministic() -> None:
+    """Before ``torch.compile``: inductor's ``deterministic`` flag follows torch's setting (as
+    ``torch.use_deterministic_algorithms`` would have set it)."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
 
 
 def _check_capability(torch: Any, torch_was_imported: bool) -> None:

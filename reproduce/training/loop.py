@@ -761,6 +761,7 @@ def _make_step(run: _Run, dev: torch.device) -> _Step:
         return _GraphStep(run.model, run.opt, dev, dtype)
     forward = run.model
     if tcfg.compile == "reduce-overhead":
+        numerics.compile_deterministic()
         forward = torch.compile(run.model, mode="reduce-overhead")
     return _Step(run.model, run.opt, forward, dev, dtype)
 
