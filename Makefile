@@ -75,9 +75,11 @@ DATASETS ?=
 data: $(VENV)/.installed
 	$(PY) -m reproduce data fetch $(DATASETS)
 
-# One pytest command, so the output ends with pytest's summary line.
+# The layering of ARCHITECTURE.md first (import-linter's contract in pyproject.toml), then one
+# pytest command, so the output ends with pytest's summary line.
 # --nbval-lax collects the notebooks; .py test files are collected as usual.
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
 	$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
 
 # The SLURM integration tests: a one-node cluster on this machine (tools/slurm-local; `start

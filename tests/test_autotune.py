@@ -18,13 +18,6 @@ from reproduce.config.scales import get_scale
 START = (1, 2, 2, 1)
 
 
-@pytest.fixture()
-def tmp_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("REPRODUCE_ROOT", str(tmp_path))
-    torch.set_num_threads(1)
-    return tmp_path
-
-
 def tiny_preset(**changes):
     values = dict(train_limit=128, width=1 / 16, last_epochs=1, autotune_blocks=START,
                   autotune_check_epochs=1, autotune_epochs=2, autotune_seeds=1, repeats=1,
@@ -135,7 +128,7 @@ def plant(monkeypatch, conflicting_stage_entropies):
     return calls
 
 
-def test_search_restarts_once_and_logs_the_restart(tmp_root, monkeypatch):
+def test_search_restarts_once_and_logs_the_restart(results_root, monkeypatch):
     P = tiny_preset()
     # blocks 0 | 1 2 | 3 4 | 5 by stage; stage 1: block 1 clean, block 2 conflicting -> (1, 1, 2, 1)
     plant(monkeypatch, {2: 0.7, 3: 0.9, 4: 0.9, 5: 1.0})
@@ -160,7 +153,7 @@ def test_search_restarts_once_and_logs_the_restart(tmp_root, monkeypatch):
     assert log["attempts"][0]["blocks_after"] == [1, 1, 2, 1]
 
 
-def test_interrupted_search_resumes_without_redoing_attempts(tmp_root, monkeypatch):
+def test_interrupted_search_resumes_without_redoing_attempts(results_root, monkeypatch):
     P = tiny_preset()
     calls = plant(monkeypatch, {1: 0.2, 2: 0.2, 3: 0.3, 4: 0.3, 5: 0.3})
     part = at.search(P, "plain", seed=0, max_attempts=1, progress=False, device="cpu")
@@ -178,7 +171,7 @@ def test_interrupted_search_resumes_without_redoing_attempts(tmp_root, monkeypat
     assert again.blocks == (1, 0, 2, 1) and calls == {"last": 2, "model": 1}
 
 
-def test_search_stops_when_the_network_would_be_empty(tmp_root, monkeypatch):
+def test_search_stops_when_the_network_would_be_empty(results_root, monkeypatch):
     P = tiny_preset(autotune_blocks=(1, 0, 0, 0))
 
     def fake_last(model, x, y, **kw):
@@ -195,7 +188,7 @@ def test_search_stops_when_the_network_would_be_empty(tmp_root, monkeypatch):
     assert res.attempts[0]["blocks_after"] == [0, 0, 0, 0]
 
 
-def test_search_caps_the_number_of_attempts(tmp_root, monkeypatch):
+def test_search_caps_the_number_of_attempts(results_root, monkeypatch):
     P = tiny_preset(autotune_blocks=(3, 0, 0, 0))
 
     def fake_last(model, x, y, **kw):
@@ -213,7 +206,7 @@ def test_search_caps_the_number_of_attempts(tmp_root, monkeypatch):
     assert [a["blocks"] for a in res.attempts] == [[3, 0, 0, 0], [2, 0, 0, 0]]
 
 
-def test_residual_variant_prunes_by_branch_taps(tmp_root, monkeypatch):
+def test_residual_variant_prunes_by_branch_taps(results_root, monkeypatch):
     P = tiny_preset()
     # branch of block 4 (stage 2) conflicting, a^(L) of this residual net is clean: the branch
     # trigger still fires; stage 2 keeps 1 block
@@ -230,7 +223,7 @@ def test_residual_variant_prunes_by_branch_taps(tmp_root, monkeypatch):
     assert calls["model"] == 2
 
 
-def test_real_search_and_comparison_table(tmp_root):
+def test_real_search_and_comparison_table(results_root):
     """Unpatched: the search terminates with a logged status, and the table holds every net."""
     P = tiny_preset()
     results, log = at.run_searches(P, ("plain",), progress=False, device="cpu")

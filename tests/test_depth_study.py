@@ -15,13 +15,6 @@ from reproduce.training.loop import RunResult, TrainConfig
 from reproduce.models.nets import ModelConfig, build_model
 
 
-@pytest.fixture()
-def tmp_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("REPRODUCE_ROOT", str(tmp_path))
-    torch.set_num_threads(1)
-    return tmp_path
-
-
 def tiny_preset():
     return get_scale("smoke").replace(depths=(4,), epochs=2, train_limit=128, width=1 / 16,
                                       last_epochs=1, repeats=1)
@@ -30,7 +23,7 @@ def tiny_preset():
 # --------------------------------------------------------------------------- training + tables
 
 
-def test_depth_sweep_tables_one_row_per_run(tmp_root):
+def test_depth_sweep_tables_one_row_per_run(results_root):
     P = tiny_preset()
     runs, per_epoch = ds.depth_sweep(P, progress=False, device="cpu")
     assert list(runs.columns) == list(ds.RUN_COLUMNS)
@@ -58,7 +51,7 @@ def test_depth_sweep_tables_one_row_per_run(tmp_root):
     assert [b["role"] for b in res.history[-1]["bundles"]] == ["branch", "output"]
 
 
-def test_train_conv_rejects_bad_kind_and_depth(tmp_root):
+def test_train_conv_rejects_bad_kind_and_depth(results_root):
     P = tiny_preset()
     with pytest.raises(ValueError, match="fnn"):
         ds.train_conv(P, "fnn", 4, dataset="digits", seed=0)
@@ -407,7 +400,7 @@ def test_early_detection_specs_are_the_depth_study_runs_of_every_seed():
         ds.run_specs(P, seeds=[1, 1])
 
 
-def test_early_detection_runs_two_seeds_end_to_end(tmp_root):
+def test_early_detection_runs_two_seeds_end_to_end(results_root):
     P = tiny_preset().replace(repeats=2, early_depth=4)
     runs = ds.early_detection_runs(P, range(P.repeats), progress=False, device="cpu")
     assert sorted(runs) == [("plain", 0), ("plain", 1), ("residual", 0), ("residual", 1)]

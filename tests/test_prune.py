@@ -15,6 +15,9 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from reproduce.experiments import prune
 from reproduce.models.nets import ConvNet, ModelConfig
+from reproduce.config.scales import get_scale
+from reproduce.models.torchvision import TorchvisionResNet
+from reproduce.training.loop import TrainConfig, fit, load_run, make_optimizer, train
 
 KW = dict(num_classes=10, lr=1e-3, batch_size=64)
 
@@ -352,22 +355,84 @@ def tiny_data(n: int = 64) -> SimpleNamespace:
     return SimpleNamespace(train=ds, train_eval=ds, test=ds, num_classes=2, in_channels=1, image_size=8)
 
 
-def test_train_torchvision_is_seeded_and_learns_a_separable_task():
+def _reference_loop(model, data, *, epochs, batch_size, lr, seed):
+    """The study's training as it was written before it moved into the package's loop (round 2's
+    ``prune.train_torchvision``), by hand: the epoch seed ``(seed * 1_000_003 + epoch * 7_919 +
+    4_242) mod (2**63 - 1)`` seeds the shuffle generator and the global RNG, a DataLoader draws
+    the order, RAdam + Lookahead steps."""
+    from torch.utils.data import DataLoader
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    opt = make_optimizer(model, cfg)
+    for epoch in range(1, epochs + 1):
+        s = (seed * 1_000_003 + epoch * 7_919 + 4_242) % (2**63 - 1)
+        gen = torch.Generator().manual_seed(s)
+        torch.manual_seed(s)
+        model.train()
+        for xb, yb in DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    return model
+
+
+def _small_resnet():
+    torch.manual_seed(0)
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=2)
+    model.conv1 = nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+    return model
+
+
+def test_the_study_trains_through_the_package_loop_exactly_as_before():
+    """fit with the study's seeding (stream ``torchvision-epoch``, DataLoader order) gives the
+    weights of the hand-written loop, bit for bit; the package's default seeding gives others."""
     data = tiny_data()
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=5, eval_train=False, measure_start=False)
+    reference = _reference_loop(_small_resnet(), data, epochs=2, batch_size=16, lr=1e-3, seed=5)
+    ours = _small_resnet()
+    run = fit(ours, data, cfg, device="cpu", progress=False, seeding=prune.SEEDING)
+    assert run.status == "finished" and [r["epoch"] for r in run.history] == [1, 2]
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), ours.state_dict().values()))
+    other = _small_resnet()
+    fit(other, data, cfg, device="cpu", progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), other.state_dict().values()))
+
+
+def test_fit_of_a_torchvision_net_is_seeded_and_learns_a_separable_task():
+    data = tiny_data()
+    cfg = prune.prune_train_config(get_scale("smoke").replace(batch_size=16), 3, seed=5)
 
     def trained():
-        torch.manual_seed(0)
-        model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=2)
-        model.conv1 = nn.Conv2d(1, 64, 3, 1, 1, bias=False)
-        history = prune.train_torchvision(model, data, epochs=3, batch_size=16, lr=1e-3, seed=5, device="cpu")
-        return model, history
+        model = _small_resnet()
+        return model, fit(model, data, cfg, device="cpu", progress=False, seeding=prune.SEEDING).history
 
     (m1, h1), (m2, h2) = trained(), trained()
     assert [r["epoch"] for r in h1] == [1, 2, 3]
-    assert h1 == h2 and all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop(h1) == drop(h2) and all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
     assert h1[-1]["test_acc"] >= 0.9  # two classes 2 standard deviations apart
     with pytest.raises(ValueError, match=r"fewer than one batch of 128"):
-        prune.train_torchvision(m1, data, epochs=1, batch_size=128, lr=1e-3)
+        fit(m1, data, TrainConfig(epochs=1, batch_size=128), device="cpu", progress=False)
+
+
+def test_a_torchvision_net_gets_a_run_folder_that_resumes(tmp_path):
+    """train() of a TorchvisionResNet config: checkpoints, resume, the finished run reused."""
+    data = tiny_data()
+    config = TorchvisionResNet("resnet18", 2, 1, 8, init_seed=3)
+    cfg = TrainConfig(epochs=2, batch_size=32, seed=1, eval_train=False)
+    whole = train(config, data, cfg, tmp_path / "whole", device="cpu", progress=False, seeding=prune.SEEDING)
+    part = train(config, data, cfg, tmp_path / "cut", device="cpu", progress=False, seeding=prune.SEEDING,
+                 stop_after=1)
+    assert part.status == "running" and part.epochs_done == 1
+    resumed = train(config, data, cfg, tmp_path / "cut", device="cpu", progress=False, seeding=prune.SEEDING)
+    assert resumed.resumed_from == 1 and resumed.status == "finished"
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(),
+                                                 resumed.model.state_dict().values()))
+    loaded = load_run(tmp_path / "whole")
+    assert loaded.model_config == config and isinstance(loaded.model, ResNet)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(TorchvisionResNet("resnet18", 2, 1, 8, init_seed=4), data, cfg, tmp_path / "whole", device="cpu",
+              progress=False)
 
 
 def test_study_defaults_follow_the_presets():

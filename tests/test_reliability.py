@@ -13,13 +13,11 @@ import subprocess
 import sys
 import textwrap
 import zipfile
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from reproduce.metric import bundles
 from reproduce.experiments import fnn_map
@@ -30,22 +28,8 @@ from reproduce.models.nets import ModelConfig, build_model, conv_config
 from reproduce.training.loop import CheckpointError, RunLockedError, TrainConfig, load_run, run_lock, train
 
 
-def toy_data(n=96, seed=0, name="toy"):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    x = torch.randn(n, 1, 8, 8, generator=g) + y[:, None, None, None].float()
-    ds = TensorDataset(x, y)
-    return SimpleNamespace(name=name, train=ds, train_eval=ds, test=TensorDataset(x[:30], y[:30]),
-                           num_classes=3)
-
-
 FNN = ModelConfig("fnn", 3, 1, 8, fnn_width=8, fnn_depth=2)
 CONV = ModelConfig("residual", 3, 1, 8, (1, 1, 0, 0), width=1 / 16)
-
-
-def same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 # --------------------------------------------------------------------------- 1. divergence
@@ -70,14 +54,14 @@ def test_divergence_under_a_measuring_callback_is_recorded_not_raised(tmp_path, 
     assert again.status == "diverged" and again.diverged_epoch == res.diverged_epoch
 
 
-def test_non_finite_training_data_is_a_data_error_not_a_divergence(tmp_path):
+def test_non_finite_training_data_is_a_data_error_not_a_divergence(tmp_path, toy_data):
     data = toy_data()
     data.train.tensors[0][5, 0, 2, 3] = float("nan")  # one NaN pixel
     with pytest.raises(ValueError, match="training data.*non-finite"):
         train(FNN, data, TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False)
 
 
-def test_diverged_run_reports_nan_test_accuracy(tmp_path):
+def test_diverged_run_reports_nan_test_accuracy(tmp_path, toy_data):
     res = train(FNN, toy_data(), TrainConfig(epochs=3, batch_size=16, lr=1e6), tmp_path, progress=False)
     assert res.status == "diverged"
     assert isinstance(res.test_accuracy, float) and math.isnan(res.test_accuracy)
@@ -86,14 +70,14 @@ def test_diverged_run_reports_nan_test_accuracy(tmp_path):
 # --------------------------------------------------------------------------- 2./4. checkpoints
 
 
-def _finished(tmp_path, epochs=2):
+def _finished(tmp_path, toy_data, epochs=2):
     data, cfg = toy_data(), TrainConfig(epochs=epochs, batch_size=16)
     run = train(FNN, data, cfg, tmp_path, progress=False)
     return data, cfg, run
 
 
-def test_a_checkpoint_of_a_newer_format_stops_with_an_error_and_is_kept(tmp_path):
-    data, cfg, _ = _finished(tmp_path)
+def test_a_checkpoint_of_a_newer_format_stops_with_an_error_and_is_kept(tmp_path, toy_data):
+    data, cfg, _ = _finished(tmp_path, toy_data)
     ckpt = tmp_path / "checkpoint.pt"
     torch.save({"format": 99, "payload": torch.zeros(3)}, ckpt)
     before = ckpt.read_bytes()
@@ -102,8 +86,8 @@ def test_a_checkpoint_of_a_newer_format_stops_with_an_error_and_is_kept(tmp_path
     assert ckpt.read_bytes() == before
 
 
-def test_an_io_error_while_loading_stops_with_an_error_and_keeps_the_file(tmp_path, monkeypatch):
-    data, cfg, _ = _finished(tmp_path)
+def test_an_io_error_while_loading_stops_with_an_error_and_keeps_the_file(tmp_path, monkeypatch, toy_data):
+    data, cfg, _ = _finished(tmp_path, toy_data)
     ckpt = tmp_path / "checkpoint.pt"
     before = ckpt.read_bytes()
 
@@ -126,8 +110,8 @@ def _largest_member_offset(path):
     return info.header_offset + 30 + int(name_len) + int(extra_len) + info.file_size // 2
 
 
-def test_one_flipped_bit_in_tensor_data_is_detected(tmp_path):
-    data, cfg, _ = _finished(tmp_path)
+def test_one_flipped_bit_in_tensor_data_is_detected(tmp_path, toy_data):
+    data, cfg, _ = _finished(tmp_path, toy_data)
     ckpt = tmp_path / "checkpoint.pt"
     blob = bytearray(ckpt.read_bytes())
     blob[_largest_member_offset(ckpt)] ^= 0x40
@@ -139,7 +123,7 @@ def test_one_flipped_bit_in_tensor_data_is_detected(tmp_path):
     assert ckpt.read_bytes() == bytes(blob)  # left as found, for the user to inspect
 
 
-def test_a_truncated_checkpoint_is_still_recomputed(tmp_path):
+def test_a_truncated_checkpoint_is_still_recomputed(tmp_path, same_weights, toy_data):
     data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
     ref = train(FNN, data, cfg, tmp_path / "ref", progress=False)
     train(FNN, data, cfg, tmp_path / "run", progress=False, stop_after=1)
@@ -189,7 +173,7 @@ def test_a_failing_write_surfaces_as_the_os_error_and_keeps_the_old_checkpoint(t
 # --------------------------------------------------------------------------- 5. side files, temporaries
 
 
-def test_stale_side_files_and_leaked_temporaries_are_repaired(tmp_path):
+def test_stale_side_files_and_leaked_temporaries_are_repaired(tmp_path, toy_data):
     data, cfg = toy_data(), TrainConfig(epochs=3, batch_size=16)
     train(FNN, data, cfg, tmp_path, progress=False)
     good_summary = json.loads((tmp_path / "run.json").read_text())
@@ -207,7 +191,7 @@ def test_stale_side_files_and_leaked_temporaries_are_repaired(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_two_trainers_on_one_folder_do_not_both_train(tmp_path):
+def test_two_trainers_on_one_folder_do_not_both_train(tmp_path, toy_data):
     data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
@@ -233,7 +217,7 @@ def test_two_trainers_on_one_folder_do_not_both_train(tmp_path):
 # --------------------------------------------------------------------------- records and data
 
 
-def test_numpy_scalars_from_a_callback_are_stored_as_plain_numbers(tmp_path):
+def test_numpy_scalars_from_a_callback_are_stored_as_plain_numbers(tmp_path, toy_data):
     def cb(model, epoch, record):
         record["f32"] = np.float32(0.5)
         record["i64"] = np.int64(7)
@@ -247,7 +231,7 @@ def test_numpy_scalars_from_a_callback_are_stored_as_plain_numbers(tmp_path):
     assert load_run(tmp_path).history[-1]["i64"] == 7
 
 
-def test_custom_data_without_identity_is_not_resumed_on_other_data(tmp_path):
+def test_custom_data_without_identity_is_not_resumed_on_other_data(tmp_path, toy_data):
     cfg = TrainConfig(epochs=3, batch_size=16)
     train(FNN, toy_data(seed=0), cfg, tmp_path, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="data"):
@@ -299,7 +283,7 @@ def test_bad_metric_inputs_give_errors_that_name_them():
         measure_model(model, torch.randn(4, 1, 8, 8), y, num_classes=3, lr=1e-3, batch_size=64, taps="stem")
 
 
-def test_a_checkpoint_written_before_a_train_config_field_existed_resumes(tmp_path):
+def test_a_checkpoint_written_before_a_train_config_field_existed_resumes(tmp_path, toy_data):
     """Fields added to TrainConfig later (device_data, compile, precision) take their defaults
     for checkpoints that do not hold them: the behaviour those runs had."""
     from reproduce.files.checkpoints import load_checkpoint, save_checkpoint
@@ -314,10 +298,10 @@ def test_a_checkpoint_written_before_a_train_config_field_existed_resumes(tmp_pa
     assert train(FNN, data, cfg, tmp_path, progress=False).resumed_from == 1
 
 
-def test_a_checkpoint_whose_header_names_a_newer_format_is_refused_and_kept(tmp_path):
+def test_a_checkpoint_whose_header_names_a_newer_format_is_refused_and_kept(tmp_path, toy_data):
     from reproduce.files.checkpoints import MAGIC
 
-    data, cfg, _ = _finished(tmp_path)
+    data, cfg, _ = _finished(tmp_path, toy_data)
     ckpt = tmp_path / "checkpoint.pt"
     blob = bytearray(ckpt.read_bytes())
     assert bytes(blob[:16]) == MAGIC

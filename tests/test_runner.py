@@ -279,7 +279,7 @@ def test_inline_trainers_run_beside_the_sweep_and_the_rest_after_it(
     (``train``) returns and runs beside it; the notebooks that collect swept runs start only after it."""
     import time
 
-    from reproduce.sweep.core import _INLINE_ONLY
+    from reproduce.experiments.notebooks import INLINE_ONLY as _INLINE_ONLY
 
     nbs = tiny_repo / "notebooks"
     inline = next(iter(_INLINE_ONLY))

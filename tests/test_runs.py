@@ -23,12 +23,6 @@ from reproduce.config.scales import get_scale
 from reproduce.training.loop import TrainConfig, run_lock, train
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    monkeypatch.setenv(ROOT_ENV, str(tmp_path))
-    return tmp_path
-
-
 def tiny():
     return get_scale("smoke").replace(epochs=2, train_limit=128, depths=(4,), width=1 / 16)
 
@@ -42,7 +36,7 @@ def test_hook_is_data_and_resolves_by_name():
         Hook("reproduce.models.blocks_for_depth")
 
 
-def test_specs_of_every_experiment_pickle_and_name_distinct_folders(root):
+def test_specs_of_every_experiment_pickle_and_name_distinct_folders(results_root):
     scale = tiny()
     specs = (depth_study.run_specs(scale) + fnn_map.run_specs(scale)
              + [theory.worst_case_spec(scale, collapse=k) for k in (None, 1)]
@@ -50,7 +44,7 @@ def test_specs_of_every_experiment_pickle_and_name_distinct_folders(root):
     assert all(pickle.loads(pickle.dumps(s)) == s for s in specs)
     folders = [s.run_dir for s in specs]
     assert len(set(folders)) == len(folders)
-    assert all(f.parent.parent == root / "results" / "smoke" for f in folders)
+    assert all(f.parent.parent == results_root / "results" / "smoke" for f in folders)
     # anything that changes the run changes its folder
     a = depth_study.conv_spec(scale, "plain", 4)
     assert a.run_dir != depth_study.conv_spec(scale.replace(epochs=3), "plain", 4).run_dir
@@ -67,7 +61,7 @@ def test_unknown_dataset_in_a_spec_names_the_choices():
         conv_config("plain", 4, DataSpec("nope"), width=1.0)
 
 
-def test_train_spec_equals_training_by_hand_and_state_follows(root):
+def test_train_spec_equals_training_by_hand_and_state_follows(results_root):
     scale = tiny()
     spec = depth_study.conv_spec(scale, "residual", 4, seed=1)
     assert run_state(spec) == "missing"
@@ -75,7 +69,7 @@ def test_train_spec_equals_training_by_hand_and_state_follows(root):
     # by hand: the same configs and the same callback, in another folder
     x, y = measurement_samples(data, scale.sample_size, 1)
     cb = BundleCallback(x, y, num_classes=10, lr=scale.lr, batch_size=scale.batch_size)
-    by_hand = train(spec.model, data, spec.train, root / "by-hand", callbacks=[cb], progress=False)
+    by_hand = train(spec.model, data, spec.train, results_root / "by-hand", callbacks=[cb], progress=False)
     # interrupted, then finished through the spec (loading its own data)
     train(spec.model, data, spec.train, spec.run_dir, callbacks=[cb], progress=False, stop_after=1)
     assert run_state(spec) == "partial"
@@ -87,13 +81,13 @@ def test_train_spec_equals_training_by_hand_and_state_follows(root):
     assert [r["bundles"] for r in run.history] == [r["bundles"] for r in by_hand.history]
 
 
-def test_train_spec_refuses_other_data(root):
+def test_train_spec_refuses_other_data(results_root):
     spec = depth_study.conv_spec(tiny(), "plain", 4, seed=0)
     with pytest.raises(ValueError, match="not the data of run"):
         train_spec(spec, data=load_dataset("digits", seed=1, train_limit=128), progress=False)
 
 
-def test_worst_case_spec_collapses_through_its_init_hook(root):
+def test_worst_case_spec_collapses_through_its_init_hook(results_root):
     scale = tiny().replace(fnn_epochs=1, fnn_widths=(4,))
     spec = theory.worst_case_spec(scale, collapse=1, depth=2, epochs=1)
     data = spec.data.load()
@@ -102,10 +96,10 @@ def test_worst_case_spec_collapses_through_its_init_hook(root):
     assert torch.all(run.model.hidden[1].weight == 0)
 
 
-def test_naming_a_run_folder_does_not_create_it(root):
+def test_naming_a_run_folder_does_not_create_it(results_root):
     spec = depth_study.conv_spec(tiny(), "plain", 4)
     assert not spec.run_dir.exists() and run_state(spec) == "missing"
-    assert not (root / "results").exists()
+    assert not (results_root / "results").exists()
 
 
 # --------------------------------------------------------------------------- stable hook names

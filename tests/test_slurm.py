@@ -110,7 +110,7 @@ def test_sweep_of_notebook_03_survives_scancel_and_preemption(slurm_cluster: Non
     each epoch in its history exactly once, the interrupted ones resumed from their checkpoints,
     and every run's weights bit-identical to the same spec trained inline (one thread, like the jobs)."""
     pytest.importorskip("submitit")
-    from reproduce.sweep import core as sweep
+    import reproduce.sweep as sweep
     from reproduce.config.scales import ROOT_ENV
     from reproduce.training.runs import train_spec
     from reproduce.config.scales import get_scale

@@ -20,7 +20,9 @@ import torch
 
 from reproduce.experiments import fnn_map
 from reproduce.runner import notebooks as runner
-from reproduce.sweep import core as sweep
+import reproduce.sweep as sweep
+from reproduce.experiments import notebooks as nbs
+from reproduce.sweep import execute, planning, submission
 from reproduce.data.datasets import load_dataset
 from reproduce.config.scales import ROOT_ENV
 from reproduce.training.runs import train_spec
@@ -60,11 +62,6 @@ def other_root(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     monkeypatch.setenv(ROOT_ENV, str(path))
 
 
-def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def without_seconds(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
@@ -91,7 +88,8 @@ def parameters_cell(stem: str) -> dict:
 def test_the_notebooks_and_their_defaults_are_the_ones_the_sweep_assumes():
     stems = [p.stem for p in runner.find_notebooks(runner.default_root())]
     assert tuple(stems) == sweep.NOTEBOOKS
-    for stem, defaults in sweep.NOTEBOOK_DEFAULTS.items():
+    for stem in nbs.NOTEBOOKS:
+        defaults = nbs.notebook_defaults(stem)
         params = parameters_cell(stem)
         assert {k: params[k] for k in defaults} == dict(defaults), stem
         assert params["seed"] == 0
@@ -147,7 +145,7 @@ def test_jobs_of_notebooks_03_and_04_are_exactly_the_runs_the_notebooks_train(tm
 # sweeping with the local executor
 
 
-def test_local_sweep_submits_only_unfinished_runs_and_matches_inline_training(root, monkeypatch, one_thread):
+def test_local_sweep_submits_only_unfinished_runs_and_matches_inline_training(root, monkeypatch, one_thread, same_weights):
     scale = tiny()
     done, partial = sweep.notebook_jobs(scale, ["04"])[NB04]
     train_spec(done, progress=False)
@@ -197,7 +195,7 @@ def test_next_batch_runs_long_jobs_alone_and_short_ones_together(monkeypatch):
         def __init__(self, key):
             self.key = key
 
-    monkeypatch.setattr(sweep, "job_cost", lambda job: costs[job.key])
+    monkeypatch.setattr(submission, "job_cost", lambda job: costs[job.key])
 
     def batches(keys, slots):
         pending = [(Fake(k), ()) for k in keys]
@@ -214,7 +212,7 @@ def test_next_batch_runs_long_jobs_alone_and_short_ones_together(monkeypatch):
     assert sweep.next_batch([], 2) == []
 
 
-def test_a_batch_trains_its_jobs_in_turn_and_reports_each_one(root, monkeypatch, tmp_path, one_thread, capsys):
+def test_a_batch_trains_its_jobs_in_turn_and_reports_each_one(root, monkeypatch, tmp_path, one_thread, capsys, same_weights):
     """In one process: a job that raises (its data are missing) is reported with its traceback and
     the next job of the batch still trains, to the same weights as the same run trained alone."""
     good = sweep.notebook_jobs(fnn_jobs_scale(), ["02"])["02_fnn_width_depth"][0]
@@ -273,7 +271,7 @@ def test_a_job_on_a_locked_run_ends_running_elsewhere_and_trains_nothing(root, m
         outcome = job.result()
         assert outcome.outcome == sweep.RUNNING_ELSEWHERE and outcome.before == "running"
         # the lock taken between the job's look and its training: train() refuses, no failure either
-        monkeypatch.setattr(sweep, "job_state", lambda job: "missing")
+        monkeypatch.setattr(execute, "job_state", lambda job: "missing")
         raced = sweep.SweepJob(root, threads=1)(spec)
         assert raced.outcome == sweep.RUNNING_ELSEWHERE and "another process" in raced.message
     assert not (spec.run_dir / "checkpoint.pt").exists()
@@ -344,7 +342,7 @@ def test_plan_counts_the_remaining_steps(root):
     # timed on the CPU: the hours are CPU-hours, not GPU-hours
     assert "CPU-hours left" in measured.format() and "GPU-h" not in measured.format() and "cpu" in measured.device
     # paper datasets are sized without their files
-    assert sweep._train_size("cifar10", None, 0) == 50_000 and sweep._train_size("digits", None, 0) == 1437
+    assert planning._train_size("cifar10", None, 0) == 50_000 and planning._train_size("digits", None, 0) == 1437
 
 
 def test_plan_names_the_hours_after_the_device_that_timed_them():
@@ -376,7 +374,7 @@ def test_plan_describes_a_search_with_the_train_config_the_search_trains_with(ro
     monkeypatch.setattr(autotune, "train", fake_train)
     with pytest.raises(Stop):
         autotune.search(scale, "plain", seed=0, progress=False)
-    described = sweep._describe(autotune.SearchSpec(scale, "plain", scale.dataset, 0))[-1]
+    described = planning._describe(autotune.SearchSpec(scale, "plain", scale.dataset, 0))[-1]
     assert seen[0].lr == 5e-4 and described == seen[0]
 
 
@@ -461,7 +459,7 @@ def test_job_cost_orders_searches_and_deep_nets_first():
     from reproduce.experiments import depth_study
     from reproduce.experiments import fnn_map
     from reproduce.config.scales import get_scale
-    from reproduce.sweep.core import job_cost
+    from reproduce.sweep import job_cost
 
     cpu = get_scale("cpu")
     deep = depth_study.conv_spec(cpu, "plain", 120, seed=0)

@@ -1,35 +1,19 @@
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from reproduce.models.nets import ModelConfig
 from reproduce.training.loop import Lookahead, TrainConfig, final_test_accuracy, load_run, train
-
-
-def toy_data(n=96, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    x = torch.randn(n, 1, 4, 4, generator=g) + y[:, None, None, None].float()
-    ds = TensorDataset(x, y)
-    return SimpleNamespace(name="toy", train=ds, train_eval=ds, test=TensorDataset(x[:30], y[:30]),
-                           num_classes=3)
 
 
 FNN = ModelConfig("fnn", 3, 1, 4, fnn_width=8, fnn_depth=2)
 CONV = ModelConfig("residual", 3, 1, 4, (1, 1, 0, 0), width=1 / 16)
 
 
-def same_weights(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 @pytest.mark.parametrize("mcfg", [FNN, CONV], ids=["fnn", "residual"])
-def test_interrupted_run_resumes_to_identical_weights(tmp_path, mcfg):
-    data, cfg = toy_data(), TrainConfig(epochs=4, batch_size=16, seed=3)
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, mcfg, same_weights, toy_data):
+    data, cfg = toy_data(size=4), TrainConfig(epochs=4, batch_size=16, seed=3)
     straight = train(mcfg, data, cfg, tmp_path / "a", progress=False)
     assert straight.status == "finished" and straight.epochs_done == 4
 
@@ -46,8 +30,8 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, mcfg):
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3, 4]
 
 
-def test_finished_run_is_reused_not_retrained(tmp_path):
-    data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
+def test_finished_run_is_reused_not_retrained(tmp_path, same_weights, toy_data):
+    data, cfg = toy_data(size=4), TrainConfig(epochs=2, batch_size=16)
     first = train(FNN, data, cfg, tmp_path, progress=False)
     calls = []
     again = train(FNN, data, cfg, tmp_path, progress=False, callbacks=[lambda m, e, r: calls.append(e)])
@@ -57,8 +41,8 @@ def test_finished_run_is_reused_not_retrained(tmp_path):
     assert loaded.status == "finished" and same_weights(first.model, loaded.model)
 
 
-def test_truncated_checkpoint_is_recomputed(tmp_path):
-    data, cfg = toy_data(), TrainConfig(epochs=2, batch_size=16)
+def test_truncated_checkpoint_is_recomputed(tmp_path, same_weights, toy_data):
+    data, cfg = toy_data(size=4), TrainConfig(epochs=2, batch_size=16)
     reference = train(FNN, data, cfg, tmp_path / "ref", progress=False)
     train(FNN, data, cfg, tmp_path / "run", progress=False, stop_after=1)
     ckpt = tmp_path / "run" / "checkpoint.pt"
@@ -71,43 +55,43 @@ def test_truncated_checkpoint_is_recomputed(tmp_path):
     assert load_run(tmp_path / "run").epochs_done == 2
 
 
-def test_non_finite_loss_is_recorded_as_diverged(tmp_path):
+def test_non_finite_loss_is_recorded_as_diverged(tmp_path, toy_data):
     # a learning rate far too large: weights and then the loss blow up in the first epoch
-    res = train(FNN, toy_data(), TrainConfig(epochs=3, batch_size=16, lr=1e6), tmp_path, progress=False)
+    res = train(FNN, toy_data(size=4), TrainConfig(epochs=3, batch_size=16, lr=1e6), tmp_path, progress=False)
     assert res.status == "diverged" and res.diverged_epoch == 1
     summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_epoch"] == 1
 
 
-def test_divergence_in_a_later_epoch(tmp_path):
+def test_divergence_in_a_later_epoch(tmp_path, toy_data):
     def poison(model, epoch, record):
         if epoch == 1:
             with torch.no_grad():
                 next(model.parameters()).fill_(float("inf"))
 
-    res = train(FNN, toy_data(), TrainConfig(epochs=4, batch_size=16), tmp_path, progress=False,
+    res = train(FNN, toy_data(size=4), TrainConfig(epochs=4, batch_size=16), tmp_path, progress=False,
                 callbacks=[poison])
     assert res.status == "diverged" and res.diverged_epoch == 2
     assert final_test_accuracy(res.history, 3) == res.history[0]["test_acc"]
     # reloading a diverged run does not train again
-    assert train(FNN, toy_data(), TrainConfig(epochs=4, batch_size=16), tmp_path, progress=False).status == "diverged"
+    assert train(FNN, toy_data(size=4), TrainConfig(epochs=4, batch_size=16), tmp_path, progress=False).status == "diverged"
 
 
-def test_callback_can_stop_and_add_metrics(tmp_path):
+def test_callback_can_stop_and_add_metrics(tmp_path, toy_data):
     def cb(model, epoch, record):
         record["custom"] = epoch * 10
         if epoch == 2:
             record["stop"] = "planted"
 
-    res = train(FNN, toy_data(), TrainConfig(epochs=5, batch_size=16), tmp_path, progress=False, callbacks=[cb])
+    res = train(FNN, toy_data(size=4), TrainConfig(epochs=5, batch_size=16), tmp_path, progress=False, callbacks=[cb])
     assert res.status == "stopped" and res.stop_reason == "planted" and res.epochs_done == 2
     assert [r["custom"] for r in res.history] == [0, 10, 20]  # callbacks also see epoch 0
 
 
-def test_other_config_in_folder_is_refused(tmp_path):
-    train(FNN, toy_data(), TrainConfig(epochs=1, batch_size=16), tmp_path, progress=False)
+def test_other_config_in_folder_is_refused(tmp_path, toy_data):
+    train(FNN, toy_data(size=4), TrainConfig(epochs=1, batch_size=16), tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"different configuration.*epochs"):
-        train(FNN, toy_data(), TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False)
+        train(FNN, toy_data(size=4), TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False)
 
 
 def test_lookahead_syncs_every_k_steps():
@@ -141,26 +125,26 @@ def test_radam_decoupled_weight_decay_is_used():
     assert group["decoupled_weight_decay"] and group["weight_decay"] == 1e-2 and group["eps"] == 1e-6
 
 
-def test_numpy_values_from_callbacks_survive_resume(tmp_path):
+def test_numpy_values_from_callbacks_survive_resume(tmp_path, toy_data):
     import numpy as np
 
     def cb(model, epoch, record):
         record["np_mean"] = np.mean([epoch, epoch + 1])  # a numpy float64, not a Python float
 
     cfg = TrainConfig(epochs=3, batch_size=16)
-    train(FNN, toy_data(), cfg, tmp_path, progress=False, callbacks=[cb], stop_after=1)
-    resumed = train(FNN, toy_data(), cfg, tmp_path, progress=False, callbacks=[cb])
+    train(FNN, toy_data(size=4), cfg, tmp_path, progress=False, callbacks=[cb], stop_after=1)
+    resumed = train(FNN, toy_data(size=4), cfg, tmp_path, progress=False, callbacks=[cb])
     assert resumed.resumed_from == 1  # the checkpoint was readable, not recomputed
     assert [r["np_mean"] for r in resumed.history] == [0.5, 1.5, 2.5, 3.5]
     assert all(type(r["np_mean"]) is float for r in resumed.history)
 
 
-def test_callback_value_json_cannot_hold_fails_at_once(tmp_path):
+def test_callback_value_json_cannot_hold_fails_at_once(tmp_path, toy_data):
     def cb(model, epoch, record):
         record["tensor"] = torch.zeros(2)
 
     with pytest.raises(TypeError, match="not JSON serializable"):
-        train(FNN, toy_data(), TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False, callbacks=[cb])
+        train(FNN, toy_data(size=4), TrainConfig(epochs=2, batch_size=16), tmp_path, progress=False, callbacks=[cb])
 
 
 def test_other_data_in_folder_is_refused(tmp_path):
@@ -186,11 +170,11 @@ def test_released_bookkeeping_is_the_default():
     assert (cfg.drop_last, cfg.measure_start, cfg.precision) == (True, True, "float32")
 
 
-def test_drop_last_takes_floor_n_over_batch_steps():
+def test_drop_last_takes_floor_n_over_batch_steps(toy_data):
     from reproduce.training.loop import _batches
 
     # 96 samples at batch 40: two full batches (the last 16 samples are left out) with drop_last
-    data = toy_data()
+    data = toy_data(size=4)
     sizes = {drop: [len(y) for _, y in _batches(data.train, 40, shuffle=True, generator=torch.Generator().manual_seed(0),
                                                 device=torch.device("cpu"), drop_last=drop)]
              for drop in (True, False)}
@@ -205,14 +189,14 @@ def test_drop_last_takes_floor_n_over_batch_steps():
         train(FNN, data, TrainConfig(epochs=1, batch_size=40, drop_last=drop), progress=False, init_fn=watch)
         assert sorted(trained) == sorted(sizes[drop])
     with pytest.raises(ValueError, match="fewer than one batch of 200"):
-        train(FNN, toy_data(), TrainConfig(epochs=1, batch_size=200), progress=False)
+        train(FNN, toy_data(size=4), TrainConfig(epochs=1, batch_size=200), progress=False)
 
 
-def test_epoch_zero_records_the_untrained_net(tmp_path):
+def test_epoch_zero_records_the_untrained_net(tmp_path, same_weights, toy_data):
     from reproduce.models.nets import build_model
     from reproduce.training.loop import evaluate
 
-    data = toy_data()
+    data = toy_data(size=4)
     seen = []
     res = train(FNN, data, TrainConfig(epochs=2, batch_size=16, seed=5), tmp_path, progress=False,
                 callbacks=[lambda model, epoch, record: seen.append((epoch, model.training))])
@@ -244,8 +228,8 @@ def test_checkpoints_without_the_new_fields_keep_their_old_behaviour():
     assert (old_m.bn_momentum, old_m.bn_eps, old_m.init, old_m.conv_bias) == (0.1, 1e-5, "he-uniform", False)
 
 
-def test_passes_make_an_epoch_of_several_shuffled_passes():
-    data = toy_data()
+def test_passes_make_an_epoch_of_several_shuffled_passes(toy_data):
+    data = toy_data(size=4)
     seen = []
 
     def watch(model):
@@ -258,18 +242,18 @@ def test_passes_make_an_epoch_of_several_shuffled_passes():
         TrainConfig(epochs=1, passes=0)
 
 
-def test_run_records_its_numeric_environment_and_refuses_another(tmp_path):
+def test_run_records_its_numeric_environment_and_refuses_another(tmp_path, toy_data):
     from reproduce.config import numerics
     from reproduce.training.loop import NumericsMismatchError
 
     cfg = TrainConfig(epochs=1, batch_size=16)
-    train(FNN, toy_data(), cfg, tmp_path, progress=False)
+    train(FNN, toy_data(size=4), cfg, tmp_path, progress=False)
     recorded = json.loads((tmp_path / "run.json").read_text())["numerics"]
     here = numerics.environment()
     assert recorded["threads"] == here["threads"] and recorded["cpu_capability"] == here["cpu_capability"]
     assert recorded["device"] == "cpu" and recorded["torch"] == torch.__version__
     # the same environment: the finished run is reused
-    assert train(FNN, toy_data(), cfg, tmp_path, progress=False).status == "finished"
+    assert train(FNN, toy_data(size=4), cfg, tmp_path, progress=False).status == "finished"
     # plant another environment in the checkpoint (as if made on an AVX-512 machine with 2 threads)
     from reproduce.files.checkpoints import load_checkpoint, save_checkpoint
 
@@ -277,15 +261,15 @@ def test_run_records_its_numeric_environment_and_refuses_another(tmp_path):
     state["numerics"] = {**state["numerics"], "cpu_capability": "AVX512", "threads": 2}
     save_checkpoint(tmp_path / "checkpoint.pt", state)
     with pytest.raises(NumericsMismatchError, match=r"cpu_capability: AVX512 \(stored\) vs .* \(now\).*threads: 2"):
-        train(FNN, toy_data(), cfg, tmp_path, progress=False)
+        train(FNN, toy_data(size=4), cfg, tmp_path, progress=False)
 
 
-def test_a_run_stopped_after_epoch_zero_resumes_to_the_same_run(tmp_path):
+def test_a_run_stopped_after_epoch_zero_resumes_to_the_same_run(tmp_path, same_weights, toy_data):
     cfg = TrainConfig(epochs=2, batch_size=16, seed=1)
-    straight = train(CONV, toy_data(), cfg, tmp_path / "a", progress=False)
-    part = train(CONV, toy_data(), cfg, tmp_path / "b", progress=False, stop_after=0)  # only epoch 0 saved
+    straight = train(CONV, toy_data(size=4), cfg, tmp_path / "a", progress=False)
+    part = train(CONV, toy_data(size=4), cfg, tmp_path / "b", progress=False, stop_after=0)  # only epoch 0 saved
     assert part.status == "running" and [r["epoch"] for r in part.history] == [0]
-    resumed = train(CONV, toy_data(), cfg, tmp_path / "b", progress=False)
+    resumed = train(CONV, toy_data(size=4), cfg, tmp_path / "b", progress=False)
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2]  # epoch 0 recorded once
     assert same_weights(straight.model, resumed.model)
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731

@@ -102,11 +102,13 @@ __all__ = [
     "pareto_front",
     "latency_table",
     "study",
-    "restart_entropies",
-]
+    "restart_entropies", "NOTEBOOK_DEFAULTS", "notebook_jobs"]
 
 #: experiment folder under ``results/<scale>/``
 EXPERIMENT = "autotune"
+
+#: the defaults of notebook 06's parameters cell that decide its runs (:mod:`reproduce.experiments.notebooks`)
+NOTEBOOK_DEFAULTS = {"06_auto_tune": {"dataset": None, "residual": None, "max_attempts": 20}}
 AUTOTUNE_KINDS = CONV_KINDS
 #: ``a_L``: the paper's trigger H(a^(L)) > 0; ``branch``: some residual branch has H > 0
 TRIGGERS = ("a_L", "branch")
@@ -819,3 +821,18 @@ def autotune_claims(table: pd.DataFrame, summary: pd.DataFrame, start_blocks: Se
             f"latency table, not a verdict input)",
             over_seeds(macs_ok, _lt(float(ok["macs"].mean()), best_macs) if len(ok) else None), seeds=n))
     return claims
+
+
+def notebook_jobs(stem: str, scale: Scale, seed: int) -> list:
+    """Notebook 06's jobs (:mod:`reproduce.experiments.notebooks`): ``scale.autotune_seeds``
+    searches per kind (:func:`search_specs`; residual too where the preset or the notebook's
+    ``residual`` says so), then the fixed-depth baselines of every dataset over the seeds
+    ``seed .. seed + scale.repeats - 1`` (:func:`baseline_specs`)."""
+    d = NOTEBOOK_DEFAULTS[stem]
+    residual = scale.autotune_residual if d["residual"] is None else d["residual"]
+    kinds = ("plain", "residual") if residual else ("plain",)
+    searches = search_specs(scale, kinds, seeds=range(seed, seed + scale.autotune_seeds),
+                            max_attempts=d["max_attempts"])
+    baselines = [spec for dataset in scale.datasets
+                 for spec in baseline_specs(scale, dataset=dataset, seeds=range(seed, seed + scale.repeats))]
+    return [*searches, *baselines]

@@ -91,11 +91,14 @@ __all__ = [
     "detection_horizon",
     "detection_summary",
     "depth_claims",
-    "early_detection_claims",
-]
+    "early_detection_claims", "NOTEBOOK_DEFAULTS", "notebook_jobs"]
 
 #: experiment folder under ``results/<scale>/``
 EXPERIMENT = "depth"
+
+#: the defaults of notebooks 03's and 04's parameters cells that decide their runs
+#: (:mod:`reproduce.experiments.notebooks`)
+NOTEBOOK_DEFAULTS = {"03_depth_vgg_vs_resnet": {"dataset": None}, "04_early_detection": {"dataset": None, "depth": None}}
 #: columns of :func:`depth_sweep`'s run table, in order
 RUN_COLUMNS = (
     "dataset", "kind", "depth", "blocks", "seed", "status", "epochs_done", "diverged_epoch",
@@ -714,3 +717,13 @@ def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -
         "conflicts are visible at the start of training",
         "; ".join(parts) + f"; {seed_outcomes(agree, seeds)}", over_seeds(agree), seeds=len(seeds)))
     return claims
+
+
+def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:
+    """Notebook 03's runs (:func:`run_specs`) or 04's (:func:`early_detection_specs`: the plain and
+    residual net at ``scale.early_depth``, runs of 03) over the seeds ``seed .. seed + scale.repeats - 1``
+    (:mod:`reproduce.experiments.notebooks`)."""
+    seeds = range(seed, seed + scale.repeats)
+    if stem == "04_early_detection":
+        return list(early_detection_specs(scale, seeds))
+    return list(run_specs(scale, seeds=seeds))

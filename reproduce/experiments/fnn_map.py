@@ -69,11 +69,13 @@ __all__ = [
     "run_specs",
     "seed_mean_table",
     "seed_statistics",
-    "map_claims",
-]
+    "map_claims", "NOTEBOOK_DEFAULTS", "notebook_jobs"]
 
 #: results/<scale>/<EXPERIMENT>/ holds the runs (shared by notebooks 01 and 02)
 EXPERIMENT = "fnn_map"
+
+#: the defaults of notebook 02's parameters cell that decide its runs (:mod:`reproduce.experiments.notebooks`)
+NOTEBOOK_DEFAULTS = {"02_fnn_width_depth": {"dataset": None}}
 #: bump when the measurements stored in a run's history change
 _MEASURE_VERSION = 1
 
@@ -418,3 +420,9 @@ def map_claims(table: pd.DataFrame, *, dataset: str, seeds: Sequence[int] | None
             f"({'holds' if pooled.correlates else 'fails'})",
             over_seeds(cor, pooled.correlates), seeds=len(seeds)),
     ]
+
+
+def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:
+    """Notebook 02's runs (:mod:`reproduce.experiments.notebooks`): the grid over the seeds
+    ``seed .. seed + scale.repeats - 1``."""
+    return list(run_specs(scale, seeds=range(seed, seed + scale.repeats)))

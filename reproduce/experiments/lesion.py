@@ -109,8 +109,7 @@ __all__ = [
     "LesionStudies",
     "run_lesion_studies",
     "over_seed_summary",
-    "lesion_claims_over_seeds",
-]
+    "lesion_claims_over_seeds", "NOTEBOOK_DEFAULTS", "notebook_jobs"]
 
 #: the three sets blocks are drawn from
 SET_NAMES = ("conflicting", "non-conflicting", "all")
@@ -120,6 +119,9 @@ RANKED_SET_NAMES = ("closest", "farthest")
 TABLE_COLUMNS = ("set", "k", "draw", "removed", "fraction", "parameters", "test_acc")
 #: results/<scale>/<EXPERIMENT>/ holds the lesion runs
 EXPERIMENT = "lesion"
+
+#: the defaults of notebook 05's parameters cell that decide its runs (:mod:`reproduce.experiments.notebooks`)
+NOTEBOOK_DEFAULTS = {"05_lesion": {"dataset": None}}
 #: the paper's lesion study runs on CIFAR-10
 PAPER_DATASET = "cifar10"
 
@@ -824,3 +826,9 @@ def lesion_claims_over_seeds(studies: LesionStudies) -> list[Claim]:
                         "(not in the paper; a continuous stand-in for 'conflicting')", measured,
                         over_seeds(per_d, pooled_d), seeds=len(rs)))
     return claims
+
+
+def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:
+    """Notebook 05's runs (:func:`run_specs`) over the seeds ``seed .. seed + scale.repeats - 1``
+    (:mod:`reproduce.experiments.notebooks`)."""
+    return list(run_specs(scale, seeds=range(seed, seed + scale.repeats), dataset=NOTEBOOK_DEFAULTS[stem]["dataset"]))

@@ -46,10 +46,13 @@ Choices the specification leaves open (written down here):
   CIFAR-10 32x32) get a 3x3 stride-1 first convolution and no max-pool, the usual adaptation of the
   ImageNet stem (a 7x7/2 convolution and a 3x3/2 max-pool would shrink an 8x8 digit to 2x2 before
   the first block); larger images keep the ImageNet stem (its input channels adapted).
-* **Training** (:func:`train_torchvision`): the project's optimiser (``training.make_optimizer``:
-  RAdam + Lookahead), cross-entropy, shuffled batches seeded by ``(seed, epoch)``, the last partial
-  batch dropped (as released); test accuracy after every epoch. No checkpoints: these runs are
-  short and inline.
+* **Training**: the package's loop (:func:`reproduce.training.train`: a run folder
+  ``results/<scale>/prune/<arch>-...`` with checkpoints and resume; the fine-tunes of already
+  trained nets with :func:`reproduce.training.fit`), the project's optimiser (RAdam + Lookahead),
+  cross-entropy, shuffled batches seeded by ``(seed, epoch)`` (:data:`SEEDING`: the seed stream
+  ``torchvision-epoch``, the order drawn through torch's DataLoader, as this study's runs always
+  were), the last partial batch dropped (as released); test accuracy after every epoch
+  (:func:`prune_train_config`).
 """
 
 from __future__ import annotations
@@ -60,22 +63,21 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from reproduce.metric.bundles import bundle_stats, distance_to_bundling, weight_amplitude
 from reproduce.data.datasets import load_dataset, measurement_samples
 from reproduce.experiments.efficiency import count_all_parameters, inference_times, multiply_accumulates
-from reproduce.models.nets import BRANCH_VAR_EPS, eval_mode, model_device
-from reproduce.files.progress import progress_bar
 from reproduce.config.scales import Scale
-from reproduce.training.loop import TrainConfig, evaluate, make_optimizer, resolve_device
+from reproduce.files.paths import run_dir
+from reproduce.models.nets import BRANCH_VAR_EPS, eval_mode, model_device
+from reproduce.models.torchvision import RESNET_ARCHS, SMALL_IMAGE, TorchvisionResNet, torchvision_resnet
+from reproduce.training.loop import Seeding, TrainConfig, evaluate, fit, train
 
 __all__ = [
     "SUPPORTED",
@@ -93,7 +95,7 @@ __all__ = [
     "remove_blocks",
     "prune_conflicting",
     "torchvision_resnet",
-    "train_torchvision",
+    "prune_train_config",
     "study_dataset",
     "default_archs",
     "default_finetune_epochs",
@@ -106,14 +108,10 @@ SUPPORTED = ("a torchvision.models.ResNet whose stages layer1..layer4 hold torch
              "or Bottleneck blocks (resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2, "
              "wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, or ResNet(block, layers))")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-#: the torchvision builders of ResNets (``torchvision.models.<name>``)
-RESNET_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
 #: columns of :func:`block_table`, in order
 TABLE_COLUMNS = ("block", "name", "stage", "index", "kind", "has_downsample", "parameters", "branch_parameters",
                  "num_bundles", "entropy", "max_accuracy", "conflicting", "distance")
-#: images smaller than this (pixels per side) get the small-image stem (module docstring)
-SMALL_IMAGE = 64
+
 
 
 class RemovedResNetBlock(nn.Module):
@@ -377,83 +375,6 @@ def prune_conflicting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num
 # --------------------------------------------------------------------------- models and training
 
 
-def torchvision_resnet(arch: str, *, num_classes: int, in_channels: int, image_size: int, seed: int = 0) -> nn.Module:
-    """``torchvision.models.<arch>(weights=None, num_classes=...)``, initialised from ``seed`` (the
-    global RNG is left as it was), with its stem adapted to the images (module docstring): below
-    :data:`SMALL_IMAGE` pixels a 3x3 stride-1 first convolution and no max-pool; else the ImageNet
-    stem with ``in_channels`` inputs."""
-    if arch not in RESNET_ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; valid choices are {', '.join(RESNET_ARCHS)}")
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = getattr(torchvision.models, arch)(weights=None, num_classes=int(num_classes))
-        out = model.conv1.out_channels
-        if image_size < SMALL_IMAGE:
-            model.conv1 = nn.Conv2d(int(in_channels), out, 3, 1, 1, bias=False)
-            model.maxpool = nn.Identity()
-        elif in_channels != model.conv1.in_channels:
-            model.conv1 = nn.Conv2d(int(in_channels), out, 7, 2, 3, bias=False)
-        # torchvision's initialisation of its convolutions, for the replaced one
-        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    return model
-
-
-def _mix(seed: int, epoch: int) -> int:
-    """The seed of one epoch's shuffling (and of the global RNG during it)."""
-    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 4_242) % (2**63 - 1)
-
-
-def train_torchvision(model: nn.Module, data: Any, *, epochs: int, batch_size: int, lr: float, seed: int = 0,
-                      device: str | torch.device | None = None, test_each_epoch: bool = False,
-                      progress: bool = False, desc: str = "train") -> list[dict[str, Any]]:
-    """Train ``model`` in place on ``data`` (a :class:`reproduce.data.DataBundle`) with the project's
-    optimiser (``training.make_optimizer``: RAdam + Lookahead, ``lr``) for ``epochs`` epochs of
-    shuffled batches of ``batch_size`` (seeded by ``(seed, epoch)``, last partial batch dropped; the
-    global torch RNG is reseeded from the same pair at each epoch, as ``training.train`` does).
-
-    Returns one record per epoch: ``epoch``, ``train_loss`` (mean over the epoch's batches),
-    ``test_acc`` (after the last epoch, or after every epoch with ``test_each_epoch``; else None).
-    A non-finite loss stops training; its record has ``diverged: True``.
-    """
-    cfg = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed))
-    if len(data.train) < cfg.batch_size:
-        raise ValueError(f"the training set holds {len(data.train)} samples, fewer than one batch of "
-                         f"{cfg.batch_size}; use a smaller batch_size")
-    dev = resolve_device(device)
-    model.to(dev)
-    opt = make_optimizer(model, cfg)
-    history: list[dict[str, Any]] = []
-    for epoch in progress_bar(range(1, cfg.epochs + 1), enabled=progress, desc=desc, leave=False):
-        epoch_seed = _mix(cfg.seed, epoch)
-        gen = torch.Generator().manual_seed(epoch_seed)
-        torch.manual_seed(epoch_seed)  # dropout-free nets: only for determinism of any random op
-        loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=True)
-        model.train()
-        losses = []
-        diverged = False
-        for xb, yb in loader:
-            xb, yb = xb.to(dev), torch.as_tensor(yb).to(dev)
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan}
-        if diverged:
-            history.append({**record, "test_acc": math.nan, "diverged": True})
-            break
-        last = epoch == cfg.epochs
-        record["test_acc"] = evaluate(model, data.test)[1] if (last or test_each_epoch) else None
-        history.append(record)
-    model.eval()
-    return history
-
 
 # --------------------------------------------------------------------------- the notebook's study
 
@@ -501,6 +422,20 @@ class PruneStudy:
                 f"{list(self.removed)}")
 
 
+#: the experiment folder of the study's runs, ``results/<scale>/prune/``
+EXPERIMENT = "prune"
+#: how the study's epochs draw their randomness (:class:`reproduce.training.Seeding`)
+SEEDING = Seeding("torchvision-epoch", "dataloader")
+
+
+def prune_train_config(scale: Scale, epochs: int, seed: int) -> TrainConfig:
+    """The training of the study's nets: ``epochs`` epochs of batches of ``scale.batch_size`` at
+    ``scale.lr``, seeded by ``seed``; no epoch-0 record and no evaluation on the training set
+    (the test accuracy is evaluated after every epoch)."""
+    return TrainConfig(epochs=int(epochs), batch_size=int(scale.batch_size), lr=float(scale.lr), seed=int(seed),
+                       eval_train=False, measure_start=False)
+
+
 def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | None = None,
                     finetune_epochs: int | None = None,
                     fallback_k: int = 2, keep_downsampling: bool = False, timing_repeats: int = 20,
@@ -515,17 +450,19 @@ def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | No
     (default :func:`default_finetune_epochs`; the full net fine-tuned too, as the control; the
     fine-tune shuffles with seed ``seed + 1``): parameters, MACs per image, test accuracy and
     latency (median ms per batch of ``timing_batch``, :func:`reproduce.experiments.efficiency.inference_times`,
-    the nets timed round-robin)."""
+    the nets timed round-robin). The trained net has a run folder (resumed, or reused when finished)."""
     if finetune_epochs is None:
         finetune_epochs = default_finetune_epochs(scale)
     if int(finetune_epochs) < 0 or int(fallback_k) < 0:
         raise ValueError(f"finetune_epochs and fallback_k must be >= 0, got {finetune_epochs!r}, {fallback_k!r}")
     dataset = dataset or study_dataset(scale)
     data = load_dataset(dataset, seed=seed, train_limit=scale.train_limit)
-    model = torchvision_resnet(arch, num_classes=data.num_classes, in_channels=data.in_channels,
-                               image_size=data.image_size, seed=seed)
-    train_kw = dict(batch_size=scale.batch_size, lr=scale.lr, device=device, progress=progress)
-    history = train_torchvision(model, data, epochs=scale.epochs, seed=seed, desc=f"{arch}", **train_kw)
+    config = TorchvisionResNet(arch, data.num_classes, data.in_channels, data.image_size, init_seed=int(seed))
+    tcfg = prune_train_config(scale, scale.epochs, seed)
+    folder = run_dir(scale, EXPERIMENT, f"{arch}-{dataset}-seed{int(seed)}", config, tcfg, data.identity,
+                     {"seeding": SEEDING})
+    run = train(config, data, tcfg, folder, device=device, progress=progress, desc=arch, seeding=SEEDING)
+    model, history = run.model.eval(), run.history
     x, y = measurement_samples(data, min(int(scale.sample_size), len(data.train_eval)), seed)
     mkw = dict(num_classes=data.num_classes, lr=scale.lr, batch_size=scale.batch_size)
     pruned, table = prune_conflicting(model, x, y, keep_downsampling=keep_downsampling, **mkw)
@@ -542,9 +479,9 @@ def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | No
     if int(finetune_epochs) > 0:
         for name in list(nets):
             tuned = copy.deepcopy(nets[name])
-            train_torchvision(tuned, data, epochs=int(finetune_epochs), seed=seed + 1, desc=f"fine-tune {name}",
-                              **train_kw)
-            nets[f"{name} + fine-tune"] = tuned
+            fit(tuned, data, prune_train_config(scale, int(finetune_epochs), seed + 1), device=device,
+                progress=progress, desc=f"fine-tune {name}", seeding=SEEDING)
+            nets[f"{name} + fine-tune"] = tuned.eval()
     shape = (data.in_channels, data.image_size, data.image_size)
     seconds = inference_times(list(nets.values()), [shape] * len(nets), timing_batch, repeats=timing_repeats)
     rows = []

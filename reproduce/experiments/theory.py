@@ -81,11 +81,14 @@ __all__ = [
     "data_for_seed",
     "worst_case_specs",
     "run_worst_cases",
-    "theory_claims",
-]
+    "theory_claims", "NOTEBOOK_DEFAULTS", "notebook_jobs"]
 
 #: results/<scale>/<EXPERIMENT>/ holds the worst-case runs
 EXPERIMENT = "theory"
+
+#: the defaults of notebook 01's parameters cell that decide its runs (:mod:`reproduce.experiments.notebooks`)
+NOTEBOOK_DEFAULTS = {"01_bundles_theory": {"dataset": None, "worst_case_width": None, "worst_case_depth": 4,
+                                           "collapse_index": 1, "worst_case_epochs": None}}
 #: bias given to a collapsed layer (any negative value kills every ReLU when the weights are 0)
 COLLAPSE_BIAS = -1.0
 
@@ -537,3 +540,16 @@ def theory_claims(epochs: pd.DataFrame, worst: dict[int, dict[str, WorstCaseRun]
             f"{seed_outcomes(w_ok, seeds)}",
             over_seeds(w_ok), seeds=len(seeds)),
     ]
+
+
+def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:
+    """Notebook 01's runs (:mod:`reproduce.experiments.notebooks`): the FNN grid of
+    :func:`reproduce.experiments.fnn_map.run_specs` over the seeds ``seed .. seed + scale.repeats - 1``,
+    then the worst-case cell's intact and collapsed nets per seed (:func:`worst_case_specs`)."""
+    from reproduce.experiments import fnn_map
+
+    d = NOTEBOOK_DEFAULTS[stem]
+    seeds = range(seed, seed + scale.repeats)
+    return [*fnn_map.run_specs(scale, seeds=seeds),
+            *worst_case_specs(scale, seeds=seeds, collapse=d["collapse_index"], dataset=scale.dataset,
+                              width=d["worst_case_width"], depth=d["worst_case_depth"], epochs=d["worst_case_epochs"])]

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reproduce.files.progress import PROGRESS_ENV
+from reproduce.files.tables import text_table
 from reproduce.config.scales import ROOT_ENV, SCALE_ENV, SCALE_NAMES
 
 __all__ = [
@@ -106,7 +107,9 @@ class RunRecord:
 
 def default_root() -> Path:
     """The repository root: the folder that holds the ``reproduce`` package."""
-    return Path(__file__).resolve().parent.parent
+    import reproduce
+
+    return Path(reproduce.__file__).resolve().parents[1]
 
 
 def find_notebooks(root: Path) -> list[Path]:
@@ -265,7 +268,7 @@ def run_notebooks(
 
     ``jobs > 1`` executes that many notebooks side by side (after ``run --jobs`` trained their
     runs, they only collect them; each kernel computes with the pinned single thread), the notebooks
-    that train inline (``sweep._INLINE_ONLY``) first; the records keep the order of ``paths``.
+    that train inline (``reproduce.experiments.notebooks.INLINE_ONLY``) first; the records keep the order of ``paths``.
     Given ``train`` (``run --jobs``: the sweep that trains the other notebooks' runs), the inline
     trainers start first, one after another in a thread of their own, ``train()`` runs beside them,
     and the other notebooks execute once it has returned (their runs are then there). Under the
@@ -293,7 +296,7 @@ def run_notebooks(
     def one(path: Path) -> RunRecord:
         return _execute(path, out_dir / f"{path.stem}.ipynb", scale, seed, progress_bar=progress_bar and jobs == 1)
 
-    from reproduce.sweep.core import _INLINE_ONLY
+    from reproduce.experiments.notebooks import INLINE_ONLY as _INLINE_ONLY
 
     with _environment(env):  # set once for every kernel of the call (threads share os.environ)
         if train is not None:
@@ -353,20 +356,10 @@ def _execute(path: Path, output: Path, scale: str, seed: int, *, progress_bar: b
 
 def format_summary(records: Sequence[RunRecord]) -> str:
     """A plain-text table (notebook, status, seconds, output) and a closing count line."""
-    header = ("notebook", "status", "seconds", "output")
     rows = [(r.notebook, r.status, f"{r.seconds:.1f}", str(r.output)) for r in records]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            cell.rjust(w) if i == 2 else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
     n_ok = sum(r.ok for r in records)
     total = f"{len(records)} notebook(s): {n_ok} ok, {len(records) - n_ok} failed"
-    return "\n".join([line(header), rule, *(line(row) for row in rows), total])
+    return text_table(("notebook", "status", "seconds", "output"), rows, right=(2,)) + "\n" + total
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -513,7 +506,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction, common: argparse.Argumen
 
 def _sweep_commands(args: argparse.Namespace) -> int:
     """``plan`` / ``sweep`` / ``status``; returns the exit status."""
-    from reproduce.sweep import core as sweep
+    import reproduce.sweep as sweep
 
     root = (args.root or default_root()).resolve()
 
@@ -594,7 +587,7 @@ def _train_first(scale: str, stems: Sequence[str], seed: int, root: Path, jobs: 
     before the notebooks execute (identical results: the same specs and run folders, and under the
     pinned numerics every process computes with one thread). A failed job is reported and left to
     the notebook, which trains (and reports) what is missing."""
-    from reproduce.sweep import core as sweep
+    import reproduce.sweep as sweep
 
     stems = [s for s in stems if s in sweep.NOTEBOOKS]
     print(f"training the runs of {len(stems)} notebook(s) with {jobs} local job(s) side by side ...", flush=True)

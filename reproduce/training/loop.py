@@ -20,9 +20,13 @@ trainer gets :class:`RunLockedError` instead of training the same run again. Wit
 side files that disagree with the checkpoint (a kill between the writes) are rewritten from it and
 temporaries of killed writers are removed.
 
-:func:`train` reads like the loop it runs: :func:`_start` (build, or resume from the checkpoint),
-then per epoch :func:`_train_epoch` (the optimiser steps), :func:`_epoch_record` (evaluation and
-callbacks) and :func:`_save`.
+One loop: :func:`fit` trains any ``nn.Module`` (no files); :func:`train` builds the model from
+its config (the package's nets or torchvision's ResNets), or resumes it from the checkpoint
+(:func:`_start`), and runs the same loop with the run folder's lock held. Per epoch
+:func:`_train_epoch` (the optimiser steps, through one step object: :class:`_SyncStep` by default,
+the device-summed :class:`_Step` or the CUDA-graph :class:`_GraphStep`), :func:`_epoch_record`
+(evaluation and callbacks) and :meth:`_Run.save` (checkpoint and side files; nothing without a
+folder).
 
 Determinism: the model is initialised from ``torch.manual_seed(seed)``; every epoch reseeds the
 global RNG and the shuffling generator from ``(seed, epoch)``, so an interrupted-and-resumed run
@@ -54,7 +58,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +71,7 @@ from reproduce.metric.bundles import NonFiniteActivationError
 from reproduce.files.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from reproduce.data.device_data import DeviceSplit, device_bundle
 from reproduce.models.nets import ModelConfig, build_model, eval_mode, model_device
+from reproduce.models.torchvision import TorchvisionResNet
 from reproduce.files.progress import progress_bar
 from reproduce.files.storage import LockHeld, atomic_write_text, exclusive_lock, remove_temporaries
 
@@ -76,6 +81,8 @@ __all__ = [
     "RunResult",
     "Callback",
     "make_optimizer",
+    "Seeding",
+    "fit",
     "train",
     "load_run",
     "evaluate",
@@ -157,7 +164,7 @@ class TrainConfig:
 
     @property
     def fast_step(self) -> bool:
-        """True when an epoch runs :func:`_train_epoch_fast` (no host sync per step)."""
+        """True when the steps sum on the device (no host sync per step; :func:`_make_step`)."""
         return self.device_data or self.compile is not None or self.precision == "bf16-mixed"
 
 
@@ -251,7 +258,8 @@ class RunResult:
     epochs_done: int
     model: nn.Module
     history: list[dict]
-    model_config: ModelConfig
+    #: None for :func:`fit` of a module that no config describes
+    model_config: AnyModelConfig | None
     train_config: TrainConfig
     diverged_epoch: int | None = None
     stop_reason: str | None = None
@@ -269,7 +277,7 @@ class RunResult:
             "epochs_done": self.epochs_done,
             "diverged_epoch": self.diverged_epoch,
             "stop_reason": self.stop_reason,
-            "model_config": asdict(self.model_config),
+            "model_config": None if self.model_config is None else asdict(self.model_config),
             "train_config": asdict(self.train_config),
         }
 
@@ -285,22 +293,40 @@ def final_test_accuracy(history: Sequence[dict], last: int) -> float:
 # data iteration
 
 
+@dataclass(frozen=True)
+class Seeding:
+    """How an epoch's randomness comes from ``(seed, epoch)``: the :mod:`reproduce.config.seeds`
+    ``stream`` of its seed, and how the shuffled order is drawn from the generator seeded with it
+    (``order``): ``"randperm"`` (one ``torch.randperm``; the package's runs) or ``"dataloader"``
+    (through ``torch.utils.data.DataLoader``, which first draws a worker base seed from the same
+    generator, so the order differs; the prune study's runs were trained so from the start)."""
+
+    stream: str = "epoch"
+    order: str = "randperm"
+
+    def __post_init__(self) -> None:
+        derive_seed(0, 0, self.stream)  # names the valid streams when it is not one
+        if self.order not in ("randperm", "dataloader"):
+            raise ValueError(f"order must be 'randperm' or 'dataloader', got {self.order!r}")
+
+
 def _epoch_seed(seed: int, epoch: int, stream: str = "epoch") -> int:
     return derive_seed(seed, epoch, stream)
 
 
 def _batches(ds: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
-             device: torch.device, num_workers: int = 0, drop_last: bool = False
+             device: torch.device, num_workers: int = 0, drop_last: bool = False, order: str = "randperm"
              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``ds`` on ``device``; a fast in-memory path for TensorDatasets. ``drop_last``
-    leaves out the last batch when it is smaller than ``batch_size``."""
+    """Batches of ``ds`` on ``device``; a fast in-memory path for TensorDatasets (unless ``order``
+    is ``"dataloader"``, :class:`Seeding`). ``drop_last`` leaves out the last batch when it is
+    smaller than ``batch_size``."""
     if drop_last and len(ds) < batch_size:
         raise ValueError(f"the training set holds {len(ds)} samples, fewer than one batch of {batch_size}: with "
                          f"drop_last=True an epoch would take no step; use a smaller batch_size or drop_last=False")
     if isinstance(ds, DeviceSplit):  # held on a device, augmented there a batch at a time
         yield from ds.batches(batch_size, shuffle=shuffle, generator=generator, device=device, drop_last=drop_last)
         return
-    if isinstance(ds, TensorDataset):
+    if isinstance(ds, TensorDataset) and order == "randperm":
         x, y = ds.tensors[0], ds.tensors[1]
         n = len(x)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -383,7 +409,17 @@ def data_identity(data: Any) -> dict:
     return {"name": name, "fingerprint": h.hexdigest()[:16]}
 
 
-def _model_config_from_dict(d: dict) -> ModelConfig:
+#: what ``train`` builds a model from: the package's nets or torchvision's ResNets
+AnyModelConfig = ModelConfig | TorchvisionResNet
+
+
+def _build(config: AnyModelConfig) -> nn.Module:
+    return config.build() if isinstance(config, TorchvisionResNet) else build_model(config)
+
+
+def _model_config_from_dict(d: dict) -> AnyModelConfig:
+    if d.get("kind") == "torchvision":
+        return TorchvisionResNet(**d)
     d = {**(_MODEL_BEFORE_FIELDS if d.get("kind") != "fnn" else {}), **d}
     d["blocks"] = tuple(d.get("blocks", ()))
     d["removed"] = tuple(d.get("removed", ()))
@@ -403,7 +439,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = "cpu") -> 
         return None
     mcfg = _model_config_from_dict(ckpt["model_config"])
     tcfg = _train_config_from_dict(ckpt["train_config"])
-    model = build_model(mcfg)
+    model = _build(mcfg)
     model.load_state_dict(ckpt["model"])
     model.to(resolve_device(device))
     return RunResult(run_dir, ckpt["status"], int(ckpt["epoch"]), model, list(ckpt["history"]), mcfg, tcfg,
@@ -464,7 +500,7 @@ class _Run:
     run_dir: Path | None
     model: nn.Module
     opt: Lookahead
-    mcfg: ModelConfig
+    mcfg: AnyModelConfig | None
     tcfg: TrainConfig
     data_name: str
     data_identity: dict
@@ -479,6 +515,8 @@ class _Run:
     #: the numeric environment the run is computed under (:func:`reproduce.config.numerics.environment`
     #: and the device), stored in the checkpoint and ``run.json``
     numerics: dict | None = None
+    #: how the epochs' randomness is drawn (:class:`Seeding`)
+    seeding: Seeding = Seeding()
 
     def result(self) -> RunResult:
         return RunResult(self.run_dir, self.status, self.epoch, self.model, self.history, self.mcfg, self.tcfg,
@@ -533,17 +571,17 @@ def _check_same_run(ckpt: dict, run: _Run) -> None:
                      f"{', '.join(diff)}); use another folder or delete it")
 
 
-def _start(mcfg: ModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None, dev: torch.device,
-           init_fn: Callable[[nn.Module], None] | None) -> _Run:
+def _start(mcfg: AnyModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None, dev: torch.device,
+           init_fn: Callable[[nn.Module], None] | None, seeding: Seeding) -> _Run:
     """A freshly initialised run, or the run stored in ``run_dir`` resumed from its checkpoint."""
     torch.manual_seed(tcfg.seed)
-    model = build_model(mcfg)
+    model = _build(mcfg)
     if init_fn is not None:
         init_fn(model)
     model = model.to(dev)
     data_name = getattr(data, "name", type(data).__name__)
     run = _Run(run_dir, model, make_optimizer(model, tcfg), mcfg, tcfg, data_name, data_identity(data), [],
-               numerics={**numerics.environment(), "device": dev.type})
+               numerics={**numerics.environment(), "device": dev.type}, seeding=seeding)
     ckpt = load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
     if ckpt is not None:
         _check_same_run(ckpt, run)
@@ -560,9 +598,10 @@ def _start(mcfg: ModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | None
 def _begin_epoch(run: _Run) -> tuple[int, torch.Generator]:
     """The next epoch's number and shuffling generator; the global RNG reseeded from (seed, epoch)."""
     epoch = run.epoch + 1
-    torch.manual_seed(_epoch_seed(run.tcfg.seed, epoch))
+    seed = _epoch_seed(run.tcfg.seed, epoch, run.seeding.stream)
+    torch.manual_seed(seed)
     run.model.train()
-    return epoch, torch.Generator().manual_seed(_epoch_seed(run.tcfg.seed, epoch))
+    return epoch, torch.Generator().manual_seed(seed)
 
 
 def _end_epoch(run: _Run, epoch: int, n_seen: int, loss_sum: float, correct: float) -> dict[str, Any] | None:
@@ -579,58 +618,37 @@ def _data_error(epoch: int) -> str:
             f"divergence of the network; clean the data")
 
 
-def _epoch_batches(train_set: Dataset, tcfg: TrainConfig, gen: torch.Generator, dev: torch.device
+def _epoch_batches(tcfg: TrainConfig, train_set: Dataset, gen: torch.Generator, dev: torch.device, order: str
                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The training batches of one epoch: ``tcfg.passes`` shuffled passes, all drawn from the
     epoch's generator (so an epoch is determined by ``(seed, epoch)``, whatever ``passes`` is)."""
     for _ in range(tcfg.passes):
         yield from _batches(train_set, tcfg.batch_size, shuffle=True, generator=gen, device=dev,
-                            num_workers=tcfg.num_workers, drop_last=tcfg.drop_last)
+                            num_workers=tcfg.num_workers, drop_last=tcfg.drop_last, order=order)
 
 
 def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
-    """One epoch of optimiser steps; the running loss/accuracy, or None when the run diverged."""
-    if run.tcfg.fast_step:
-        return _train_epoch_fast(run, train_set, dev)
-    tcfg, model, opt = run.tcfg, run.model, run.opt
-    epoch, gen = _begin_epoch(run)
-    n_seen, loss_sum, correct = 0, 0.0, 0
-    for xb, yb in _epoch_batches(train_set, tcfg, gen, dev):
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        if not torch.isfinite(loss):
-            if not bool(torch.isfinite(xb).all()):
-                raise ValueError(_data_error(epoch))
-            return None
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        n = len(yb)
-        n_seen += n
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == yb).sum().item()
-    return _end_epoch(run, epoch, n_seen, loss_sum, correct)
+    """One epoch of optimiser steps through the run's step object (:func:`_make_step`); the
+    running loss/accuracy, or None when the run diverged.
 
-
-def _train_epoch_fast(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, Any] | None:
-    """:func:`_train_epoch` without a host sync per step (``TrainConfig.fast_step``).
-
-    The same seeds, order of batches and optimiser; the running loss and accuracy are summed on the
-    device and read once at the end of the epoch, so a non-finite loss is seen there (the run is
-    then marked diverged at this epoch, as on the default path, with its weights after the whole
-    epoch). The Lookahead sync is :meth:`Lookahead.sync`.
+    The default step (:class:`_SyncStep`) reads the loss after every forward and ends the epoch at
+    a non-finite one, before that step is taken; the others (``TrainConfig.fast_step``) sum on the
+    device and are read once at the end of the epoch, so a non-finite loss is seen there (the run
+    is then marked diverged at this epoch, with its weights after the whole epoch). Non-finite
+    inputs behind a non-finite loss are a data error (ValueError).
     """
-    tcfg = run.tcfg
     epoch, gen = _begin_epoch(run)
     if run.step is None:
         run.step = _make_step(run, dev)
     step = run.step
-    n_seen = 0
-    for xb, yb in _epoch_batches(train_set, tcfg, gen, dev):
-        step(xb, yb)
+    n_seen, finite = 0, True
+    for xb, yb in _epoch_batches(run.tcfg, train_set, gen, dev, run.seeding.order):
+        if step(xb, yb) is False:
+            finite = False
+            break
         n_seen += len(yb)
     loss_sum, correct, bad_inputs = step.totals()
-    if not math.isfinite(loss_sum):
+    if not finite or not math.isfinite(loss_sum):
         if bad_inputs:
             raise ValueError(_data_error(epoch))
         return None
@@ -675,6 +693,34 @@ class _Step:
         out = self.sums.tolist()
         self.sums.zero_()
         return out[0], out[1], out[2]
+
+
+class _SyncStep(_Step):
+    """:class:`_Step` with the loss read on the host after every forward (the default step): a
+    non-finite loss ends the epoch before its optimiser step (``__call__`` returns False), and the
+    sums are Python numbers."""
+
+    def __init__(self, model: nn.Module, opt: Lookahead, dev: torch.device):
+        super().__init__(model, opt, model, dev, None)
+        self.loss_sum, self.correct, self.bad_inputs = 0.0, 0, False
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, set_to_none: bool = True) -> bool:
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            self.bad_inputs = not bool(torch.isfinite(x).all())
+            return False
+        self.opt.zero_grad(set_to_none=set_to_none)
+        loss.backward()
+        self.opt.step()
+        self.loss_sum += loss.item() * len(y)
+        self.correct += (logits.argmax(1) == y).sum().item()
+        return True
+
+    def totals(self) -> tuple[float, float, float]:
+        out = self.loss_sum, self.correct, float(self.bad_inputs)
+        self.loss_sum, self.correct, self.bad_inputs = 0.0, 0, False
+        return out
 
 
 class _GraphStep(_Step):
@@ -754,8 +800,11 @@ class _GraphStep(_Step):
 
 
 def _make_step(run: _Run, dev: torch.device) -> _Step:
-    """The training step of ``run.tcfg``'s ``compile`` and ``precision``."""
+    """The training step of ``run.tcfg``: :class:`_SyncStep` by default, else (``fast_step``) the
+    device-summed :class:`_Step` or, for ``compile="cuda-graph"``, :class:`_GraphStep`."""
     tcfg = run.tcfg
+    if not tcfg.fast_step:
+        return _SyncStep(run.model, run.opt, dev)
     dtype = torch.bfloat16 if tcfg.precision == "bf16-mixed" else None
     if tcfg.compile == "cuda-graph":
         return _GraphStep(run.model, run.opt, dev, dtype)
@@ -799,8 +848,60 @@ def _epoch_record(run: _Run, record: dict[str, Any], data: Any, dev: torch.devic
     return json.loads(json.dumps(record, default=_json_plain))
 
 
+def _device_for(train_config: TrainConfig, device: str | torch.device | None) -> torch.device:
+    dev = resolve_device(device)
+    if train_config.compile == "cuda-graph" and dev.type != "cuda":
+        raise ValueError(f"compile='cuda-graph' captures CUDA graphs and needs a CUDA device, got {dev}; use "
+                         f"compile=None or 'reduce-overhead' there")
+    return dev
+
+
+def _fit(run: _Run, data: Any, dev: torch.device, callbacks: Sequence[Callback], stop_after: int | None, *,
+         progress: bool, desc: str) -> None:
+    """The epochs still to train of ``run`` (to ``epochs``, or ``stop_after`` in total)."""
+    tcfg = run.tcfg
+    if run.status == "running" and run.epoch >= tcfg.epochs:
+        run.status = "finished"
+    if run.status == "running":
+        last = tcfg.epochs if stop_after is None else min(tcfg.epochs, stop_after)
+        loop_data = device_bundle(data, dev) if tcfg.device_data else data
+        _run_epochs(run, loop_data, dev, callbacks, last, progress=progress, desc=desc)
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    train_config: TrainConfig,
+    callbacks: Sequence[Callback] = (),
+    *,
+    device: str | torch.device | None = "auto",
+    progress: bool = True,
+    desc: str | None = None,
+    stop_after: int | None = None,
+    seeding: Seeding = Seeding(),
+) -> RunResult:
+    """Train any ``model`` in place on ``data`` (train/train_eval/test splits, e.g. a
+    :class:`reproduce.data.DataBundle`) for ``train_config.epochs`` epochs: the loop of the package.
+
+    Each epoch: shuffled batches seeded by ``(train_config.seed, epoch)`` as ``seeding`` says
+    (:class:`Seeding`; the global RNG reseeded from the same seed), the optimiser of :func:`make_optimizer`, then the epoch's record (evaluation and
+    ``callbacks``, see :data:`Callback`), a progress bar over the epochs. A non-finite loss,
+    weights or statistics end it as ``diverged``; a callback's ``record["stop"]`` as ``stopped``.
+    No files: :func:`train` adds the run folder, its lock, checkpoints and resume. Returns the
+    :class:`RunResult` (``model_config`` None, ``run_dir`` None).
+    """
+    dev = _device_for(train_config, device)
+    model = model.to(dev)
+    run = _Run(None, model, make_optimizer(model, train_config), None, train_config,
+               getattr(data, "name", type(data).__name__), {}, [],
+               numerics={**numerics.environment(), "device": dev.type}, seeding=seeding)
+    with _precision(train_config, dev):
+        _fit(run, data, dev, callbacks, stop_after, progress=progress, desc=desc or type(model).__name__)
+    return run.result()
+
+
 def train(
-    model_config: ModelConfig,
+    model_config: AnyModelConfig,
     data: Any,
     train_config: TrainConfig,
     run_dir: str | Path | None = None,
@@ -811,34 +912,29 @@ def train(
     desc: str | None = None,
     stop_after: int | None = None,
     init_fn: Callable[[nn.Module], None] | None = None,
+    seeding: Seeding = Seeding(),
 ) -> RunResult:
-    """Train ``model_config`` on ``data`` (a :class:`reproduce.data.DataBundle`), resumably.
+    """:func:`fit` the model ``model_config`` builds (a :class:`reproduce.models.ModelConfig` or a
+    :class:`reproduce.models.TorchvisionResNet`) on ``data``, resumably.
 
     ``run_dir`` (optional) is the run's folder; with it, every epoch is checkpointed and a later call
-    with the same configs resumes or returns the finished run. A folder holding a *different*
-    config raises ValueError. ``callbacks`` run after every epoch (see :data:`Callback`).
-    ``stop_after`` ends the call after that many epochs in total without marking the run finished
-    (used to simulate an interruption; the run resumes later). ``init_fn(model)`` changes the freshly
-    built model before the optimiser sees it (e.g. a collapsed layer); it is not part of the stored
-    config, so give such runs a folder of their own.
+    with the same configs resumes or returns the finished run, under the folder's lock. A folder
+    holding a *different* config raises ValueError. ``callbacks`` run after every epoch (see
+    :data:`Callback`). ``stop_after`` ends the call after that many epochs in total without marking
+    the run finished (used to simulate an interruption; the run resumes later). ``init_fn(model)``
+    changes the freshly built model before the optimiser sees it (e.g. a collapsed layer); it is
+    not part of the stored config, so give such runs a folder of their own; nor is
+    ``seeding`` (:class:`Seeding`).
     ``train_config.device_data``, ``compile`` and ``precision`` choose how the steps run (see
     :class:`TrainConfig`); TF32 is set explicitly on CUDA for the call (off unless "tf32").
     """
-    dev = resolve_device(device)
-    if train_config.compile == "cuda-graph" and dev.type != "cuda":
-        raise ValueError(f"compile='cuda-graph' captures CUDA graphs and needs a CUDA device, got {dev}; use "
-                         f"compile=None or 'reduce-overhead' there")
+    dev = _device_for(train_config, device)
     folder = Path(run_dir) if run_dir is not None else None
     with run_lock(folder) if folder is not None else contextlib.nullcontext(), _precision(train_config, dev):
         if folder is not None:
             remove_temporaries(folder)  # of writers killed mid-save: none is alive while we hold the lock
-        run = _start(model_config, data, train_config, folder, dev, init_fn)
-        if run.status == "running" and run.epoch >= train_config.epochs:
-            run.status = "finished"
-        if run.status == "running":
-            last = train_config.epochs if stop_after is None else min(train_config.epochs, stop_after)
-            loop_data = device_bundle(data, dev) if train_config.device_data else data
-            _run_epochs(run, loop_data, dev, callbacks, last, progress=progress, desc=desc or model_config.label)
+        run = _start(model_config, data, train_config, folder, dev, init_fn, seeding)
+        _fit(run, data, dev, callbacks, stop_after, progress=progress, desc=desc or model_config.label)
         return run.result()
 
 
