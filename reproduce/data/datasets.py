@@ -120,6 +120,7 @@ __all__ = [
     "MEASUREMENT_SAMPLES",
     "dataset_tensors",
     "dataset_shape",
+    "dataset_train_size",
     "IMAGENETTE_SIZES",
 ]
 
@@ -167,17 +168,30 @@ class _Spec:
     grow: int  # resize-with-pad growth of the side before the random crop (0: no crop)
     flip: bool
     standardize: bool
+    #: samples of the published training split (torchvision's MNIST, CIFAR10, SVHN(split="train"),
+    #: Imagenette(split="train") = imagenette2's train folder); None for digits, whose split is
+    #: made here (:func:`dataset_train_size` measures it)
+    train_size: int | None = None
 
 
 _SPECS = MappingProxyType(
     {
         "digits": _Spec(10, 1, 8, grow=0, flip=False, standardize=False),
-        "mnist": _Spec(10, 1, 28, grow=4, flip=False, standardize=False),
-        "cifar10": _Spec(10, 3, 32, grow=6, flip=True, standardize=True),
-        "svhn": _Spec(10, 3, 32, grow=4, flip=False, standardize=True),
-        "imagenette": _Spec(10, 3, 128, grow=10, flip=True, standardize=True),
+        "mnist": _Spec(10, 1, 28, grow=4, flip=False, standardize=False, train_size=60_000),
+        "cifar10": _Spec(10, 3, 32, grow=6, flip=True, standardize=True, train_size=50_000),
+        "svhn": _Spec(10, 3, 32, grow=4, flip=False, standardize=True, train_size=73_257),
+        "imagenette": _Spec(10, 3, 128, grow=10, flip=True, standardize=True, train_size=9_469),
     }
 )
+
+
+def dataset_train_size(name: str, seed: int = 0) -> int:
+    """Samples in the training split of dataset ``name`` (without ``train_limit``), without reading
+    its files: the published split's size; digits' split is made here and measured."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
+    size = _SPECS[name].train_size
+    return len(load_dataset(name, seed=seed).train) if size is None else size
 
 
 def dataset_shape(name: str) -> tuple[int, int, int]:

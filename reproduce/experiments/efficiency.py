@@ -18,10 +18,12 @@ The auto-tune table (claim 5) compares the found networks with fixed-depth ones 
 * **multiply-accumulates (MACs) per image** -- the multiply-accumulate operations of the
   convolutions (``nn.Conv1d/2d/3d``) and linear layers (``nn.Linear``) that one forward of one image
   runs: a convolution producing ``N`` output elements costs ``N * (in_channels / groups) * prod(kernel)``,
-  a linear layer producing ``N`` outputs costs ``N * in_features``. Batch norm, activations,
-  pooling, additions and biases are not counted. The number follows from the architecture and the
-  input size alone (it is read off the output shapes of a forward through hooks), so it is the same
-  on every machine: a deterministic stand-in for inference cost, unlike the latency below.
+  a linear layer producing ``N`` outputs costs ``N * in_features`` (any other matrix product, e.g.
+  attention's, its multiply-adds too). Batch norm, activations, pooling, additions and biases are
+  not counted. The number follows from the architecture and the input size alone (torch's
+  ``FlopCounterMode`` counts it from the shapes of a forward's operations: two FLOPs per
+  multiply-accumulate), so it is the same on every machine: a deterministic stand-in for
+  inference cost, unlike the latency below.
 * **CUDA peak** (CUDA models only) -- ``torch.cuda.max_memory_allocated`` during the same kind of
   forward minus the memory allocated before it: the allocator's view, including workspaces and
   the caching allocator's rounding.
@@ -160,42 +162,21 @@ def peak_activation_bytes(model: nn.Module, input_shape: Sequence[int], batch_si
     return int(peak)
 
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-accumulate operations of one eval/no_grad forward of ONE input of ``input_shape``
-    (without the batch axis), counted over the model's convolutions and linear layers (module
-    docstring). Modules the model holds but does not call in its forward cost nothing. The
-    model's mode is restored."""
+    (without the batch axis), counted over the model's convolutions and matrix products (module
+    docstring) by torch's :class:`torch.utils.flop_counter.FlopCounterMode`, which counts two
+    FLOPs per multiply-accumulate of those operations. Modules the model holds but does not call
+    in its forward cost nothing. The model's mode is restored; a model on the meta device is
+    counted without computing anything."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     x = _example(model, input_shape, 1)
-    total = 0
-
-    def conv_hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        k = 1
-        for size in module.kernel_size:
-            k *= int(size)
-        total += out.numel() * (module.in_channels // module.groups) * k
-
-    def linear_hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        total += out.numel() * module.in_features
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, _CONVS):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-    try:
-        with eval_mode(model):
-            out = model(x)
-            del out
-    finally:
-        for h in handles:
-            h.remove()
-    return int(total)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops()) // 2
 
 
 def cuda_peak_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int = 64) -> int | None:

@@ -16,7 +16,7 @@ from reproduce.config.scales import ROOT_ENV, Scale, get_scale
 from reproduce.files.storage import LockHeld, exclusive_lock
 
 
-__all__ = ["NOTEBOOKS", "EXECUTORS", "DONE_STATES", "CATEGORIES", "RUNNING_ELSEWHERE", "DATASET_TRAIN_SIZES", "DEFAULT_STEPS_PER_SECOND", "Job", "SweepError", "resolve_notebooks", "notebook_jobs", "unique_jobs", "job_state"]
+__all__ = ["NOTEBOOKS", "EXECUTORS", "DONE_STATES", "CATEGORIES", "RUNNING_ELSEWHERE", "DEFAULT_STEPS_PER_SECOND", "Job", "SweepError", "resolve_notebooks", "notebook_jobs", "unique_jobs", "job_state"]
 
 
 #: the claim notebooks (their studies declare their jobs: :mod:`reproduce.experiments.notebooks`)
@@ -30,10 +30,6 @@ DONE_STATES = ("finished", "stopped", "diverged")
 CATEGORIES = ("done", "running", "queued", "failed", "partial", "missing")
 #: the outcome of a job whose run another live process is training
 RUNNING_ELSEWHERE = "running elsewhere"
-#: training-set sizes of the paper's datasets, from the datasets' published splits (torchvision's
-#: MNIST, CIFAR10, SVHN(split="train") and Imagenette(split="train") = imagenette2's train folder);
-#: digits is measured from the embedded data (:func:`_train_size`)
-DATASET_TRAIN_SIZES: Mapping[str, int] = {"mnist": 60_000, "cifar10": 50_000, "svhn": 73_257, "imagenette": 9_469}
 #: the stated assumption of :func:`plan` when nothing can be measured
 DEFAULT_STEPS_PER_SECOND = 10.0
 #: local jobs are not limited in time (submitit's local default is 2 minutes)

@@ -13,7 +13,9 @@ from reproduce.models.nets import ModelConfig, conv_config
 from reproduce.training.runs import DataSpec, RunSpec
 from reproduce.config.scales import Scale
 from reproduce.training.loop import TrainConfig
-from reproduce.sweep.jobs import DATASET_TRAIN_SIZES, DEFAULT_STEPS_PER_SECOND, DONE_STATES, Job, _INLINE_ONLY, _as_scale, _epochs_done, _pinned_root, job_state, notebook_jobs, unique_jobs
+from reproduce.data.datasets import dataset_train_size
+from reproduce.experiments.efficiency import multiply_accumulates
+from reproduce.sweep.jobs import DEFAULT_STEPS_PER_SECOND, DONE_STATES, Job, _INLINE_ONLY, _as_scale, _epochs_done, _pinned_root, job_state, notebook_jobs, unique_jobs
 from reproduce.sweep.submission import _tail_text
 from reproduce.files.tables import text_table as _table
 
@@ -122,15 +124,7 @@ def _train_size(dataset: str, train_limit: int | None, seed: int) -> int:
     """Training samples of one epoch: ``train_limit`` when set, else the dataset's training set."""
     if train_limit is not None:
         return int(train_limit)
-    if dataset == "digits":
-        from reproduce.data.datasets import load_dataset
-
-        return len(load_dataset("digits", seed=seed).train)
-    try:
-        return DATASET_TRAIN_SIZES[dataset]
-    except KeyError:
-        raise ValueError(f"unknown dataset {dataset!r}; known training-set sizes: digits, "
-                         f"{', '.join(DATASET_TRAIN_SIZES)}") from None
+    return dataset_train_size(dataset, seed)
 
 
 def _describe(job: Job) -> tuple[str, str, int, int, _Step, int | None, str, TrainConfig]:
@@ -153,34 +147,19 @@ def _input_shape(model: ModelConfig, batch: int) -> tuple[int, ...]:
 
 
 def _step_flops(step: _Step) -> float:
-    """FLOPs of one optimiser step (3 x 2 x the multiply-adds of a forward pass), counted on the meta
-    device (nothing is computed)."""
+    """FLOPs of one optimiser step (3 x 2 x the multiply-adds of a forward pass of the batch,
+    :func:`reproduce.experiments.efficiency.multiply_accumulates`), counted on the meta device
+    (nothing is computed)."""
     import torch
-    from torch import nn
 
     from reproduce.models.nets import build_model
 
     with torch.device("meta"):
         model = build_model(step.model)
-    macs = 0
-
-    def count(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            macs += output.numel() * (module.in_channels // module.groups) * k
-        elif isinstance(module, nn.Linear):
-            macs += output.numel() * module.in_features
-
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
-        with torch.no_grad():
-            model(torch.zeros(_input_shape(step.model, step.batch_size), device="meta"))
+        macs = step.batch_size * multiply_accumulates(model, _input_shape(step.model, 1)[1:])
     except Exception:  # noqa: BLE001 - a model the meta device cannot run: count its parameters instead
         macs = step.batch_size * sum(p.numel() for p in model.parameters())
-    finally:
-        for h in handles:
-            h.remove()
     return 6.0 * max(macs, 1)
 
 
@@ -283,7 +262,7 @@ def plan(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: in
     """Every job the notebooks need, with its state and the hours left (CPU- or GPU-hours, after the device timed).
 
     Hours left of a run = remaining epochs x steps per epoch (``TrainConfig.steps_per_epoch``:
-    full batches, times the scale's passes; sizes from ``train_limit``, the embedded digits or :data:`DATASET_TRAIN_SIZES`)
+    full batches, times the scale's passes; sizes from ``train_limit`` or :func:`reproduce.data.dataset_train_size`)
     x seconds per step. Seconds per step: ``1 / steps_per_second`` when given (a stated
     assumption); else measured on ``device`` per distinct model config and batch size (2 warm-up and
     up to 5 timed steps on synthetic data of the run's shape, at most ``per_config_cap_s`` per config
