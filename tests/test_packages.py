@@ -51,3 +51,30 @@ def test_compiling_sets_inductors_deterministic_flag_as_torch_would():
             "import torch._inductor.config as c\nprint(c.deterministic)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_environment_sets_and_restores_even_when_the_block_raises(monkeypatch):
+    import os
+
+    from reproduce.config.environment import environment
+
+    monkeypatch.setenv("REPRODUCE_T_A", "old")
+    monkeypatch.delenv("REPRODUCE_T_B", raising=False)
+    with pytest.raises(RuntimeError):
+        with environment({"REPRODUCE_T_A": "new", "REPRODUCE_T_B": "set", "REPRODUCE_T_C": None}):
+            assert (os.environ["REPRODUCE_T_A"], os.environ["REPRODUCE_T_B"]) == ("new", "set")
+            assert "REPRODUCE_T_C" not in os.environ
+            raise RuntimeError
+    assert os.environ["REPRODUCE_T_A"] == "old" and "REPRODUCE_T_B" not in os.environ
+
+
+def test_a_notebook_name_is_its_stem_or_a_unique_prefix():
+    from reproduce.experiments.notebooks import match_stem
+
+    stems = ["01_a", "02_b", "021_c"]
+    assert match_stem("01_a", stems) == "01_a" and match_stem("01", stems) == "01_a"
+    assert match_stem("02_b", stems) == "02_b"  # an exact stem, though 021_c also starts with "02"
+    with pytest.raises(ValueError, match=r"ambiguous notebook name '02' \(matches 02_b, 021_c\); valid notebooks: 01_a"):
+        match_stem("02", stems)
+    with pytest.raises(ValueError, match=r"unknown notebook '9'; valid notebooks: 01_a, 02_b, 021_c"):
+        match_stem("9", stems)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from reproduce.config.scales import Scale
 
-__all__ = ["NOTEBOOKS", "STUDIES", "INLINE_ONLY", "notebook_defaults", "jobs_of"]
+__all__ = ["NOTEBOOKS", "STUDIES", "INLINE_ONLY", "notebook_defaults", "jobs_of", "match_stem"]
 
 #: notebook stem -> the study module (in :mod:`reproduce.experiments`) that declares its jobs;
 #: None for a notebook that trains inline only (:data:`INLINE_ONLY` says why)
@@ -58,3 +58,18 @@ def jobs_of(stem: str, scale: Scale, seed: int) -> list:
     and ``seed``, in its order, as its study declares them; [] for an inline-only notebook."""
     study = _study(stem)
     return [] if study is None else list(study.notebook_jobs(stem, scale, int(seed)))
+
+
+def match_stem(name: str, stems: Sequence[str]) -> str:
+    """The one of ``stems`` that ``name`` names: the stem itself, else the single stem that starts
+    with it (``"03"``). ValueError naming ``name`` and the valid stems otherwise (unknown, or
+    ambiguous with the stems it matches)."""
+    if name in stems:
+        return name
+    matches = [stem for stem in stems if stem.startswith(name)]
+    if len(matches) == 1:
+        return matches[0]
+    valid = ", ".join(stems) or "(none)"
+    if not matches:
+        raise ValueError(f"unknown notebook {name!r}; valid notebooks: {valid}")
+    raise ValueError(f"ambiguous notebook name {name!r} (matches {', '.join(matches)}); valid notebooks: {valid}")

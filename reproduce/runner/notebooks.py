@@ -53,11 +53,10 @@ Choices made here:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,8 @@ from pathlib import Path
 from reproduce.files.progress import PROGRESS_ENV
 from reproduce.files.tables import text_table
 from reproduce.config.scales import ROOT_ENV, SCALE_ENV, SCALE_NAMES
+from reproduce.config.environment import environment
+from reproduce.experiments.notebooks import match_stem
 
 __all__ = [
     "RunRecord",
@@ -174,32 +175,7 @@ def _resolve_one(name: str, by_stem: Mapping[str, Path], choices: str) -> Path:
             # "03_x.ipynb" given without its folder
             return by_stem[path.stem]
         raise ValueError(f"notebook {name!r} not found; available notebooks: {choices}")
-    if name in by_stem:
-        return by_stem[name]
-    matches = [stem for stem in by_stem if stem.startswith(name)]
-    if len(matches) == 1:
-        return by_stem[matches[0]]
-    if not matches:
-        raise ValueError(f"unknown notebook {name!r}; available notebooks: {choices}")
-    raise ValueError(
-        f"notebook name {name!r} is ambiguous, it matches {', '.join(matches)}; "
-        f"available notebooks: {choices}"
-    )
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block, then restore them."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+    return by_stem[match_stem(name, list(by_stem))]
 
 
 def _short(text: str, width: int = _REASON_WIDTH) -> str:
@@ -298,7 +274,7 @@ def run_notebooks(
 
     from reproduce.experiments.notebooks import INLINE_ONLY as _INLINE_ONLY
 
-    with _environment(env):  # set once for every kernel of the call (threads share os.environ)
+    with environment(env):  # set once for every kernel of the call (threads share os.environ)
         if train is not None:
             inline = [p for p in paths if p.stem in _INLINE_ONLY]
             rest = [p for p in paths if p.stem not in _INLINE_ONLY]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence, Union
 
@@ -13,6 +12,7 @@ from reproduce.experiments.autotune import SearchSpec
 from reproduce.files.paths import project_root
 from reproduce.training.runs import RunSpec
 from reproduce.config.scales import ROOT_ENV, Scale, get_scale
+from reproduce.config.environment import environment
 from reproduce.files.storage import LockHeld, exclusive_lock
 
 
@@ -56,12 +56,9 @@ def resolve_notebooks(names: Sequence[str] | None = None) -> list[str]:
     out: list[str] = []
     for name in names:
         stem = Path(name).stem if str(name).endswith(".ipynb") or "/" in str(name) else str(name)
-        matches = [stem] if stem in NOTEBOOKS else [n for n in NOTEBOOKS if n.startswith(stem)]
-        if len(matches) != 1:
-            what = "unknown notebook" if not matches else f"ambiguous notebook name (matches {', '.join(matches)})"
-            raise ValueError(f"{what} {name!r}; valid notebooks: {', '.join(NOTEBOOKS)}")
-        if matches[0] not in out:
-            out.append(matches[0])
+        match = _notebooks.match_stem(stem, NOTEBOOKS)
+        if match not in out:
+            out.append(match)
     return out
 
 
@@ -111,15 +108,8 @@ def _pinned_root(root: str | Path | None) -> Iterator[Path]:
     if root is None:
         yield project_root()
         return
-    old = os.environ.get(ROOT_ENV)
-    os.environ[ROOT_ENV] = str(Path(root).resolve())
-    try:
+    with environment({ROOT_ENV: str(Path(root).resolve())}):
         yield Path(root).resolve()
-    finally:
-        if old is None:
-            os.environ.pop(ROOT_ENV, None)
-        else:
-            os.environ[ROOT_ENV] = old
 
 
 def _search_lock_path(spec: SearchSpec) -> Path:
