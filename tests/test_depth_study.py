@@ -394,9 +394,9 @@ def test_early_detection_specs_are_the_depth_study_runs_of_every_seed():
                   and s.data.name == P.dataset}
     assert {s.run_dir for s in early} == depth_runs and len(depth_runs) == 4
     assert len(ds.run_specs(P)) == 2 * len(P.depths) * P.repeats * len(P.datasets)
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="at least one seed"):
         ds.early_detection_specs(P, [])
-    with pytest.raises(ValueError, match="repeat"):
+    with pytest.raises(ValueError, match="distinct"):
         ds.run_specs(P, seeds=[1, 1])
 
 

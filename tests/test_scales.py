@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from reproduce.models.nets import DEPTH_TABLE
@@ -72,3 +73,18 @@ def test_released_measurement_and_bookkeeping_in_every_preset():
         assert s.precision == "float32"
         assert s.last_epochs == (1 if name == "smoke" else 4)
     assert get_scale("cpu").repeats >= 3  # several seeds behind every verdict at cpu
+
+
+def test_seeds_are_checked_in_one_place():
+    from reproduce.config.seeds import check_seeds, derive_seed
+
+    assert check_seeds(range(3)) == (0, 1, 2) and check_seeds([np.int64(4)]) == (4,)
+    for bad, message in ((5, "non-empty sequence"), ((), "at least one seed"), ((1, 1), "distinct"),
+                         ((-1,), "int >= 0, got -1"), ((True,), "int >= 0, got True"), (("0",), "int >= 0")):
+        with pytest.raises(ValueError, match=message):
+            check_seeds(bad)
+    # the epoch stream of round 2, by hand: (seed * 1_000_003 + epoch * 7_919 + 12_345) mod (2**63 - 1)
+    assert derive_seed(3, 7, "epoch") == 3 * 1_000_003 + 7 * 7_919 + 12_345
+    assert derive_seed(2**62, 1, "epoch") == (2**62 * 1_000_003 + 7_919 + 12_345) % (2**63 - 1)
+    with pytest.raises(ValueError, match="unknown seed stream 'nope'; valid choices are epoch, torchvision-epoch"):
+        derive_seed(0, 0, "nope")

@@ -274,7 +274,8 @@ def test_theory_claims_over_seeds_hand_built():
 
 def test_worst_case_specs_and_frame_carry_the_seed():
     from reproduce.config.scales import get_scale
-    from reproduce.experiments.theory import check_seeds, worst_case_specs
+    from reproduce.config.seeds import check_seeds
+    from reproduce.experiments.theory import worst_case_specs
 
     scale = get_scale("smoke").replace(repeats=2)
     specs = worst_case_specs(scale, seeds=range(3, 3 + scale.repeats), collapse=1)
@@ -283,7 +284,7 @@ def test_worst_case_specs_and_frame_carry_the_seed():
     assert len({s.run_dir for s in specs}) == 4
     with pytest.raises(ValueError, match="collapse"):
         worst_case_specs(scale, seeds=[0], collapse=None)
-    with pytest.raises(ValueError, match=r"got \('a',\)"):
+    with pytest.raises(ValueError, match=r"got 'a' in \('a',\)"):
         check_seeds(["a"])
     frame = worst_case_frame([_run(1, [{"epoch": 1, "train_acc": 0.5}], seed=4),
                               _run(None, [{"epoch": 0}, {"epoch": 1, "train_acc": 0.9}], seed=5)])

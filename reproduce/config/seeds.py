@@ -16,10 +16,11 @@ so every stored result stays reproducible:
 
 from __future__ import annotations
 
+import numbers
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
-__all__ = ["STREAMS", "derive_seed"]
+__all__ = ["STREAMS", "derive_seed", "check_seeds"]
 
 _MODULUS = 2**63 - 1
 
@@ -39,3 +40,20 @@ def derive_seed(seed: int, counter: int, stream: str) -> int:
     except KeyError:
         raise ValueError(f"unknown seed stream {stream!r}; valid choices are {', '.join(STREAMS)}") from None
     return (int(seed) * a + int(counter) * b + c) % _MODULUS
+
+
+def check_seeds(seeds: Any) -> tuple[int, ...]:
+    """``seeds`` as a tuple of distinct ints >= 0 (at least one seed); ValueError naming the bad
+    value otherwise (the seeds of a study's independent runs)."""
+    try:
+        values = tuple(seeds)
+    except TypeError:
+        raise ValueError(f"seeds must be a non-empty sequence of distinct ints >= 0, got {seeds!r}") from None
+    if not values:
+        raise ValueError("seeds must name at least one seed, got none")
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0]
+    if bad:
+        raise ValueError(f"every seed must be an int >= 0, got {bad[0]!r} in {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"seeds must be distinct, got {values!r}")
+    return tuple(int(v) for v in values)

@@ -59,12 +59,13 @@ import numpy as np
 import pandas as pd
 
 from reproduce.metric import bundles
+from reproduce.config.seeds import check_seeds
 from reproduce.data.datasets import DataBundle
 from reproduce.models.nets import CONV_KINDS, DEPTH_TABLE, ModelConfig, blocks_for_depth, check_conv_kind, conv_config, depth_for_blocks
 from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_values
 from reproduce.training.runs import DataSpec, Hook, RunSpec, train_spec
 from reproduce.config.scales import Scale
-from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy, train
+from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy
 
 __all__ = [
     "CONV_KINDS",
@@ -163,7 +164,7 @@ def run_specs(scale: Scale, *, datasets: Sequence[str] | None = None, seeds: Seq
 
     Notebook 03 trains ``seeds=range(seed, seed + scale.repeats)`` (``seed``: its parameter)."""
     datasets = tuple(datasets or scale.datasets)
-    seeds = tuple(range(scale.repeats)) if seeds is None else _seed_tuple(seeds)
+    seeds = tuple(range(scale.repeats)) if seeds is None else check_seeds(seeds)
     depths = tuple(depths or scale.depths)
     for kind in kinds:
         check_conv_kind(kind)
@@ -173,14 +174,6 @@ def run_specs(scale: Scale, *, datasets: Sequence[str] | None = None, seeds: Seq
             for dataset in datasets for seed in seeds for kind in kinds for depth in depths]
 
 
-def _seed_tuple(seeds: Iterable[int]) -> tuple[int, ...]:
-    out = tuple(seeds)
-    if not out or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in out):
-        raise ValueError(f"seeds must be a non-empty sequence of ints, got {out!r}")
-    if len(set(out)) != len(out):
-        raise ValueError(f"seeds must not repeat, got {out!r}")
-    return tuple(int(s) for s in out)
-
 
 def early_detection_specs(scale: Scale, seeds: Iterable[int], *, dataset: str | None = None,
                           depth: int | None = None) -> list[RunSpec]:
@@ -189,7 +182,7 @@ def early_detection_specs(scale: Scale, seeds: Iterable[int], *, dataset: str | 
     inner. They are the depth-study runs of that depth (:func:`run_specs`, the same specs and run
     folders), so notebook 03 and 04 share them. Notebook 04 asks for
     ``seeds=range(seed, seed + scale.repeats)``."""
-    return run_specs(scale, datasets=(dataset or scale.dataset,), seeds=_seed_tuple(seeds),
+    return run_specs(scale, datasets=(dataset or scale.dataset,), seeds=check_seeds(seeds),
                      depths=(int(depth or scale.early_depth),))
 
 

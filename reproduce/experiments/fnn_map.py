@@ -47,7 +47,8 @@ from reproduce.files.progress import progress_bar
 from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_values
 from reproduce.training.runs import DataSpec, Hook, RunSpec, train_spec
 from reproduce.config.scales import Scale
-from reproduce.experiments.theory import check_seeds, data_for_seed, seed_data_spec
+from reproduce.config.seeds import check_seeds
+from reproduce.experiments.theory import data_for_seed, seed_data_spec
 from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy
 
 __all__ = [

@@ -72,6 +72,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from reproduce.metric.bundles import bundles_frame, distance_to_bundling, layer_rows, measure_model, weight_amplitude
+from reproduce.config.seeds import check_seeds
 from reproduce.data.datasets import DataBundle, measurement_samples
 from reproduce.experiments.efficiency import inference_times
 from reproduce.models.nets import (DEPTH_TABLE, ConvNet, conv_config, count_parameters, eval_mode, model_device,
@@ -474,18 +475,6 @@ def lesion_spec(scale: Scale, config: LesionConfig) -> RunSpec:
     return RunSpec(scale.name, EXPERIMENT, f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, data, callbacks)
 
 
-def _check_seeds(seeds: Iterable[int]) -> tuple[int, ...]:
-    seeds = tuple(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one seed, got none")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or int(s) < 0:
-            raise ValueError(f"every seed must be an int >= 0, got {s!r} in {seeds!r}")
-    seeds = tuple(int(s) for s in seeds)
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {seeds!r}")
-    return seeds
-
 
 def run_specs(scale: Scale, *, seeds: Iterable[int], dataset: str | None = None,
               **overrides: Any) -> list[RunSpec]:
@@ -493,7 +482,7 @@ def run_specs(scale: Scale, *, seeds: Iterable[int], dataset: str | None = None,
     trains them: :func:`lesion_spec` of ``LesionConfig.from_scale(scale, seed=s, dataset=dataset,
     **overrides)`` for each ``s`` in ``seeds`` (a notebook's are ``range(seed, seed + scale.repeats)``)."""
     return [lesion_spec(scale, LesionConfig.from_scale(scale, seed=s, dataset=dataset, **overrides))
-            for s in _check_seeds(seeds)]
+            for s in check_seeds(seeds)]
 
 
 def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None, data: DataBundle | None = None,
@@ -674,7 +663,7 @@ def run_lesion_studies(scale: Scale, seeds: Iterable[int], *, dataset: str | Non
     dataset=dataset, **overrides)`` (the runs of :func:`run_specs`), in the order of ``seeds``."""
     results = [run_lesion_study(scale, config=LesionConfig.from_scale(scale, seed=s, dataset=dataset, **overrides),
                                 progress=progress, device=device)
-               for s in _check_seeds(seeds)]
+               for s in check_seeds(seeds)]
     return LesionStudies(results)
 
 

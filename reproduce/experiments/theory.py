@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from reproduce.metric.bundles import bundle_stats, weight_amplitude
+from reproduce.config.seeds import check_seeds
 from reproduce.data.datasets import dataset_tensors
 from reproduce.models.nets import FNN, ModelConfig, eval_mode, model_device
 from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_values
@@ -76,7 +77,6 @@ __all__ = [
     "bound_summary",
     "WorstCaseSummary",
     "worst_case_summary",
-    "check_seeds",
     "seed_data_spec",
     "data_for_seed",
     "worst_case_specs",
@@ -96,18 +96,6 @@ COLLAPSE_BIAS = -1.0
 # --------------------------------------------------------------------------------------------
 # seeds
 
-
-def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
-    """``seeds`` as a tuple of distinct ints >= 0; ValueError naming the bad value otherwise."""
-    try:
-        values = tuple(seeds)
-    except TypeError:
-        raise ValueError(f"seeds must be a non-empty sequence of distinct ints >= 0, got {seeds!r}") from None
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
-    if not values or bad or len(set(values)) != len(values):
-        raise ValueError(f"seeds must be a non-empty sequence of distinct ints >= 0, got {values!r}"
-                         + (f" (bad: {bad!r})" if bad else ""))
-    return tuple(int(v) for v in values)
 
 
 def seed_data_spec(data: Any, seed: int) -> DataSpec:
