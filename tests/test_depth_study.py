@@ -149,7 +149,7 @@ def test_layer_epoch_matrix_filters_residual_branch_taps():
     assert list(m.index) == ["s1.b0.branch", "s1.b1.branch"]
     assert list(ds.layer_epoch_matrix(hist).index) == ["s1.b0.branch", "s1.b0.out", "s1.b1.branch", "s1.b1.out"]
     # residual: a block conflicts by its branch tap, whatever its output tap shows
-    assert ds.conflicting_layers(hist[0]) == {"s1.b1.branch"}
+    assert ds.conflicting_in(hist[0]) == {"s1.b1.branch"}
     with pytest.raises(ValueError, match="branch"):
         ds.layer_epoch_matrix(hist, role="hidden")
 

@@ -15,7 +15,7 @@ from reproduce.experiments.fnn_map import (
     accuracy_grid,
     boundary_segments,
     fnn_config,
-    sweep,
+    train_grid,
 )
 from reproduce.config.scales import ROOT_ENV
 from reproduce.config.scales import get_scale
@@ -40,7 +40,7 @@ def _tiny_preset(**changes):
 def test_sweep_table_shape_and_columns(root):
     preset = _tiny_preset()
     data = load_dataset("digits", flat=True, train_limit=preset.train_limit)
-    result = sweep(preset, data, seed=0, progress=False)
+    result = train_grid(preset, data, seed=0, progress=False)
     table = result.table
     assert list(table.columns) == list(MAP_COLUMNS)
     assert list(result.epochs.columns) == list(EPOCH_COLUMNS)
@@ -62,7 +62,7 @@ def test_sweep_table_shape_and_columns(root):
 
     # a second sweep reuses the finished runs: same numbers, checkpoints untouched
     stamps = {p: p.stat().st_mtime_ns for p in (root / "results").rglob("checkpoint.pt")}
-    again = sweep(preset, data, seed=0, progress=False)
+    again = train_grid(preset, data, seed=0, progress=False)
     pd.testing.assert_frame_equal(again.table, table)
     assert {p: p.stat().st_mtime_ns for p in (root / "results").rglob("checkpoint.pt")} == stamps
 
@@ -76,7 +76,7 @@ def test_identical_inputs_give_one_conflicting_bundle(root):
     ds = TensorDataset(x, y)
     data = DataBundle("zeros", ds, ds, ds, num_classes=4, in_channels=1, image_size=2)
     preset = _tiny_preset(sample_size=20, batch_size=10)
-    result = sweep(preset, data, seed=0, widths=(1, 4), depths=(2,), progress=False)
+    result = train_grid(preset, data, seed=0, widths=(1, 4), depths=(2,), progress=False)
     t = result.table
     assert list(t["a_L_num_bundles"]) == [1, 1]
     assert t["a_L_conflicting"].all()
@@ -91,9 +91,9 @@ def test_sweep_rejects_bad_grid(root):
     preset = _tiny_preset()
     data = load_dataset("digits", flat=True, train_limit=preset.train_limit)
     with pytest.raises(ValueError, match="widths"):
-        sweep(preset, data, widths=(0, 2), progress=False)
+        train_grid(preset, data, widths=(0, 2), progress=False)
     with pytest.raises(ValueError, match="depths"):
-        sweep(preset, data, depths=(), progress=False)
+        train_grid(preset, data, depths=(), progress=False)
 
 
 def test_fnn_config_matches_data():
@@ -178,7 +178,7 @@ def test_conflict_mask_is_plain_bool_grid():
 def test_sweep_over_two_seeds_gives_one_row_per_seed_and_cell(root):
     preset = _tiny_preset(fnn_widths=(2, 8), fnn_depths=(1,), repeats=2)
     data = load_dataset("digits", flat=True, seed=3, train_limit=preset.train_limit)
-    result = sweep(preset, data, seeds=[3, 4], progress=False)
+    result = train_grid(preset, data, seeds=[3, 4], progress=False)
     t = result.table
     assert result.seeds == (3, 4)
     assert list(zip(t["seed"], t["width"])) == [(3, 2), (3, 8), (4, 2), (4, 8)]
@@ -187,7 +187,7 @@ def test_sweep_over_two_seeds_gives_one_row_per_seed_and_cell(root):
     assert not np.allclose(t[t.seed == 3]["test_acc"].to_numpy(), t[t.seed == 4]["test_acc"].to_numpy())
     # and a seed's runs are those of a one-seed sweep of data loaded with that seed
     data4 = load_dataset("digits", flat=True, seed=4, train_limit=preset.train_limit)
-    alone = sweep(preset, data4, seed=4, progress=False).table
+    alone = train_grid(preset, data4, seed=4, progress=False).table
     pd.testing.assert_frame_equal(alone.reset_index(drop=True), t[t.seed == 4].reset_index(drop=True))
     # the default seeds are 0..repeats-1
     from reproduce.experiments.fnn_map import run_specs
@@ -202,7 +202,7 @@ def test_seeds_are_checked():
     preset = _tiny_preset()
     with pytest.raises(ValueError, match=r"seeds must be .*got \(1, 1\)"):
         run_specs(preset, seeds=[1, 1])
-    with pytest.raises(ValueError, match=r"bad: \[-1\]"):
+    with pytest.raises(ValueError, match=r"int >= 0, got -1 in \(0, -1\)"):
         run_specs(preset, seeds=[0, -1])
     with pytest.raises(ValueError, match="not both"):
         run_specs(preset, seeds=[0], seed=0)

@@ -5,7 +5,7 @@ from torch import nn
 
 from reproduce.models.nets import (
     DEPTH_TABLE,
-    BasicBlock,
+    ConvBlock,
     ConvNet,
     FNN,
     ModelConfig,
@@ -145,13 +145,13 @@ def test_empty_net_taps_stem():
 
 def test_zeroed_branch_equals_shortcut_path():
     torch.manual_seed(1)
-    block = BasicBlock(4, 8, stride=2, residual=True).eval()
+    block = ConvBlock(4, 8, stride=2, residual=True).eval()
     with torch.no_grad():
         block.bn2.weight.zero_()
         block.bn2.bias.zero_()
     x = torch.randn(3, 4, 6, 6)
     torch.testing.assert_close(block(x), torch.relu(block.shortcut(x)))
-    ident = BasicBlock(4, 4, stride=1, residual=True).eval()
+    ident = ConvBlock(4, 4, stride=1, residual=True).eval()
     with torch.no_grad():
         ident.bn2.weight.zero_()
         ident.bn2.bias.zero_()

@@ -12,7 +12,7 @@
   two tidy tables (one row per run; one row per run and epoch).
 * :func:`correlations` gives Pearson and Spearman correlations (with p-values) between the
   averaged a^(L) bundle entropy and the test accuracy, per dataset.
-* :func:`layer_epoch_matrix` (:func:`seed_mean_matrix` over seeds), :func:`conflicting_layers`,
+* :func:`layer_epoch_matrix` (:func:`seed_mean_matrix` over seeds), :func:`conflicting_in`,
   :func:`first_detection_epoch` and :func:`detection_curve` read a run's per-epoch, per-tap
   measurements for claim 3; :func:`detection_summary` sums them up per network and seed.
 * :func:`depth_claims` (claim 2) and :func:`early_detection_claims` (claim 3) are the claims
@@ -86,7 +86,7 @@ __all__ = [
     "correlations",
     "layer_epoch_matrix",
     "seed_mean_matrix",
-    "conflicting_layers",
+    "conflicting_in",
     "first_detection_epoch",
     "detection_curve",
     "detection_horizon",
@@ -250,7 +250,7 @@ def run_row(run: RunResult, *, dataset: str, seed: int, last_epochs: int) -> dic
     measured = _measured(hist)
     cfg = run.model_config
     train_accs = [r["train_acc"] for r in _trained(hist) if r.get("train_acc") is not None][-max(1, last_epochs):]
-    last_sets = conflicting_layers(measured[-1]) if measured and measured[-1].get("bundles") else None
+    last_sets = conflicting_in(measured[-1]) if measured and measured[-1].get("bundles") else None
     return {
         "dataset": dataset,
         "kind": cfg.kind,
@@ -288,7 +288,7 @@ def epoch_rows(run: RunResult, *, dataset: str, seed: int) -> list[dict[str, Any
             "a_L_num_bundles": r.get("a_L_num_bundles", math.nan),
             "test_acc": r.get("test_acc") if r.get("test_acc") is not None else math.nan,
             "train_acc": r.get("train_acc") if r.get("train_acc") is not None else math.nan,
-            "conflicting": len(conflicting_layers(r)) if r.get("bundles") else math.nan,
+            "conflicting": len(conflicting_in(r)) if r.get("bundles") else math.nan,
             "seconds": r.get("seconds", math.nan),
         })
     return rows
@@ -369,7 +369,7 @@ def _history(run: RunResult | Sequence[dict]) -> list[dict]:
     return [r for r in history if r.get("bundles")]
 
 
-def conflicting_layers(record: dict) -> frozenset[str]:
+def conflicting_in(record: dict) -> frozenset[str]:
     """Tap names of the conflicting layers of one epoch record
     (:func:`reproduce.metric.bundles.conflicting_layers` of its ``bundles``)."""
     return bundles.conflicting_layers(record.get("bundles") or [])
@@ -438,7 +438,7 @@ def first_detection_epoch(run: RunResult | Sequence[dict], *, mode: str = "conta
     history = _trained(_history(run))
     if not history:
         return None
-    sets = [conflicting_layers(r) for r in history]
+    sets = [conflicting_in(r) for r in history]
     epochs = [_epoch(r) for r in history]
     final = sets[-1]
     first = epochs[-1]
@@ -453,7 +453,7 @@ def first_detection_epoch(run: RunResult | Sequence[dict], *, mode: str = "conta
 def _final_set(history: Sequence[dict]) -> frozenset[str]:
     """The conflicting layers of the last measured trained epoch (empty when there is none)."""
     trained = _trained(history)
-    return conflicting_layers(trained[-1]) if trained else frozenset()
+    return conflicting_in(trained[-1]) if trained else frozenset()
 
 
 def detection_curve(run: RunResult | Sequence[dict]) -> pd.DataFrame:
@@ -465,7 +465,7 @@ def detection_curve(run: RunResult | Sequence[dict]) -> pd.DataFrame:
     final = _final_set(history)
     rows = []
     for r in history:
-        s = conflicting_layers(r)
+        s = conflicting_in(r)
         union = s | final
         rows.append({
             "epoch": _epoch(r),
@@ -522,8 +522,8 @@ def detection_summary(runs: dict[tuple[str, int] | str, RunResult],
             "conflicting_final": len(final),
             "first_detection": first_detection_epoch(run),
             "first_equal": first_detection_epoch(run, mode="equal"),
-            "conflicting_epoch0": len(conflicting_layers(zero)) if zero is not None else None,
-            "found_epoch0": len(conflicting_layers(zero) & final) if zero is not None else None,
+            "conflicting_epoch0": len(conflicting_in(zero)) if zero is not None else None,
+            "found_epoch0": len(conflicting_in(zero) & final) if zero is not None else None,
             "a_L_entropy_horizon": _at_epoch(run.history, horizon, "a_L_entropy"),
             "a_L_entropy_final": trained[-1].get("a_L_entropy") if trained else None,
         })

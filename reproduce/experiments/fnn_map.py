@@ -2,7 +2,7 @@
 boundary between the nets whose last hidden layer a^(L) holds conflicting bundles and the rest.
 
 :func:`run_specs` declares one run per grid cell and seed (:func:`cell_spec`, a
-:class:`reproduce.training.runs.RunSpec`); :func:`sweep` trains them (resumable:
+:class:`reproduce.training.runs.RunSpec`); :func:`train_grid` trains them (resumable:
 ``results/<scale>/fnn_map/<label>-<hash>``), measuring after every epoch
 
 * a^(L)'s bundles on the measurement sample set (``measurement_samples(data, sample_size, seed)``,
@@ -60,7 +60,7 @@ __all__ = [
     "fnn_config",
     "train_config",
     "train_cell",
-    "sweep",
+    "train_grid",
     "accuracy_grid",
     "conflict_mask",
     "boundary_segments",
@@ -104,7 +104,7 @@ MEAN_COLUMNS = (
 
 @dataclass
 class FnnMap:
-    """Result of :func:`sweep`: ``table`` (one row per seed and network), ``epochs`` (per seed,
+    """Result of :func:`train_grid`: ``table`` (one row per seed and network), ``epochs`` (per seed,
     network and epoch) and the ``seeds`` trained."""
 
     table: pd.DataFrame
@@ -193,7 +193,7 @@ def _final(history: list[dict], key: str) -> Any:
     return None
 
 
-def sweep(scale: Scale, data: Any, *, seeds: Sequence[int] | None = None, seed: int | None = None,
+def train_grid(scale: Scale, data: Any, *, seeds: Sequence[int] | None = None, seed: int | None = None,
           widths: Sequence[int] | None = None, depths: Sequence[int] | None = None, data_root: Any = None,
           device: str = "auto", progress: bool = True) -> FnnMap:
     """Train every FNN of ``widths x depths`` (default: the scale's grid) for every seed and tabulate them.

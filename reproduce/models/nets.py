@@ -62,7 +62,7 @@ __all__ = [
     "Tap",
     "FNN",
     "ConvNet",
-    "BasicBlock",
+    "ConvBlock",
     "RemovedBlock",
     "blocks_for_depth",
     "depth_for_blocks",
@@ -338,7 +338,7 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int, config: ModelConfig)
             nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum)]
 
 
-class BasicBlock(nn.Module):
+class ConvBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, then (residual) + shortcut and ReLU, or (plain) ReLU."""
 
     def __init__(self, cin: int, cout: int, stride: int, residual: bool, config: ModelConfig | None = None):
@@ -414,7 +414,7 @@ class ConvNet(nn.Module):
         for s, (n, f) in enumerate(zip(config.blocks, STAGE_FILTERS)):
             stage = []
             for j in range(n):
-                stage.append(BasicBlock(cin, ch(f), 2 if (j == 0 and s > 0) else 1, residual, config))
+                stage.append(ConvBlock(cin, ch(f), 2 if (j == 0 and s > 0) else 1, residual, config))
                 cin = ch(f)
             self.add_module(f"layer{s + 1}", nn.Sequential(*stage))
         self.fc = nn.Linear(cin, config.num_classes)
@@ -459,7 +459,7 @@ class ConvNet(nn.Module):
         for s, stage in enumerate(self.stages):
             for j, module in enumerate(stage):
                 name = f"stage{s + 1}.block{j + 1}"
-                if isinstance(module, BasicBlock):
+                if isinstance(module, ConvBlock):
                     x, branch = module.forward_with_branch(x, branch_taps)
                     if branch is not None:
                         yield Tap(f"{name}.branch", index, "branch", block, s, branch)
@@ -504,7 +504,7 @@ def remove_blocks(model: ConvNet, indices: Iterable[int]) -> ConvNet:
     smaller = copy.deepcopy(model)
     blocks = smaller.blocks
     for i in indices:
-        if isinstance(blocks[i], BasicBlock):
+        if isinstance(blocks[i], ConvBlock):
             smaller._replace_block(i, RemovedBlock(blocks[i].shortcut))
     smaller.config = replace(model.config, removed=tuple(sorted(set(model.config.removed) | set(indices))))
     return smaller

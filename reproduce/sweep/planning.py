@@ -23,7 +23,7 @@ __all__ = ["PlanRow", "Plan", "plan"]
 
 
 @dataclass(frozen=True)
-class _Step:
+class _CostKey:
     """What the cost of one optimiser step depends on."""
 
     model: ModelConfig
@@ -127,17 +127,17 @@ def _train_size(dataset: str, train_limit: int | None, seed: int) -> int:
     return dataset_train_size(dataset, seed)
 
 
-def _describe(job: Job) -> tuple[str, str, int, int, _Step, int | None, str, TrainConfig]:
+def _describe(job: Job) -> tuple[str, str, int, int, _CostKey, int | None, str, TrainConfig]:
     """``(model, dataset, epochs, seed, step, train_limit, note, train config)`` of a job."""
     if isinstance(job, RunSpec):
         return (job.model.label, job.data.name, job.train.epochs, job.train.seed,
-                _Step(job.model, job.train.batch_size), job.data.train_limit, "", job.train)
+                _CostKey(job.model, job.train.batch_size), job.data.train_limit, "", job.train)
     cfg = autotune.AutotuneConfig.from_scale(job.scale, job.kind)
     data = DataSpec(job.dataset, job.seed, cfg.train_limit)
     mcfg = conv_config(job.kind, cfg.start_blocks, data, width=cfg.width)
     tcfg = cfg.train_config(job.scale, job.seed)
     return (f"auto-tune {job.kind} from {mcfg.label}", job.dataset, cfg.epochs, job.seed,
-            _Step(mcfg, cfg.batch_size), cfg.train_limit, "(search)", tcfg)
+            _CostKey(mcfg, cfg.batch_size), cfg.train_limit, "(search)", tcfg)
 
 
 def _input_shape(model: ModelConfig, batch: int) -> tuple[int, ...]:
@@ -146,7 +146,7 @@ def _input_shape(model: ModelConfig, batch: int) -> tuple[int, ...]:
     return (batch, model.in_channels, model.input_size, model.input_size)
 
 
-def _step_flops(step: _Step) -> float:
+def _step_flops(step: _CostKey) -> float:
     """FLOPs of one optimiser step (3 x 2 x the multiply-adds of a forward pass of the batch,
     :func:`reproduce.experiments.efficiency.multiply_accumulates`), counted on the meta device
     (nothing is computed)."""
@@ -163,7 +163,7 @@ def _step_flops(step: _Step) -> float:
     return 6.0 * max(macs, 1)
 
 
-def _time_step(step: _Step, device: Any, cap_s: float, warmup: int = 2, timed: int = 5) -> float:
+def _time_step(step: _CostKey, device: Any, cap_s: float, warmup: int = 2, timed: int = 5) -> float:
     """Seconds of the fastest of ``timed`` optimiser steps after ``warmup`` ones, on synthetic data
     of the step's shape (stops early after ``cap_s`` seconds, keeping what it has). The fastest, not
     the median: on a shared machine other processes only ever slow a step down."""
@@ -210,8 +210,8 @@ def _spread(n: int) -> list[int]:
     return list(dict.fromkeys(order))
 
 
-def _seconds_per_step(steps: Sequence[_Step], device: Any, budget_s: float, cap_s: float
-                      ) -> tuple[dict[_Step, tuple[float, str]], int, int]:
+def _seconds_per_step(steps: Sequence[_CostKey], device: Any, budget_s: float, cap_s: float
+                      ) -> tuple[dict[_CostKey, tuple[float, str]], int, int]:
     """Seconds per step of every step shape: timed within ``budget_s`` (the cheapest FNN and the
     cheapest conv net first, then the others spread over the range of FLOPs, skipping those whose
     three steps would not fit in the budget left, as predicted from the nearest timed one of their
@@ -220,14 +220,14 @@ def _seconds_per_step(steps: Sequence[_Step], device: Any, budget_s: float, cap_
 
     flops = {s: _step_flops(s) for s in steps}
     ordered = sorted(steps, key=lambda s: flops[s])
-    timed: dict[_Step, float] = {}
+    timed: dict[_CostKey, float] = {}
 
-    def predicted(s: _Step) -> tuple[float, _Step]:
+    def predicted(s: _CostKey) -> tuple[float, _CostKey]:
         family = [t for t in timed if (t.model.kind == "fnn") == (s.model.kind == "fnn")] or list(timed)
         ref = min(family, key=lambda t: abs(math.log(flops[t]) - math.log(flops[s])))
         return timed[ref] * flops[s] / flops[ref], ref
 
-    def family_timed(s: _Step) -> bool:
+    def family_timed(s: _CostKey) -> bool:
         return any((t.model.kind == "fnn") == (s.model.kind == "fnn") for t in timed)
 
     start = time.perf_counter()
@@ -248,7 +248,7 @@ def _seconds_per_step(steps: Sequence[_Step], device: Any, budget_s: float, cap_
                 torch.cuda.empty_cache()
     if not timed:
         raise RuntimeError("no model config could be timed on this device")
-    out: dict[_Step, tuple[float, str]] = {s: (t, "measured") for s, t in timed.items()}
+    out: dict[_CostKey, tuple[float, str]] = {s: (t, "measured") for s, t in timed.items()}
     for s in steps:
         if s not in out:
             seconds, ref = predicted(s)
@@ -285,7 +285,7 @@ def plan(scale: Scale | str, notebooks: Sequence[str] | None = None, *, seed: in
 
         dev = resolve_device(device)
         dev_name = _device_name(dev)
-        timing: dict[_Step, tuple[float, str]] = {}
+        timing: dict[_CostKey, tuple[float, str]] = {}
         if steps_per_second is not None:
             assumption = f"{steps_per_second:g} optimiser steps per second for every model (--assume-steps-per-second)"
         elif needed:
