@@ -558,3 +558,23 @@ def test_fresh_measurement_batches_differ_per_epoch_and_repeat_per_seed():
         bundle_callback(data, spec, sample_size=64, seed=3, samples="random")
     with pytest.raises(ValueError, match="draw must be None"):
         measurement_samples(data, 8, 0, draw=-1)
+
+
+def test_hook_distances_are_the_distances_of_the_hooked_outputs():
+    """A net whose second ReLU sees a constant (its linear layer zeroed): distance 0 there; the
+    first ReLU's distance is that of its output computed by hand."""
+    from reproduce.metric.bundles import distance_to_bundling, hook_distances, weight_amplitude
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5), torch.nn.ReLU(),
+                              torch.nn.Linear(5, 2))
+    with torch.no_grad():
+        net[2].weight.zero_()
+        net[2].bias.fill_(0.5)
+    x, y = torch.randn(16, 4), torch.arange(16) % 2
+    got = hook_distances(net, x, y, lr=1e-3, batch_size=64)
+    assert len(got) == 2 and got[1] == 0.0
+    with torch.no_grad():
+        first = torch.relu(net[0](x))
+    assert got[0] == distance_to_bundling(first, labels=y, lr=1e-3, batch_size=64, weight_amplitude=weight_amplitude(net))
+    assert got[0] > 0

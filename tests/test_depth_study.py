@@ -424,3 +424,16 @@ def test_correlations_per_dataset_and_seed():
     assert corr["seed"].tolist() == [0, 1] and corr["n"].tolist() == [3, 3]
     with pytest.raises(ValueError, match="at least one"):
         ds.correlations(runs, by=[])
+
+
+def test_cooks_distance_by_hand():
+    """Points (0, 0), (1, 1), (2, 2), (3, 0): the line y = 0.6 + 0.1 x (Sxy 0.5, Sxx 5); residuals
+    -0.6, 0.3, 1.2, -0.9, leverages 0.7, 0.3, 0.3, 0.7, s**2 = 2.7 / 2 = 1.35; so
+    D = e**2 h / (2 s**2 (1 - h)**2) = 1.037, 0.0204, 0.3265, 2.333."""
+    d = ds.cooks_distance([0, 1, 2, 3], [0, 1, 2, 0])
+    assert np.allclose(d, [0.252 / 0.243, 0.027 / 1.323, 0.432 / 1.323, 0.567 / 0.243])
+    assert int(np.argmax(d)) == 3  # the last point drives the fit
+    lone = ds.cooks_distance([0, 0, 0, 5], [1, 2, 3, 9])  # the only point at x = 5 has leverage 1
+    assert np.isinf(lone[3]) and np.isfinite(lone[:3]).all()
+    with pytest.raises(ValueError, match="more than one x value"):
+        ds.cooks_distance([1, 1, 1], [0, 1, 2])

@@ -87,6 +87,7 @@ __all__ = [
     "layer_epoch_matrix",
     "seed_mean_matrix",
     "conflicting_in",
+    "cooks_distance",
     "first_detection_epoch",
     "detection_curve",
     "detection_horizon",
@@ -720,3 +721,19 @@ def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:
     if stem == "04_early_detection":
         return list(early_detection_specs(scale, seeds))
     return list(run_specs(scale, seeds=seeds))
+
+
+def cooks_distance(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
+    """Cook's distance of every point of the least-squares line of ``y`` on ``x``: how far the fit
+    moves without that point, ``D_i = e_i**2 h_i / (2 s**2 (1 - h_i)**2)`` with the residual
+    ``e_i``, the leverage ``h_i = 1/n + (x_i - mean)**2 / sum((x - mean)**2)`` and
+    ``s**2 = sum(e**2) / (n - 2)``. A point of leverage 1 (the only one at its ``x``) gets ``inf``;
+    a perfect fit gives 0 elsewhere. Needs at least 3 points and more than one ``x`` value."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 3 or np.ptp(x) == 0:
+        raise ValueError(f"need x and y of one equal length >= 3 with more than one x value, got {x.shape}, {y.shape}")
+    lev = 1 / len(x) + (x - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum()
+    res = y - np.polyval(np.polyfit(x, y, 1), x)
+    s2 = float((res ** 2).sum()) / (len(x) - 2)
+    scale = 2 * s2 if s2 > 0 else 1.0
+    return np.where(lev < 1 - 1e-9, res ** 2 * lev / (scale * np.maximum(1 - lev, 1e-9) ** 2), np.inf)

@@ -745,46 +745,52 @@ def lesion_claims_over_seeds(studies: LesionStudies) -> list[Claim]:
 
     The ``measured`` text lists the per-seed outcomes and values; no timing enters it.
     """
-    rs, seeds = studies.results, list(studies.seeds)
-    tol, n, many = studies.tolerance, studies.num_blocks, len(rs) > 1
+    return [_claim_4a(studies), _claim_4b(studies), _claim_4c(studies), _claim_ranked(studies)]
 
-    def vals(values: Sequence[float], fmt: str) -> str:
-        return seed_values(values, fmt, seeds)
 
-    claims = []
+def _vals(studies: LesionStudies, values: Sequence[float], fmt: str) -> str:
+    return seed_values(values, fmt, list(studies.seeds))
 
-    # 4a
+
+def _claim_4a(studies: LesionStudies) -> Claim:
+    """Row 4a of :func:`lesion_claims_over_seeds`."""
+    rs, seeds, n = studies.results, list(studies.seeds), studies.num_blocks
     a = [_rule_4a(r) for r in rs]
     per_a = [h for h, _ in a]
     counts = [len(r.sets["conflicting"]) for r in rs]
-    measured = f"{seed_outcomes(per_a, seeds)}; conflicting blocks of {n}: {vals(counts, '{:.0f}')}"
+    measured = f"{seed_outcomes(per_a, seeds)}; conflicting blocks of {n}: {_vals(studies, counts, '{:.0f}')}"
     if any(counts):
-        measured += (f"; test acc without them minus full: {vals([d for _, d in a], '{:+.3f}')}"
+        measured += (f"; test acc without them minus full: {_vals(studies, [d for _, d in a], '{:+.3f}')}"
                      + (" (nan: no conflicting block)" if not all(counts) else ""))
     else:
         measured += "; nothing to remove, claim cannot be tested at this scale"
-    claims.append(Claim("4a: most blocks are conflicting and removing all of them keeps test accuracy",
-                        "about 60 % of the layers are conflicting and can be removed with no significant "
-                        "increase of the test error", measured, over_seeds(per_a), seeds=len(rs)))
+    return Claim("4a: most blocks are conflicting and removing all of them keeps test accuracy",
+                 "about 60 % of the layers are conflicting and can be removed with no significant "
+                 "increase of the test error", measured, over_seeds(per_a), seeds=len(rs))
 
-    # 4b
+
+def _claim_4b(studies: LesionStudies) -> Claim:
+    """Row 4b of :func:`lesion_claims_over_seeds`."""
+    rs, seeds = studies.results, list(studies.seeds)
     b = [_rule_4b(r) for r in rs]
     per_b = [h for h, _ in b]
     if any(h is not None for h in per_b):
-        measured = (f"{seed_outcomes(per_b, seeds)}; at k* = {vals([v['k'] for _, v in b], '{:.0f}')}: "
-                    f"acc with k* non-conflicting removed {vals([v['non'] for _, v in b], '{:.3f}')}, "
-                    f"with k* conflicting removed {vals([v['conf'] for _, v in b], '{:.3f}')}, "
-                    f"larger std {vals([v['spread'] for _, v in b], '{:.3f}')}")
+        measured = (f"{seed_outcomes(per_b, seeds)}; at k* = {_vals(studies, [v['k'] for _, v in b], '{:.0f}')}: "
+                    f"acc with k* non-conflicting removed {_vals(studies, [v['non'] for _, v in b], '{:.3f}')}, "
+                    f"with k* conflicting removed {_vals(studies, [v['conf'] for _, v in b], '{:.3f}')}, "
+                    f"larger std {_vals(studies, [v['spread'] for _, v in b], '{:.3f}')}")
     else:
         sizes = ", ".join(f"{s}: {len(r.sets['conflicting'])}/{len(r.sets['non-conflicting'])}"
                           for s, r in zip(seeds, rs))
         measured = (f"not testable: conflicting/non-conflicting blocks per seed {sizes} "
                     f"(both sets must be non-empty)")
-    claims.append(Claim("4b: removing non-conflicting blocks hurts more than removing conflicting ones",
-                        "removing non-conflicting layers hurts", measured, over_seeds(per_b),
-                        seeds=len(rs)))
+    return Claim("4b: removing non-conflicting blocks hurts more than removing conflicting ones",
+                 "removing non-conflicting layers hurts", measured, over_seeds(per_b), seeds=len(rs))
 
-    # 4c
+
+def _claim_4c(studies: LesionStudies) -> Claim:
+    """Row 4c of :func:`lesion_claims_over_seeds`."""
+    rs, seeds, tol, n = studies.results, list(studies.seeds), studies.tolerance, studies.num_blocks
     fracs = [float(r.removable["fraction_all"]) for r in rs]
     per_c = [f >= 0.5 for f in fracs]
     curve = over_seed_summary(studies.summary[studies.summary["set"] == "all"])
@@ -792,29 +798,31 @@ def lesion_claims_over_seeds(studies: LesionStudies) -> list[Claim]:
                                                num_blocks=n, tolerance=tol)
     pooled_c = bool(frac_pooled >= 0.5)
     measured = (f"{seed_outcomes(per_c, seeds)}; largest fraction of all blocks removable within {tol:g}: "
-                f"{vals(fracs, '{:.2f}')}")
-    if many:
+                f"{_vals(studies, fracs, '{:.2f}')}")
+    if len(rs) > 1:
         measured += f"; seed-mean curve: {k_pooled}/{n} = {100 * frac_pooled:.0f} %"
-    claims.append(Claim("4c (this project's proxy, any blocks): at least half of the blocks can be removed at random",
-                        "about 60 % of the layers can be removed with no significant increase of the test error",
-                        measured, over_seeds(per_c, pooled_c), seeds=len(rs)))
+    return Claim("4c (this project's proxy, any blocks): at least half of the blocks can be removed at random",
+                 "about 60 % of the layers can be removed with no significant increase of the test error",
+                 measured, over_seeds(per_c, pooled_c), seeds=len(rs))
 
-    # addition
+
+def _claim_ranked(studies: LesionStudies) -> Claim:
+    """The addition row of :func:`lesion_claims_over_seeds` (closest to bundling removed first)."""
+    rs, seeds, tol, n = studies.results, list(studies.seeds), studies.tolerance, studies.num_blocks
     d = [_ranked_rule(r.ranked_summary, n, tol) for r in rs]
     per_d = [h for h, _, _ in d]
     if n >= 2:
         pooled_d, wins_p, mean_p = _ranked_rule(over_seed_summary(studies.ranked_summary), n, tol)
         measured = (f"{seed_outcomes(per_d, seeds)}; closest better at how many of {n - 1} k: "
-                    f"{vals([w for _, w, _ in d], '{:.0f}')}; mean difference closest minus farthest (points): "
-                    f"{vals([100 * m for _, _, m in d], '{:+.1f}')}")
-        if many:
+                    f"{_vals(studies, [w for _, w, _ in d], '{:.0f}')}; mean difference closest minus farthest "
+                    f"(points): {_vals(studies, [100 * m for _, _, m in d], '{:+.1f}')}")
+        if len(rs) > 1:
             measured += f"; seed means: closest better at {wins_p}/{n - 1} k, mean {100 * mean_p:+.1f} points"
     else:
         pooled_d, measured = None, "not testable: fewer than 2 blocks"
-    claims.append(Claim("addition (this project): blocks closest to bundling are removed with less harm",
-                        "(not in the paper; a continuous stand-in for 'conflicting')", measured,
-                        over_seeds(per_d, pooled_d), seeds=len(rs)))
-    return claims
+    return Claim("addition (this project): blocks closest to bundling are removed with less harm",
+                 "(not in the paper; a continuous stand-in for 'conflicting')", measured,
+                 over_seeds(per_d, pooled_d), seeds=len(rs))
 
 
 def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:

@@ -74,6 +74,7 @@ __all__ = [
     "bundles_frame",
     "layer_rows",
     "conflicting_layers",
+    "hook_distances",
     "resolution_step",
     "distance_to_bundling",
     "TAP_COLUMNS",
@@ -864,3 +865,27 @@ def distance_to_bundling(activations: torch.Tensor, *, lr: float, batch_size: in
     if math.isinf(best):
         return math.inf
     return best * float(lr) / int(batch_size) / step
+
+
+def hook_distances(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, *, lr: float, batch_size: int,
+                   taps: Sequence[str] | None = None) -> list[float]:
+    """:func:`distance_to_bundling` of the output of every call of the modules ``taps`` (default
+    :func:`default_hook_taps`) in one eval/no_grad forward of ``x``, in call order (the order of
+    :func:`measure_model`'s rows for such a model), at the model's ``w_max``."""
+    from reproduce.models.nets import eval_mode
+
+    names = list(default_hook_taps(model) if taps is None else taps)
+    w_max = weight_amplitude(model)
+    out: list[float] = []
+
+    def hook(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
+        out.append(distance_to_bundling(output, labels=labels, lr=lr, batch_size=batch_size, weight_amplitude=w_max))
+
+    handles = [model.get_submodule(name).register_forward_hook(hook) for name in names]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
