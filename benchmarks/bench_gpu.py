@@ -10,7 +10,7 @@ assertions):
     eager loop (residual-120, full width, batch 64, RAdam + Lookahead, data already on the GPU);
     target train(device_data, cuda-graph) >= 3x the bare loop;
 (3) taps: all taps of residual-120 and plain-120 at full width on 512 CIFAR-shaped samples
-    (``measure_model``: deferred per-tap path, and the synchronous one) over one forward pass;
+    (``measure_model``, one grouping pass per tap) over one forward pass;
     target <= 2x;
 (4) agreement: the bundle metric on CUDA against the CPU, for every tap of residual-120 and
     plain-120 (177 real taps) and 4 planted cases; target 0 mismatches;
@@ -311,23 +311,16 @@ def section_taps(ctx: dict, rep: Report) -> None:
 
         repeats = 3 if ctx["quick"] else 7
         t_fwd = timed(forward, dev, repeats)
-        t_def = timed(lambda: B._measure_rows(model, x, y, defer=True, **kw), dev, repeats)
-        t_syn = timed(lambda: B._measure_rows(model, x, y, defer=False, **kw), dev, repeats)
+        t_taps = timed(lambda: B._measure_rows(model, x, y, **kw), dev, repeats)
         taps = len(B._measure_rows(model, x, y, **kw))
         rep.add("taps", f"{cfg.label} (width {ctx['width']:g}), N={n}: forward", f"{t_fwd * 1e3:.1f} ms")
-        rep.ratio("taps", f"{cfg.label}: all {taps} taps (deferred) / forward", t_def / t_fwd, "<= 2",
-                  t_def / t_fwd <= 2)
-        rep.ratio("taps", f"{cfg.label}: all {taps} taps (per-tap sync) / forward", t_syn / t_fwd, "", None)
+        rep.ratio("taps", f"{cfg.label}: all {taps} taps / forward", t_taps / t_fwd, "<= 2", t_taps / t_fwd <= 2)
         if dev.type == "cuda":  # PyTorch's default TF32 convolutions, as in the measurement
             torch.backends.cudnn.allow_tf32 = True
             t_fwd32 = timed(forward, dev, repeats)
-            t_def32 = timed(lambda: B._measure_rows(model, x, y, defer=True, **kw), dev, repeats)
-            t_syn32 = timed(lambda: B._measure_rows(model, x, y, defer=False, **kw), dev, repeats)
+            t_taps32 = timed(lambda: B._measure_rows(model, x, y, **kw), dev, repeats)
             strict_float32()
-            rep.ratio("taps", f"{cfg.label}, TF32 convolutions: taps (deferred) / forward", t_def32 / t_fwd32,
-                      "", None)
-            rep.ratio("taps", f"{cfg.label}, TF32 convolutions: taps (per-tap sync) / forward", t_syn32 / t_fwd32,
-                      "", None)
+            rep.ratio("taps", f"{cfg.label}, TF32 convolutions: taps / forward", t_taps32 / t_fwd32, "", None)
         del model
 
 
@@ -355,11 +348,9 @@ def section_agreement(ctx: dict, rep: Report) -> None:
 
     def compare(model, x, y, what: str, **over) -> tuple[int, int]:
         opts = {**kw, **over}
-        cpu = B._measure_rows(model.cpu(), x, y, defer=False, **opts)
+        cpu = B._measure_rows(model.cpu(), x, y, **opts)
         model.to(dev)
-        bad = 0
-        for defer in (True, False):
-            bad = max(bad, _rows_agree(cpu, B._measure_rows(model, x, y, defer=defer, **opts)))
+        bad = _rows_agree(cpu, B._measure_rows(model, x, y, **opts))
         model.cpu()
         return len(cpu), bad
 

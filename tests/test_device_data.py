@@ -1,6 +1,6 @@
 """Tests of reproduce.data.device_data (datasets on a device, batched augmentation), of the training
 loop's opt-in fast path (TrainConfig.device_data / compile / precision), and of measure_model's
-deferred per-tap path (no host sync per tap), all on the CPU; the CUDA ones run where CUDA exists.
+grouping path on planted structure, all on the CPU; the CUDA ones run where CUDA exists.
 
 The batched pipeline is checked against the per-sample pipeline of reproduce.data: exactly (or to
 1e-6) for the same image and the same draws, and in distribution for the draws themselves (the
@@ -422,7 +422,7 @@ def test_compile_reduce_overhead_runs_and_agrees_on_the_cpu():
 
 
 # ------------------------------------------------------------------------------------------------
-# measure_model's deferred path (used on GPUs: no host sync per tap), exercised on the CPU
+# measure_model's one grouping path, on planted structure
 
 
 def _collapsing_net() -> nn.Module:
@@ -433,42 +433,36 @@ def _collapsing_net() -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("kind,lr", [("residual", 1e-3), ("residual", 1e-9), ("plain", 1e-3), ("plain", 1e-11),
-                                     ("collapsing", 1e-3)])
-def test_deferred_taps_equal_the_synchronous_path(kind, lr):
+def test_a_block_forced_constant_makes_one_bundle_from_there_on():
+    """Block 2's output is the same for every input: one bundle there and after, whose entropy is
+    that of the label counts, sum_c n_c/N log(N/n_c); block 1 keeps all 48 samples apart."""
     torch.manual_seed(1)
-    if kind == "collapsing":
-        model = _collapsing_net()
-    else:
-        model = build_model(ModelConfig(kind, 3, 1, 8, blocks_for_depth(20), width=1 / 16))
     x, y = torch.randn(48, 1, 8, 8), torch.randint(0, 3, (48,))
-    kw = dict(num_classes=3, lr=lr, batch_size=64)
-    sync = B._measure_rows(model, x, y, defer=False, **kw)
-    deferred = B._measure_rows(model, x, y, defer=True, **kw)
-    assert deferred == sync
-    assert B._measure_rows(model, x, y, defer=True, taps=[sync[-1]["tap"]], **kw) == sync[-1:]
-    if kind == "collapsing" or lr < 1e-6:
-        assert any(r["num_bundles"] < 48 for r in sync)  # the comparison covered bundled taps
+    rows = B._measure_rows(_collapsing_net(), x, y, num_classes=3, lr=1e-3, batch_size=64)
+    counts = torch.bincount(y, minlength=3).double()
+    by_hand = float((counts / 48 * torch.log(48 / counts)).sum())
+    assert [r["num_bundles"] for r in rows] == [48, 1, 1, 1]
+    assert all(r["entropy"] == pytest.approx(by_hand, rel=1e-12) for r in rows[1:]) and rows[0]["entropy"] == 0.0
+    assert B._measure_rows(_collapsing_net(), x, y, num_classes=3, lr=1e-3, batch_size=64,
+                           taps=[rows[-1]["tap"]]) == rows[-1:]
 
 
-def test_deferred_taps_fall_back_on_hash_collisions_and_non_finite_values(monkeypatch):
+def test_hash_collisions_are_decided_exactly_and_non_finite_values_refused(monkeypatch):
     torch.manual_seed(2)
     model = build_model(ModelConfig("residual", 3, 1, 8, blocks_for_depth(10), width=1 / 16))
     x, y = torch.randn(20, 1, 8, 8), torch.randint(0, 3, (20,))
     kw = dict(num_classes=3, lr=1e-3, batch_size=64)
-    honest = B._measure_rows(model, x, y, defer=False, **kw)
+    honest = B._measure_rows(model, x, y, **kw)
     monkeypatch.setattr(B, "_row_hash", lambda lanes, mult: torch.zeros(len(lanes), dtype=torch.int64))
-    assert B._measure_rows(model, x, y, defer=True, **kw) == honest  # every row collides: the exact path decides
+    assert B._measure_rows(model, x, y, **kw) == honest  # every row collides: the exact check decides
     monkeypatch.undo()
     x[5, 0, 0, 0] = float("nan")
     with pytest.raises(B.NonFiniteActivationError):
-        B._measure_rows(model, x, y, defer=True, **kw)
-    # finite activations whose scaled values overflow to -inf are kept (as on the synchronous path)
+        B._measure_rows(model, x, y, **kw)
+    # finite activations whose scaled values overflow to -inf are kept: they bundle
     fnn = build_model(ModelConfig("fnn", 2, 1, 8, fnn_width=4, fnn_depth=1))
     big, labels = torch.randn(6, 64) * 1e34, torch.tensor([0, 1, 0, 1, 1, 0])
-    kw = dict(num_classes=2, lr=1e30, batch_size=1)
-    sync = B._measure_rows(fnn, big, labels, defer=False, **kw)
-    assert B._measure_rows(fnn, big, labels, defer=True, **kw) == sync and sync[0]["num_bundles"] < 6
+    assert B._measure_rows(fnn, big, labels, num_classes=2, lr=1e30, batch_size=1)[0]["num_bundles"] < 6
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,7 +472,7 @@ def test_deferred_taps_fall_back_on_hash_collisions_and_non_finite_values(monkey
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_cuda_metric_agrees_with_the_cpu(monkeypatch):
     """All taps of a plain and a residual net, at lr where they are distinct and where they bundle,
-    plus a net whose block collapses: CUDA (deferred and synchronous) gives the CPU's rows."""
+    plus a net whose block collapses: CUDA gives the CPU's rows."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(3)
@@ -488,12 +482,10 @@ def test_cuda_metric_agrees_with_the_cpu(monkeypatch):
         for lr in (1e-3, 1e-9):
             kw = dict(num_classes=3, lr=lr, batch_size=64)
             cpu = B._measure_rows(model, x, y, **kw)
-            gpu = model.cuda()
-            for defer in (True, False):
-                rows = B._measure_rows(gpu, x, y, defer=defer, **kw)
-                for a, b in zip(cpu, rows):
-                    assert {k: v for k, v in a.items() if k != "entropy"} == {k: v for k, v in b.items() if k != "entropy"}
-                    assert b["entropy"] == pytest.approx(a["entropy"], rel=1e-12, abs=0)
+            rows = B._measure_rows(model.cuda(), x, y, **kw)
+            for a, b in zip(cpu, rows):
+                assert {k: v for k, v in a.items() if k != "entropy"} == {k: v for k, v in b.items() if k != "entropy"}
+                assert b["entropy"] == pytest.approx(a["entropy"], rel=1e-12, abs=0)
             model.cpu()
 
 

@@ -385,78 +385,6 @@ class _Bundler:
         conflicting = int((torch.bincount(bundle_of, minlength=k) > 1).sum())
         return BundleStats(k, entropy, max_accuracy, conflicting, ids, sizes)
 
-    # -- the same without host syncs per tap (measure_model on a GPU)
-
-    def pending(self, activations: torch.Tensor) -> "_Pending | BundleStats":
-        """What :meth:`group` decides, queued on the device without waiting for it (no host sync).
-
-        The row hashes are sorted; rows with equal hashes become neighbours, and each one's ``t``
-        is compared bit for bit with its neighbour's (equality is transitive, so a run of equal
-        hashes whose neighbours all agree is one bundle; a neighbour that disagrees is a hash
-        collision). :meth:`collect` reads the outcome of many taps at once. A tap too large for
-        one chunk is measured at once by :meth:`stats`.
-        """
-        n = self.n
-        a = activations.detach().reshape(n, -1)
-        d = a.shape[1]
-        if _chunk_rows(d, a.device) < n:
-            return self.stats(a)
-        width = d + (d & 1)
-        buf = torch.empty((n, width), dtype=torch.float32, device=a.device)
-        if width != d:
-            buf[:, d].zero_()
-        t_sum = self.scale(a, buf[:, :d]).sum()
-        lanes = buf.view(torch.int64)
-        ordered, perm = torch.sort(_row_hash(lanes, self.multipliers(width // 2)))
-        same = ordered[1:] == ordered[:-1]
-        rows = torch.index_select(lanes, 0, perm)
-        differ = (rows[1:] != rows[:-1]).any(1)
-        return _Pending(perm, same, differ, t_sum)
-
-    def collect(self, pending: Sequence["_Pending | BundleStats"]) -> list[BundleStats] | None:
-        """:class:`BundleStats` of every :meth:`pending` tap (one host sync for all of them, and a few
-        more per tap that has bundles); None when some tap needs the exact synchronous path (a
-        non-finite value, or a hash collision)."""
-        n = self.n
-        queued = [p for p in pending if isinstance(p, _Pending)]
-        if not queued:
-            return list(pending)
-        same = torch.stack([p.same for p in queued])
-        differ = torch.stack([p.differ for p in queued])
-        finite = torch.isfinite(torch.stack([p.t_sum for p in queued]))
-        merged, collision, finite = torch.stack([same.sum(1), (same & differ).any(1), finite]).tolist()
-        if not all(finite) or any(collision):
-            return None
-        alone = BundleStats(n, 0.0, 1.0, 0, torch.arange(n, device=self.labels.device),
-                            torch.ones(n, dtype=torch.int64, device=self.labels.device))
-        out, j = [], 0
-        for p in pending:
-            if not isinstance(p, _Pending):
-                out.append(p)
-                continue
-            k = n - int(merged[j])
-            j += 1
-            if k == n:
-                out.append(alone)
-                continue
-            new = torch.ones(n, dtype=torch.int64, device=p.perm.device)
-            new[1:] = ~p.same
-            inverse = torch.empty_like(new).scatter_(0, p.perm, torch.cumsum(new, 0) - 1)
-            out.append(self.stats_of(_first_appearance(inverse, k)[0], k))
-        return out
-
-
-@dataclass(frozen=True, eq=False)
-class _Pending:
-    """One tap's queued grouping (see :meth:`_Bundler.pending`): ``perm`` sorts the row hashes,
-    ``same[j]``: sorted rows ``j`` and ``j+1`` have equal hashes, ``differ[j]``: their ``t`` differ
-    (a collision where both hold), ``t_sum``: the sum of ``t`` (non-finite when ``t`` is)."""
-
-    perm: torch.Tensor
-    same: torch.Tensor
-    differ: torch.Tensor
-    t_sum: torch.Tensor
-
 
 # --------------------------------------------------------------------------- statistics
 
@@ -573,76 +501,65 @@ def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes:
 
 
 def _measure_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
-                  batch_size: int, taps: Sequence[str] | None = None, defer: bool | None = None
-                  ) -> list[dict[str, Any]]:
-    """Plain-Python rows of :func:`measure_model` (JSON-serialisable).
-
-    ``defer`` (default: on any device but the CPU) queues every ``iter_taps`` tap's grouping on the
-    device and reads all taps' outcomes after the pass (:meth:`_Bundler.pending`), instead of
-    waiting for each tap; the same numbers, without a host sync per tap. A non-finite value or a
-    hash collision reruns the measurement on the synchronous path, which decides them exactly.
-    """
+                  batch_size: int, taps: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Plain-Python rows of :func:`measure_model` (JSON-serialisable)."""
     bundler, x = _prepare(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size)
-    if defer is None:
-        defer = x.device.type != "cpu"
-    n = bundler.n
     if isinstance(taps, str):
         raise ValueError(f"taps must be a list of tap names, got the string {taps!r}; did you mean [{taps!r}]?")
     wanted = None if taps is None else list(taps)
-    rows: list[dict[str, Any]] = []
     with eval_mode(model):
         if hasattr(model, "iter_taps"):
-            seen: list[str] = []
-            queued: list[tuple[tuple, Any]] = []
-            for tap in model.iter_taps(x):
-                seen.append(tap.name)
-                if wanted is None or tap.name in wanted:
-                    _check_activations(tap.activation, n, f"tap {tap.name!r}")
-                    where = (tap.name, tap.index, tap.role, tap.block, tap.stage)
-                    if defer:
-                        queued.append((where, bundler.pending(tap.activation)))
-                    else:
-                        rows.append(_row(*where, bundler.stats(tap.activation)))
-                del tap
-            if wanted is not None:
-                missing = [t for t in wanted if t not in seen]
-                if missing:
-                    raise ValueError(f"unknown taps {missing}; this model's taps are {seen}")
-            if defer:
-                done = bundler.collect([p for _, p in queued])
-                if done is None:
-                    return _measure_rows(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size,
-                                         taps=taps, defer=False)
-                rows = [_row(*where, st) for (where, _), st in zip(queued, done)]
-            return rows
-        names = default_hook_taps(model) if wanted is None else wanted
-        modules = dict(model.named_modules())
-        missing = [t for t in names if t not in modules]
-        if missing:
-            raise ValueError(f"unknown taps {missing}; valid module names are {[m for m in modules if m]}")
-        if not names:
-            raise ValueError("no taps to measure: pass module names in `taps`")
-        calls: dict[str, int] = {}
+            return _tap_rows(model, x, bundler, wanted)
+        return _hook_rows(model, x, bundler, wanted)
 
-        def make_hook(name: str):
-            def hook(module: nn.Module, args: Any, output: Any) -> None:
-                out = output[0] if isinstance(output, (tuple, list)) and output else output
-                if not isinstance(out, torch.Tensor):
-                    raise ValueError(f"tap {name!r} ({type(module).__name__}) did not output a tensor")
-                k = calls.get(name, 0) + 1
-                calls[name] = k
-                label = name if k == 1 else f"{name}#{k}"
-                _check_activations(out, n, f"tap {label!r}")
-                st = bundler.stats(out)
-                rows.append(_row(label, len(rows), type(module).__name__, None, None, st))
-            return hook
 
-        handles = [modules[name].register_forward_hook(make_hook(name)) for name in dict.fromkeys(names)]
-        try:
-            model(x)
-        finally:
-            for h in handles:
-                h.remove()
+def _tap_rows(model: nn.Module, x: torch.Tensor, bundler: _Bundler, wanted: list[str] | None) -> list[dict[str, Any]]:
+    """The rows of a model with ``iter_taps`` (the package's nets): its taps, or those ``wanted``."""
+    rows: list[dict[str, Any]] = []
+    seen: list[str] = []
+    for tap in model.iter_taps(x):
+        seen.append(tap.name)
+        if wanted is None or tap.name in wanted:
+            _check_activations(tap.activation, bundler.n, f"tap {tap.name!r}")
+            rows.append(_row(tap.name, tap.index, tap.role, tap.block, tap.stage, bundler.stats(tap.activation)))
+        del tap
+    missing = [t for t in wanted or () if t not in seen]
+    if missing:
+        raise ValueError(f"unknown taps {missing}; this model's taps are {seen}")
+    return rows
+
+
+def _hook_rows(model: nn.Module, x: torch.Tensor, bundler: _Bundler, wanted: list[str] | None) -> list[dict[str, Any]]:
+    """The rows of any other module: every call of the modules ``wanted`` (default
+    :func:`default_hook_taps`), through forward hooks, in call order."""
+    names = default_hook_taps(model) if wanted is None else wanted
+    modules = dict(model.named_modules())
+    missing = [t for t in names if t not in modules]
+    if missing:
+        raise ValueError(f"unknown taps {missing}; valid module names are {[m for m in modules if m]}")
+    if not names:
+        raise ValueError("no taps to measure: pass module names in `taps`")
+    rows: list[dict[str, Any]] = []
+    calls: dict[str, int] = {}
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) and output else output
+            if not isinstance(out, torch.Tensor):
+                raise ValueError(f"tap {name!r} ({type(module).__name__}) did not output a tensor")
+            k = calls.get(name, 0) + 1
+            calls[name] = k
+            label = name if k == 1 else f"{name}#{k}"
+            _check_activations(out, bundler.n, f"tap {label!r}")
+            rows.append(_row(label, len(rows), type(module).__name__, None, None, bundler.stats(out)))
+        return hook
+
+    handles = [modules[name].register_forward_hook(make_hook(name)) for name in dict.fromkeys(names)]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
     return rows
 
 
