@@ -194,7 +194,7 @@ def test_removal_gives_smaller_equivalent_net():
 
 def test_removal_errors():
     res = build_model(conv_cfg("residual"))
-    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
+    with pytest.raises(ValueError, match=r"outside the valid range 0\.\.3"):
         remove_blocks(res, [4])
     with pytest.raises(ValueError, match="only residual"):
         remove_blocks(build_model(conv_cfg("plain")), [0])
@@ -253,3 +253,26 @@ def test_he_uniform_init_and_pytorch_batch_norm_on_request():
     assert w.abs().max().item() <= bound and w.abs().max().item() > 0.99 * bound
     assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
     assert all(m.momentum == 0.1 and m.eps == 1e-5 for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("12", r"a collection of block numbers \(ints in 0..3\), got '12'"),
+    ([1.9], r"block numbers must be ints in 0..3, got \[1.9\]"),
+    ([True], r"block numbers must be ints in 0..3, got \[True\]"),
+    (2, r"a collection of block numbers \(ints in 0..3\), got 2"),
+    ([4], r"block indices \[4\] outside the valid range 0..3"),
+])
+def test_remove_blocks_refuses_what_is_not_a_list_of_block_numbers(bad, message):
+    """Before, "12" removed blocks 1 and 2, [1.9] and [True] removed block 1, a bare int raised
+    TypeError: the same checks as the torchvision removal now."""
+    net = build_model(ModelConfig("residual", 3, 1, 8, (1, 1, 1, 1), width=1 / 16))
+    with pytest.raises(ValueError, match=message):
+        remove_blocks(net, bad)
+
+
+def test_remove_blocks_of_a_net_without_blocks_says_so():
+    from reproduce.models.nets import check_block_indices
+
+    with pytest.raises(ValueError, match="has no residual blocks to remove"):
+        check_block_indices([0], 0)
+    assert check_block_indices([], 0) == []

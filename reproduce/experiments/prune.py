@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -75,7 +74,7 @@ from reproduce.data.datasets import load_dataset, measurement_samples
 from reproduce.experiments.efficiency import count_all_parameters, inference_times, multiply_accumulates
 from reproduce.config.scales import Scale
 from reproduce.files.paths import run_dir
-from reproduce.models.nets import BRANCH_VAR_EPS, eval_mode, model_device
+from reproduce.models.nets import BRANCH_VAR_EPS, check_block_indices, eval_mode, model_device
 from reproduce.models.torchvision import RESNET_ARCHS, SMALL_IMAGE, TorchvisionResNet, torchvision_resnet
 from reproduce.training.loop import Seeding, TrainConfig, evaluate, fit, train
 
@@ -247,7 +246,7 @@ def branch_activations(model: nn.Module, x: torch.Tensor, blocks: Iterable[int] 
     eval mode: ``{block number: tensor [N, C, H, W]}``. Holds them all; :func:`block_table` does not."""
     infos = resnet_blocks(model)
     _check_batch(x)
-    wanted = _check_indices(blocks, len(infos)) if blocks is not None else [i.block for i in infos]
+    wanted = check_block_indices(blocks, len(infos)) if blocks is not None else [i.block for i in infos]
     gone = [i for i in wanted if infos[i].removed]
     if gone:
         raise ValueError(f"blocks {gone} are removed: a removed block has no branch")
@@ -314,21 +313,6 @@ def conflicting_blocks(table: pd.DataFrame) -> list[int]:
 # --------------------------------------------------------------------------- removing
 
 
-def _check_indices(blocks: Any, n: int) -> list[int]:
-    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
-        raise ValueError(f"blocks must be a collection of block numbers (ints in 0..{n - 1}), got {blocks!r}")
-    items = list(blocks)
-    bad_type = [b for b in items if isinstance(b, bool) or not isinstance(b, numbers.Integral)]
-    if bad_type:
-        raise ValueError(f"block numbers must be ints in 0..{n - 1}, got {bad_type!r}")
-    out = sorted(set(int(b) for b in items))
-    bad = [b for b in out if not 0 <= b < n]
-    if bad:
-        raise ValueError(f"block indices {bad} outside the valid range 0..{n - 1} (this model has {n} residual "
-                         f"blocks, numbered layer1[0] = 0 to layer4[-1] = {n - 1})")
-    return out
-
-
 def remove_blocks(model: nn.Module, blocks: Iterable[int], *, keep_downsampling: bool = False) -> nn.Module:
     """A genuinely smaller copy of the torchvision ResNet ``model`` without the residual ``blocks``
     (global numbers, :func:`resnet_blocks`); ``model`` is left untouched.
@@ -341,7 +325,7 @@ def remove_blocks(model: nn.Module, blocks: Iterable[int], *, keep_downsampling:
     removed are left as they are.
     """
     infos = resnet_blocks(model)
-    indices = _check_indices(blocks, len(infos))
+    indices = check_block_indices(blocks, len(infos))
     if keep_downsampling:
         down = [i for i in indices if not infos[i].removed and infos[i].module.downsample is not None]
         if down:

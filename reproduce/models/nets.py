@@ -63,6 +63,7 @@ __all__ = [
     "FNN",
     "ConvNet",
     "ConvBlock",
+    "check_block_indices",
     "RemovedBlock",
     "blocks_for_depth",
     "depth_for_blocks",
@@ -486,6 +487,27 @@ def build_model(config: ModelConfig) -> nn.Module:
     return ConvNet(config)
 
 
+def check_block_indices(blocks: Any, n: int) -> list[int]:
+    """``blocks`` as sorted distinct block numbers of a net with ``n`` residual blocks (numbered in
+    network order from 0); ValueError naming the bad value and the valid range for anything else
+    (a string, a bare number, a bool or float, a number out of range). The one check of both block
+    removals (this module's and :func:`reproduce.experiments.prune.remove_blocks`)."""
+    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
+        raise ValueError(f"blocks must be a collection of block numbers (ints in 0..{n - 1}), got {blocks!r}")
+    items = list(blocks)
+    if n == 0 and items:
+        raise ValueError(f"this model has no residual blocks to remove, got blocks {items!r}")
+    bad_type = [b for b in items if isinstance(b, bool) or not isinstance(b, numbers.Integral)]
+    if bad_type:
+        raise ValueError(f"block numbers must be ints in 0..{n - 1}, got {bad_type!r}")
+    out = sorted(set(int(b) for b in items))
+    bad = [b for b in out if not 0 <= b < n]
+    if bad:
+        raise ValueError(f"block indices {bad} outside the valid range 0..{n - 1} (this model has {n} residual "
+                         f"blocks, numbered from 0 in network order)")
+    return out
+
+
 def remove_blocks(model: ConvNet, indices: Iterable[int]) -> ConvNet:
     """A genuinely smaller copy of ``model`` without the residual blocks ``indices``.
 
@@ -494,11 +516,7 @@ def remove_blocks(model: ConvNet, indices: Iterable[int]) -> ConvNet:
     """
     if not isinstance(model, ConvNet):
         raise ValueError(f"block removal needs a ConvNet, got {type(model).__name__}")
-    indices = sorted(set(int(i) for i in indices))
-    n = len(model.blocks)
-    bad = [i for i in indices if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"block indices {bad} outside 0..{n - 1}")
+    indices = check_block_indices(indices, len(model.blocks))
     if model.config.kind != "residual":
         raise ValueError("only residual blocks can be removed (a plain block has no shortcut)")
     smaller = copy.deepcopy(model)
