@@ -65,7 +65,7 @@ from reproduce.models.nets import CONV_KINDS, DEPTH_TABLE, ModelConfig, blocks_f
 from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_values
 from reproduce.training.runs import DataSpec, Hook, RunSpec, train_spec
 from reproduce.config.scales import Scale
-from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy
+from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy, trained_records
 
 __all__ = [
     "CONV_KINDS",
@@ -235,10 +235,6 @@ def _epoch(record: dict) -> int:
     return int(record["epoch"])
 
 
-def _trained(history: Iterable[dict]) -> list[dict]:
-    """The records of trained epochs (epoch >= 1): an epoch-0 record (the untrained net) is left out."""
-    return [r for r in history if _epoch(r) >= 1]
-
 
 def _mean(values: Iterable[Any]) -> float:
     vals = [float(v) for v in values if v is not None]
@@ -250,7 +246,7 @@ def run_row(run: RunResult, *, dataset: str, seed: int, last_epochs: int) -> dic
     hist = run.history
     measured = _measured(hist)
     cfg = run.model_config
-    train_accs = [r["train_acc"] for r in _trained(hist) if r.get("train_acc") is not None][-max(1, last_epochs):]
+    train_accs = [r["train_acc"] for r in trained_records(hist) if r.get("train_acc") is not None][-max(1, last_epochs):]
     last_sets = conflicting_in(measured[-1]) if measured and measured[-1].get("bundles") else None
     return {
         "dataset": dataset,
@@ -436,7 +432,7 @@ def first_detection_epoch(run: RunResult | Sequence[dict], *, mode: str = "conta
     """
     if mode not in _DETECTION_MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes are {', '.join(_DETECTION_MODES)}")
-    history = _trained(_history(run))
+    history = trained_records(_history(run))
     if not history:
         return None
     sets = [conflicting_in(r) for r in history]
@@ -453,7 +449,7 @@ def first_detection_epoch(run: RunResult | Sequence[dict], *, mode: str = "conta
 
 def _final_set(history: Sequence[dict]) -> frozenset[str]:
     """The conflicting layers of the last measured trained epoch (empty when there is none)."""
-    trained = _trained(history)
+    trained = trained_records(history)
     return conflicting_in(trained[-1]) if trained else frozenset()
 
 
@@ -516,7 +512,7 @@ def detection_summary(runs: dict[tuple[str, int] | str, RunResult],
         measured = _history(run)
         final = _final_set(measured)
         zero = next((r for r in measured if _epoch(r) == 0), None)
-        trained = _trained(run.history)
+        trained = trained_records(run.history)
         curves.append(detection_curve(run).assign(kind=kind, seed=seed))
         summary.append({
             "kind": kind, "seed": seed, "status": run.status, "blocks": sum(run.model_config.blocks),

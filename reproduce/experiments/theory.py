@@ -55,7 +55,7 @@ from reproduce.models.nets import FNN, ModelConfig, eval_mode, model_device
 from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_values
 from reproduce.training.runs import DataSpec, Hook, RunSpec, train_spec
 from reproduce.config.scales import Scale
-from reproduce.training.loop import RunResult, TrainConfig, train
+from reproduce.training.loop import RunResult, TrainConfig, train, trained_records
 
 __all__ = [
     "BoundCheck",
@@ -460,9 +460,9 @@ def worst_case_summary(collapsed: WorstCaseRun, intact: WorstCaseRun) -> WorstCa
     epoch-0 record, the untrained net, is left out: the claim is about training)."""
     if collapsed.collapse is None or intact.collapse is not None:
         raise ValueError("pass the collapsed run first and the intact run second")
-    c_hist = _trained(collapsed.history)
+    c_hist = trained_records(collapsed.history)
     c_acc = [r.get("train_acc") for r in c_hist]
-    i_acc = [r.get("train_acc") for r in _trained(intact.history)]
+    i_acc = [r.get("train_acc") for r in trained_records(intact.history)]
     if not c_acc or not i_acc or None in c_acc:
         raise ValueError("both runs need at least one finished epoch (the collapsed run must not diverge)")
     return WorstCaseSummary(
@@ -471,13 +471,6 @@ def worst_case_summary(collapsed: WorstCaseRun, intact: WorstCaseRun) -> WorstCa
         intact_final_train_acc=float("nan") if i_acc[-1] is None else i_acc[-1],
     )
 
-
-def _trained(history: Sequence[dict]) -> list[dict]:
-    """The records of epochs >= 1, in epoch order (by each record's ``epoch`` key)."""
-    missing = [i for i, r in enumerate(history) if "epoch" not in r]
-    if missing:
-        raise ValueError(f"history records {missing} have no 'epoch' key")
-    return sorted((r for r in history if int(r["epoch"]) >= 1), key=lambda r: int(r["epoch"]))
 
 
 def theory_claims(epochs: pd.DataFrame, worst: dict[int, dict[str, WorstCaseRun]], *,

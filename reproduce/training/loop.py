@@ -58,7 +58,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +88,7 @@ __all__ = [
     "evaluate",
     "resolve_device",
     "final_test_accuracy",
+    "trained_records",
     "data_identity",
     "run_lock",
     "CheckpointError",
@@ -282,10 +283,20 @@ class RunResult:
         }
 
 
+def trained_records(history: Iterable[dict]) -> list[dict]:
+    """The records of trained epochs (``epoch >= 1``), in epoch order: the epoch-0 record of the
+    untrained net is left out. ValueError when a record has no ``epoch``."""
+    history = list(history)
+    missing = [i for i, r in enumerate(history) if "epoch" not in r]
+    if missing:
+        raise ValueError(f"history records {missing} have no 'epoch' key")
+    return sorted((r for r in history if int(r["epoch"]) >= 1), key=lambda r: int(r["epoch"]))
+
+
 def final_test_accuracy(history: Sequence[dict], last: int) -> float:
-    """Mean test accuracy over the last ``last`` trained epochs (the epoch-0 record of the untrained
-    net never counts), nan when there is none."""
-    accs = [r["test_acc"] for r in history if r.get("test_acc") is not None and r.get("epoch", 1) >= 1][-max(1, last):]
+    """Mean test accuracy over the last ``last`` trained epochs (:func:`trained_records`: the epoch-0
+    record of the untrained net never counts), nan when there is none."""
+    accs = [r["test_acc"] for r in trained_records(history) if r.get("test_acc") is not None][-max(1, last):]
     return float(sum(accs) / len(accs)) if accs else float("nan")
 
 
