@@ -188,25 +188,8 @@ _LONG = dataclasses.replace(
     passes=36,
 )
 
-# One GPU overnight: <= 10 GPU-hours by the plan command's estimate (`python -m reproduce plan
-# --scale gpu`: epochs x steps per epoch x seconds per step of an eager optimiser step). From
-# the H200 measurements of the issue: residual-120 at full width, batch 64, eager 0.046 s/step (a
-# launch-bound step: its cost grows with the number of layers, ~ FLOPs at full width, where every
-# block convolution costs the same); CIFAR-10 has ceil(50,000 / 64) = 782 steps per epoch, so one
-# epoch of a depth-d net costs 782 x 0.046 x d / 120 s = 36 s x d / 120.
-#   depth study: 2 kinds x depths (4+10+20+30+50+76+120 = 310) x 2 repeats x 30 epochs
-#                = 36 s x 2 x 310/120 x 2 x 30 = 11,160 s = 3.1 h (claim 3 reuses its depth-120 runs,
-#                and auto-tune's baselines its runs at depths 20, 50, 76, 120);
-#   lesion:      one residual-120, 60 epochs = 36 s x 60 = 2,160 s = 0.6 h;
-#   auto-tune:   2 kinds x 2 seeds, a search counted as one training of its starting net (depth 120)
-#                for 30 epochs = 4 x 36 s x 30 = 4,320 s = 1.2 h;
-#   FNN map and theory (claims 6, 1): 16 + 2 FNNs, launch-bound at ~1-4 ms per step: ~0.3 h;
-#   total 5.1 h of optimiser steps (summed job by job with the plan's jobs). Evaluation (train_eval
-#   + test after every epoch, ~+40 % eagerly), measurements and checkpoints come on top (the plan
-#   counts optimiser steps only) and stay within the 10 h. (The plan times each config on the GPU;
-#   `--assume-steps-per-second 21.7`, depth 120's rate for every net, would say 16.8 h.)
-#   With TrainConfig(device_data=True, compile="cuda-graph") a depth-120 step took 0.0127 s on
-#   the H200 (3.6x less), but the experiments train with the default TrainConfig unless told.
+# One GPU overnight: <= 10 GPU-hours by `python -m reproduce plan --scale gpu` (the arithmetic
+# of the budget, from the H200's measured steps: docs/method.md#gpu-budget).
 _GPU = Scale(
     name="gpu",
     datasets=("cifar10",),
