@@ -584,56 +584,62 @@ def depth_claims(runs: pd.DataFrame) -> list[Claim]:
     missing = [c for c in ("dataset", "kind", "depth", "seed", "entropy_mean", "test_acc") if c not in runs.columns]
     if missing:
         raise ValueError(f"columns {missing} not in the run table; its columns are {list(runs.columns)}")
-    claims = []
-    for name, frame in runs.groupby("dataset"):
-        seeds = sorted(int(s) for s in frame["seed"].unique())
-        per_seed = {s: frame[frame["seed"] == s] for s in seeds}
-        tables = {s: _kind_table(f) for s, f in per_seed.items()}
-        pooled = _kind_table(frame)
-        n = len(seeds)
-        several = n > 1
+    return [row(name, frame) for name, frame in runs.groupby("dataset")
+            for row in (_claim_deep_plain, _claim_residual_fewer, _claim_correlation)]
 
-        deepest = int(pooled.index.max())
-        deep = {s: _deep_plain(t, deepest) for s, t in tables.items()}
-        h_pooled, deep_pooled = _deep_plain(pooled, deepest)
-        outcomes = [deep[s][1] for s in seeds]
-        claims.append(Claim(
-            f"{name}: deep plain nets develop conflicting bundles", "deep plain networks develop them",
-            f"plain depth {deepest}: averaged a^(L) entropy {seed_values([deep[s][0] for s in seeds], seeds=seeds)}"
-            + (f"; seed mean {h_pooled:.3f}" if several else "") + f"; {seed_outcomes(outcomes, seeds)}",
-            over_seeds(outcomes, deep_pooled), seeds=n))
 
-        fewer = {s: _fewer(t) for s, t in tables.items()}
-        lower_p, active_p, fewer_pooled = _fewer(pooled)
-        outcomes = [fewer[s][2] for s in seeds]
-        if several:
-            each = "; ".join(f"seed {s}: {fewer[s][0]} of {len(fewer[s][1])} {fewer[s][1]}" for s in seeds)
-            text = (f"residual lower than plain at k of the m depths with a conflict [depths]: {each}; "
-                    f"seed mean: {lower_p} of {len(active_p)} {active_p}")
-        else:
-            text = f"residual lower at {lower_p} of {len(active_p)} depths with a conflict {active_p}"
-        claims.append(Claim(
-            f"{name}: residual nets develop fewer conflicts", "residual networks much less",
-            f"{text}; {seed_outcomes(outcomes, seeds)}",
-            over_seeds(outcomes, fewer_pooled), seeds=n))
+def _seeds_of(frame: pd.DataFrame) -> list[int]:
+    return sorted(int(s) for s in frame["seed"].unique())
 
-        corr = {s: correlations(f).iloc[0] for s, f in per_seed.items()}
-        c = correlations(frame).iloc[0]
-        outcomes = [_pearson_rule(corr[s]) for s in seeds]
-        pooled_text = (f"Pearson r = {c.pearson_r:.3f} (p = {c.pearson_p:.2g}), "
-                       f"Spearman rho = {c.spearman_r:.3f} (p = {c.spearman_p:.2g})")
-        if several:
-            text = (f"per seed Pearson r {seed_values([corr[s].pearson_r for s in seeds], seeds=seeds)}, "
-                    f"p {seed_values([corr[s].pearson_p for s in seeds], fmt='{:.2g}', seeds=seeds)}, "
-                    f"n {seed_values([corr[s].n for s in seeds], fmt='{:.0f}', seeds=seeds)}; "
-                    f"all {int(c.n)} runs pooled: {pooled_text}")
-        else:
-            text = f"{pooled_text}, n = {int(c.n)}"
-        claims.append(Claim(
-            f"{name}: bundle entropy vs test accuracy", "negative correlation",
-            f"{text}; {seed_outcomes(outcomes, seeds)}",
-            over_seeds(outcomes, _pearson_rule(c)), seeds=n))
-    return claims
+
+def _claim_deep_plain(name: str, frame: pd.DataFrame) -> Claim:
+    """Row "deep plain nets develop conflicting bundles" of :func:`depth_claims`."""
+    seeds = _seeds_of(frame)
+    pooled = _kind_table(frame)
+    deepest = int(pooled.index.max())
+    deep = {s: _deep_plain(_kind_table(frame[frame["seed"] == s]), deepest) for s in seeds}
+    h_pooled, deep_pooled = _deep_plain(pooled, deepest)
+    outcomes = [deep[s][1] for s in seeds]
+    return Claim(
+        f"{name}: deep plain nets develop conflicting bundles", "deep plain networks develop them",
+        f"plain depth {deepest}: averaged a^(L) entropy {seed_values([deep[s][0] for s in seeds], seeds=seeds)}"
+        + (f"; seed mean {h_pooled:.3f}" if len(seeds) > 1 else "") + f"; {seed_outcomes(outcomes, seeds)}",
+        over_seeds(outcomes, deep_pooled), seeds=len(seeds))
+
+
+def _claim_residual_fewer(name: str, frame: pd.DataFrame) -> Claim:
+    """Row "residual nets develop fewer conflicts" of :func:`depth_claims`."""
+    seeds = _seeds_of(frame)
+    fewer = {s: _fewer(_kind_table(frame[frame["seed"] == s])) for s in seeds}
+    lower_p, active_p, fewer_pooled = _fewer(_kind_table(frame))
+    outcomes = [fewer[s][2] for s in seeds]
+    if len(seeds) > 1:
+        each = "; ".join(f"seed {s}: {fewer[s][0]} of {len(fewer[s][1])} {fewer[s][1]}" for s in seeds)
+        text = (f"residual lower than plain at k of the m depths with a conflict [depths]: {each}; "
+                f"seed mean: {lower_p} of {len(active_p)} {active_p}")
+    else:
+        text = f"residual lower at {lower_p} of {len(active_p)} depths with a conflict {active_p}"
+    return Claim(f"{name}: residual nets develop fewer conflicts", "residual networks much less",
+                 f"{text}; {seed_outcomes(outcomes, seeds)}", over_seeds(outcomes, fewer_pooled), seeds=len(seeds))
+
+
+def _claim_correlation(name: str, frame: pd.DataFrame) -> Claim:
+    """Row "bundle entropy vs test accuracy" of :func:`depth_claims`."""
+    seeds = _seeds_of(frame)
+    corr = {s: correlations(frame[frame["seed"] == s]).iloc[0] for s in seeds}
+    c = correlations(frame).iloc[0]
+    outcomes = [_pearson_rule(corr[s]) for s in seeds]
+    pooled_text = (f"Pearson r = {c.pearson_r:.3f} (p = {c.pearson_p:.2g}), "
+                   f"Spearman rho = {c.spearman_r:.3f} (p = {c.spearman_p:.2g})")
+    if len(seeds) > 1:
+        text = (f"per seed Pearson r {seed_values([corr[s].pearson_r for s in seeds], seeds=seeds)}, "
+                f"p {seed_values([corr[s].pearson_p for s in seeds], fmt='{:.2g}', seeds=seeds)}, "
+                f"n {seed_values([corr[s].n for s in seeds], fmt='{:.0f}', seeds=seeds)}; "
+                f"all {int(c.n)} runs pooled: {pooled_text}")
+    else:
+        text = f"{pooled_text}, n = {int(c.n)}"
+    return Claim(f"{name}: bundle entropy vs test accuracy", "negative correlation",
+                 f"{text}; {seed_outcomes(outcomes, seeds)}", over_seeds(outcomes, _pearson_rule(c)), seeds=len(seeds))
 
 
 def _number(v: Any) -> float:
