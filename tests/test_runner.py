@@ -365,3 +365,31 @@ def test_list_aligns_its_columns(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert runner.main(["list", "--root", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.index("Title") for line in lines] == [len("02_longer_name") + 2] * 2
+
+
+def test_the_commands_honour_reproduce_root(repo: Path, monkeypatch, capsys) -> None:
+    """``$REPRODUCE_ROOT`` names the repository root for ``list`` (and every command), as it does for
+    the library: one rule (:func:`reproduce.files.paths.project_root`); before, ``list`` used the
+    folder above the package and listed this checkout's notebooks."""
+    monkeypatch.setenv("REPRODUCE_ROOT", str(repo))
+    assert runner.main(["list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["01_bundles", "02_no_title", "10_tenth"]
+    from reproduce.files.paths import project_root
+
+    assert project_root() == repo.resolve()
+
+
+def test_without_reproduce_root_the_root_is_the_checkout_around_the_working_directory_or_the_packages(
+        tmp_path: Path, monkeypatch) -> None:
+    from reproduce.files.paths import project_root
+
+    monkeypatch.delenv("REPRODUCE_ROOT", raising=False)
+    checkout = tmp_path / "checkout"
+    (checkout / "notebooks").mkdir(parents=True)
+    (checkout / "reproduce").mkdir()
+    monkeypatch.chdir(checkout / "notebooks")
+    assert project_root() == checkout.resolve()  # a checkout at or above the working directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert project_root() == Path(runner.__file__).resolve().parents[2]  # the checkout holding the package

@@ -35,6 +35,10 @@ NB04 = "04_early_detection"
 JOB_TIMEOUT_S = 300
 
 
+#: this checkout (its notebooks), whatever $REPRODUCE_ROOT a test sets
+REPO = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "root"
@@ -78,7 +82,7 @@ def interrupt_after_one_epoch(spec) -> None:
 
 
 def parameters_cell(stem: str) -> dict:
-    nb = json.loads((runner.default_root() / "notebooks" / f"{stem}.ipynb").read_text())
+    nb = json.loads((REPO / "notebooks" / f"{stem}.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     values: dict = {}
     exec("".join(cell["source"]), {}, values)  # literals only (the notebooks' convention)
@@ -86,7 +90,7 @@ def parameters_cell(stem: str) -> dict:
 
 
 def test_the_notebooks_and_their_defaults_are_the_ones_the_sweep_assumes():
-    stems = [p.stem for p in runner.find_notebooks(runner.default_root())]
+    stems = [p.stem for p in runner.find_notebooks(REPO)]
     assert tuple(stems) == sweep.NOTEBOOKS
     for stem in nbs.NOTEBOOKS:
         defaults = nbs.notebook_defaults(stem)
@@ -126,7 +130,7 @@ def test_jobs_of_notebooks_03_and_04_are_exactly_the_runs_the_notebooks_train(tm
     root = tmp_path / "nbroot"
     root.mkdir()
     depth = root / "results" / "smoke" / "depth"
-    paths = runner.resolve_notebooks(["04", "03"], runner.find_notebooks(runner.default_root()))
+    paths = runner.resolve_notebooks(["04", "03"], runner.find_notebooks(REPO))
     created = {}
     for path in paths:  # 04 first: its runs are a subset of 03's, which 03 then reuses
         [record] = runner.run_notebooks([path], "smoke", 0, root / "executed", progress_bar=False, root=root)

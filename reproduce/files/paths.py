@@ -1,7 +1,8 @@
 """Where results and figures go: the repository root, run folders, figure files.
 
-* :func:`project_root` -- the repository root (``$REPRODUCE_ROOT``, else the first folder at or
-  above the working directory that holds both ``notebooks/`` and ``reproduce/``, else the working
+* :func:`project_root` -- the repository root, for the library and every command alike
+  (``$REPRODUCE_ROOT``, else the first folder at or above the working directory that holds both
+  ``notebooks/`` and ``reproduce/``, else the checkout that holds this package, else the working
   directory, e.g. in Colab).
 * :func:`results_dir` -- ``<root>/results/<scale>/<experiment>/...`` (git-ignored; reused runs).
 * :func:`run_dir` -- the folder of one training run, named by a label and a hash of its configs,
@@ -34,6 +35,9 @@ def project_root() -> Path:
     for folder in (here, *here.parents):
         if (folder / "notebooks").is_dir() and (folder / "reproduce").is_dir():
             return folder
+    checkout = Path(__file__).resolve().parents[2]  # reproduce/files/paths.py -> the folder above the package
+    if (checkout / "notebooks").is_dir():
+        return checkout
     return here
 
 

@@ -46,8 +46,10 @@ Choices made here:
   bars, see :mod:`reproduce.files.progress`) and ``REPRODUCE_SCALE=<scale>``: the notebooks let that variable override their ``scale``
   parameter, so setting it to the requested scale keeps a stray value in the caller's shell
   from silently running another scale than the one the output folder is named after.
-* The repository root is the folder above this package (``--root`` overrides it), so the
-  runner works from an editable install or a checkout without installing.
+* The repository root is :func:`reproduce.files.paths.project_root`, as for the library
+  (``$REPRODUCE_ROOT``, else a checkout at or above the working directory, else the checkout
+  that holds this package); ``--root`` overrides it. So the runner works from an editable
+  install or a checkout without installing.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reproduce.files.progress import PROGRESS_ENV
+from reproduce.files.paths import project_root
 from reproduce.files.tables import text_table
 from reproduce.config.scales import ROOT_ENV, SCALE_ENV, SCALE_NAMES
 from reproduce.config.environment import environment
@@ -107,10 +110,9 @@ class RunRecord:
 
 
 def default_root() -> Path:
-    """The repository root: the folder that holds the ``reproduce`` package."""
-    import reproduce
-
-    return Path(reproduce.__file__).resolve().parents[1]
+    """The repository root of the commands: :func:`reproduce.files.paths.project_root` (the same
+    rule as the library's: ``$REPRODUCE_ROOT`` first)."""
+    return project_root()
 
 
 def find_notebooks(root: Path) -> list[Path]:
