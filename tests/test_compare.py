@@ -304,3 +304,38 @@ def test_against_a_git_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert runner.main(["compare", "--against", "no-such-rev"]) == 2
     err = capsys.readouterr().err
     assert "'no-such-rev'" in err and "git revision" in err
+
+
+# --------------------------------------------------------------------------- never "identical" when different
+
+
+def test_a_row_with_an_extra_cell_is_a_difference(tree) -> None:
+    """Before, the extra cell was dropped by the parser and the file called identical."""
+    root, fresh, ref = tree
+    _both(fresh, ref, "t.csv", "k,v\na,1\nb,2\n", "k,v\na,1\nb,2,9\n")
+    report = compare_figures("cpu", ref, root=root)
+    assert "t.csv" not in report.identical and report.changed_files == ["t.csv"]
+    assert report.exit_status == 1
+    assert "line 3 holds 3 cells, the header 2" in report.format()
+
+
+def test_a_claims_file_that_is_not_utf8_is_a_difference(tree) -> None:
+    """Before, the undecodable bytes were replaced and the table ended in '0 verdicts changed'."""
+    root, fresh, ref = tree
+    _write(ref, "x-claims.csv", CLAIMS_HEADER + "c1,paper,acc 0.9,holds,3\n")
+    (fresh / "x-claims.csv").write_bytes((CLAIMS_HEADER + "c1,paper,acc 0.9,holds,3\n").encode() + b"\xff\xfe\n")
+    report = compare_figures("cpu", ref, root=root)
+    assert report.changed_files == ["x-claims.csv"] and report.exit_status == 1
+    text = report.format()
+    assert "x-claims.csv: unreadable in the fresh file: not UTF-8 (byte 0xff at offset" in text
+    assert text.splitlines()[-1].startswith("0 verdicts changed") and "1 files unreadable" in text
+
+
+def test_a_renamed_column_counts_its_numbers_as_moved(tree) -> None:
+    """Column 'acc' renamed 'accuracy' with its values zeroed: before, '0 numbers moved'. The two
+    numbers of 'acc' are gone and the two of 'accuracy' are new: 4 numbers moved."""
+    root, fresh, ref = tree
+    _both(fresh, ref, "t.csv", "k,acc\na,0.9\nb,0.8\n", "k,accuracy\na,0\nb,0\n")
+    report = compare_figures("cpu", ref, root=root)
+    assert report.numbers_moved == 4 and report.changed_files == ["t.csv"]
+    assert report.format().splitlines()[-1] == "0 verdicts changed, 4 numbers moved in 1 files; 0 files identical"

@@ -62,6 +62,7 @@ __all__ = [
     "TIMING_SUBSTRINGS",
     "TIMING_NAMES",
     "CompareError",
+    "FileProblem",
     "VerdictChange",
     "MeasuredChange",
     "CellChange",
@@ -152,11 +153,23 @@ class RowChange:
 
 @dataclass(frozen=True)
 class ColumnChange:
-    """A column present on one side only."""
+    """A column present on one side only; ``numbers``: its numeric cells (they count as moved:
+    a renamed column's numbers left one side and came to the other)."""
 
     file: str
     column: str
     side: str
+    numbers: int = 0
+
+
+@dataclass
+class FileProblem:
+    """A file that cannot be read as the table it claims to be (not UTF-8, a row longer than the
+    header): always a difference, never "identical"."""
+
+    file: str
+    side: str
+    reason: str
 
 
 @dataclass
@@ -178,19 +191,21 @@ class CompareReport:
     cells: list[CellChange] = field(default_factory=list)
     rows: list[RowChange] = field(default_factory=list)
     columns: list[ColumnChange] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
     """Per file, remarks that are not changes (e.g. how its rows were matched)."""
 
     @property
     def numbers_moved(self) -> int:
         """Numeric cells that moved plus numbers that moved inside ``measured`` texts."""
-        return sum(c.numeric for c in self.cells) + sum(len(m.numbers) for m in self.measured)
+        return (sum(c.numeric for c in self.cells) + sum(len(m.numbers) for m in self.measured)
+                + sum(c.numbers for c in self.columns))
 
     @property
     def changed_files(self) -> list[str]:
         """Files with any reported difference, sorted."""
-        names = {c.file for group in (self.verdicts, self.measured, self.cells, self.rows, self.columns)
-                 for c in group}
+        names = {c.file for group in (self.verdicts, self.measured, self.cells, self.rows, self.columns,
+                                      self.problems) for c in group}
         return sorted(names | set(self.only_committed) | set(self.only_fresh))
 
     @property
@@ -231,6 +246,12 @@ class CompareReport:
             extra.append(f"{n_meas} measured texts changed without a number moving")
         if n_one:
             extra.append(f"{n_one} files on one side only")
+        unreadable = {p.file for p in self.problems if p.reason.startswith("not UTF-8")}
+        if unreadable:
+            extra.append(f"{len(unreadable)} files unreadable")
+        malformed = {p.file for p in self.problems} - unreadable
+        if malformed:
+            extra.append(f"{len(malformed)} files with malformed rows")
         out.append("")
         if extra:
             out.append("also: " + ", ".join(extra))
@@ -246,6 +267,9 @@ class CompareReport:
         if name in self.identical:
             return [f"{name}: identical" + (f" ({'; '.join(notes)})" if notes else "")]
         lines = [f"{name}:" + (f" ({'; '.join(notes)})" if notes else "")]
+        for prob in (p for p in self.problems if p.file == name):
+            what = "unreadable" if prob.reason.startswith("not UTF-8") else "malformed"
+            lines.append(f"{name}: {what} in the {prob.side} file: {prob.reason}")
         for col in (c for c in self.columns if c.file == name):
             lines.append(f"  column {col.column!r} only in the {col.side} file")
         for v in (v for v in self.verdicts if v.file == name):
@@ -364,21 +388,32 @@ def _git_side(root: Path, rev: str, rel_folder: str) -> _GitSide:
 class _Table:
     header: list[str]
     rows: list[dict[str, str]]
+    #: what makes the file not the table it claims to be (rows longer than the header)
+    problems: list[str] = field(default_factory=list)
+
+
+class _Unreadable(ValueError):
+    """The bytes are not UTF-8 text."""
 
 
 def _parse(data: bytes) -> _Table:
-    text = data.decode("utf-8-sig", "replace")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _Unreadable(f"not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
     records = list(csv.reader(io.StringIO(text)))
     if not records:
         return _Table([], [])
     header = [h.strip() for h in records[0]]
-    rows = []
-    for rec in records[1:]:
+    rows, problems = [], []
+    for line, rec in enumerate(records[1:], start=2):
         if not any(cell.strip() for cell in rec):
             continue
+        if len(rec) > len(header):
+            problems.append(f"line {line} holds {len(rec)} cells, the header {len(header)}")
         rec = list(rec) + [""] * (len(header) - len(rec))
         rows.append({h: rec[i].strip() for i, h in enumerate(header)})
-    return _Table(header, rows)
+    return _Table(header, rows, problems)
 
 
 def _kind(value: str) -> str:
@@ -526,12 +561,15 @@ def _text_changed(old: str, new: str, tolerance: float) -> bool:
 
 def _compare_columns(report: CompareReport, name: str, old: _Table, new: _Table) -> list[str]:
     """Report columns on one side only; return the shared, non-timing columns in committed order."""
+    def numbers(table: _Table, column: str) -> int:
+        return sum(_number(r.get(column, "")) is not None for r in table.rows)
+
     for h in old.header:
         if h not in new.header and not is_timing_column(h):
-            report.columns.append(ColumnChange(name, h, "committed"))
+            report.columns.append(ColumnChange(name, h, "committed", numbers(old, h)))
     for h in new.header:
         if h not in old.header and not is_timing_column(h):
-            report.columns.append(ColumnChange(name, h, "fresh"))
+            report.columns.append(ColumnChange(name, h, "fresh", numbers(new, h)))
     return [h for h in old.header if h in new.header and not is_timing_column(h)]
 
 
@@ -661,8 +699,19 @@ def compare_figures(scale: str, against: str | Path | None = None, tolerance: fl
         if old_bytes == new_bytes:
             report.identical.append(name)
             continue
-        old, new = _parse(old_bytes), _parse(new_bytes)
+        try:
+            old = _parse(old_bytes)
+        except _Unreadable as err:
+            report.problems.append(FileProblem(name, "committed", str(err)))
+            continue
+        try:
+            new = _parse(new_bytes)
+        except _Unreadable as err:
+            report.problems.append(FileProblem(name, "fresh", str(err)))
+            continue
         before = _count(report)
+        report.problems += [FileProblem(name, "committed", p) for p in old.problems]
+        report.problems += [FileProblem(name, "fresh", p) for p in new.problems]
         if _is_claims(name, old) and _is_claims(name, new):
             _compare_claims(report, name, old, new)
         else:
@@ -674,4 +723,5 @@ def compare_figures(scale: str, against: str | Path | None = None, tolerance: fl
 
 
 def _count(report: CompareReport) -> int:
-    return sum(len(g) for g in (report.verdicts, report.measured, report.cells, report.rows, report.columns))
+    return sum(len(g) for g in (report.verdicts, report.measured, report.cells, report.rows, report.columns,
+                                report.problems))
