@@ -155,3 +155,19 @@ def test_run_folders_made_by_the_round2_code_are_found_and_resumed(tmp_path, mon
         assert drop(fresh.history) == drop(run.history)
         assert all(torch.equal(a, b) for a, b in zip(fresh.model.state_dict().values(),
                                                      run.model.state_dict().values()))
+
+
+def test_a_finished_run_with_a_truncated_checkpoint_is_not_done(results_root):
+    """run.json says finished but checkpoint.pt was cut short: training would start over (the
+    checkpoint is recomputed), so the run is "missing", not "finished" (before, status counted it
+    done and the sweep skipped it; the notebook then retrained it inline)."""
+    spec = depth_study.conv_spec(tiny(), "plain", 4)
+    train_spec(spec, progress=False)
+    assert run_state(spec) == "finished"
+    ckpt = spec.run_dir / "checkpoint.pt"
+    blob = ckpt.read_bytes()
+    ckpt.write_bytes(blob[: len(blob) // 2])
+    assert json.loads((spec.run_dir / "run.json").read_text())["status"] == "finished"
+    assert run_state(spec) == "missing"
+    ckpt.write_bytes(b"")
+    assert run_state(spec) == "missing"

@@ -30,7 +30,8 @@ import torch
 
 from reproduce.files.storage import atomic_write_bytes
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "is_truncated"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "is_truncated",
+           "file_is_truncated"]
 
 CHECKPOINT_FORMAT = 2
 #: the keys every run state holds
@@ -71,6 +72,21 @@ def is_truncated(blob: bytes) -> bool:
         return True
     archive = blob[_HEADER:] if blob.startswith(MAGIC) else blob
     return archive.startswith(_ZIP_START) and _ZIP_END not in archive[-_ZIP_TAIL:]
+
+
+def file_is_truncated(path: str | Path) -> bool:
+    """:func:`is_truncated` of the checkpoint file ``path``, reading only its header and its last
+    64 KiB (a query that must stay cheap for large checkpoints). OSError when it cannot be read."""
+    path = Path(path)
+    with path.open("rb") as f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        head = f.read(_HEADER + len(_ZIP_START))
+        if size <= len(head):
+            return is_truncated(head)
+        f.seek(max(len(head), size - _ZIP_TAIL))
+        tail = f.read()
+    return is_truncated(head + tail)
 
 
 def _load(blob: bytes) -> Any:

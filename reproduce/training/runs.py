@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from reproduce.data.datasets import DataBundle, dataset_shape, load_dataset
 from reproduce.models.nets import ModelConfig
+from reproduce.files.checkpoints import file_is_truncated
 from reproduce.files.paths import run_dir as _run_dir
 from reproduce.training.loop import Callback, RunResult, TrainConfig, load_run, train
 
@@ -186,8 +187,8 @@ def run_state(spec: RunSpec) -> str:
     from reproduce.files.storage import LockHeld, exclusive_lock
 
     folder = spec.run_dir
-    if not (folder / "checkpoint.pt").exists():
-        state = "missing"
+    if not (folder / "checkpoint.pt").exists() or file_is_truncated(folder / "checkpoint.pt"):
+        state = "missing"  # a truncated checkpoint is recomputed: nothing of the run is there
     else:
         try:
             state = json.loads((folder / "run.json").read_text()).get("status", "partial")
