@@ -56,7 +56,7 @@ def test_compiling_sets_inductors_deterministic_flag_as_torch_would():
 def test_environment_sets_and_restores_even_when_the_block_raises(monkeypatch):
     import os
 
-    from reproduce.config.environment import environment
+    from reproduce.config.environ import environment
 
     monkeypatch.setenv("REPRODUCE_T_A", "old")
     monkeypatch.delenv("REPRODUCE_T_B", raising=False)

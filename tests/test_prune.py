@@ -417,9 +417,9 @@ def test_fit_of_a_torchvision_net_is_seeded_and_learns_a_separable_task():
 
 def test_a_torchvision_net_gets_a_run_folder_that_resumes(tmp_path):
     """train() of a TorchvisionResNet config: checkpoints, resume, the finished run reused."""
-    data = tiny_data()
+    data = tiny_data(32)
     config = TorchvisionResNet("resnet18", 2, 1, 8, init_seed=3)
-    cfg = TrainConfig(epochs=2, batch_size=32, seed=1, eval_train=False)
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=1, eval_train=False)
     whole = train(config, data, cfg, tmp_path / "whole", device="cpu", progress=False, seeding=prune.SEEDING)
     part = train(config, data, cfg, tmp_path / "cut", device="cpu", progress=False, seeding=prune.SEEDING,
                  stop_after=1)

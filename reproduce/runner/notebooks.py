@@ -67,7 +67,7 @@ from reproduce.files.progress import PROGRESS_ENV
 from reproduce.files.paths import project_root
 from reproduce.files.tables import text_table
 from reproduce.config.scales import ROOT_ENV, SCALE_ENV, SCALE_NAMES
-from reproduce.config.environment import environment
+from reproduce.config.environ import environment
 from reproduce.experiments.notebooks import match_stem
 
 __all__ = [

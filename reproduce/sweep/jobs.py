@@ -12,7 +12,7 @@ from reproduce.experiments.autotune import SearchSpec
 from reproduce.files.paths import project_root
 from reproduce.training.runs import RunSpec
 from reproduce.config.scales import ROOT_ENV, Scale, get_scale
-from reproduce.config.environment import environment
+from reproduce.config.environ import environment
 from reproduce.files.storage import LockHeld, exclusive_lock
 
 
