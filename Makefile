@@ -77,10 +77,12 @@ data: $(VENV)/.installed
 
 # The layering of ARCHITECTURE.md first (import-linter's contract in pyproject.toml), then one
 # pytest command, so the output ends with pytest's summary line.
-# --nbval-lax collects the notebooks; .py test files are collected as usual.
+# --nbval-lax collects the notebooks; .py test files are collected as usual. pytest-xdist runs
+# one worker per core (every test computes with one pinned thread); tests/conftest.py keeps each
+# test module on one worker and all notebooks on one (they share results/smoke).
 test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
+	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadgroup --nbval-lax --nbval-current-env tests notebooks
 
 # The SLURM integration tests: a one-node cluster on this machine (tools/slurm-local; `start
 # --install` apt-installs slurm-wlm and munge when missing, so run as root), the tests marked
