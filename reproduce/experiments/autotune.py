@@ -762,65 +762,101 @@ def autotune_claims(table: pd.DataFrame, summary: pd.DataFrame, start_blocks: Se
     Claims 1-2 have no pooled form. ``seeds`` is the number of searches.
     """
     claims = []
-    start = depth_for_blocks(start_blocks)
     for name, frame in table.groupby("dataset", sort=True):
+        searches = _Searches.of(name, frame, summary, depth_for_blocks(start_blocks), margin)
+        if searches is None:
+            continue
+        claims += [_claim_ends(searches), _claim_shrinks(searches)]
+        if searches.best is None:
+            claims += [Claim(f"{name}: {claim}", paper, "no fixed-depth baseline with a test accuracy", None,
+                             seeds=len(searches.seeds))
+                       for claim, paper in (("competitive accuracy", "accuracy competitive with larger nets"),
+                                            ("less memory", "much less memory"),
+                                            ("faster inference", "faster inference"))]
+            continue
+        claims += [_claim_accuracy(searches), _claim_memory(searches), _claim_macs(searches)]
+    return claims
+
+
+@dataclass
+class _Searches:
+    """One dataset's searches (``auto-tune plain``, one per seed) and its best fixed-depth net, as
+    the rows of :func:`autotune_claims` read them."""
+
+    name: str
+    frame: pd.DataFrame
+    seeds: list[int]
+    found: np.ndarray
+    per: dict[str, np.ndarray]
+    ok: pd.DataFrame
+    best: pd.Series | None
+    start: int
+    margin: float
+
+    @classmethod
+    def of(cls, name: str, frame: pd.DataFrame, summary: pd.DataFrame, start: int, margin: float
+           ) -> "_Searches | None":
         runs = frame[frame["model"] == "auto-tune plain"].sort_values("seed")
         if runs.empty:
-            continue
-        seeds = [int(s) for s in runs["seed"]]
-        n = len(seeds)
+            return None
         found = (runs["status"] == "found").to_numpy()
         per = {c: runs[c].astype(float).to_numpy() for c in ("depth", "test_acc", "memory_mb", "macs")}
-        ok = runs[found]
         best = _best_baseline(summary[(summary["dataset"] == name) & (summary["source"] == "fixed")])
+        return cls(name, frame, [int(s) for s in runs["seed"]], found, per, runs[found], best, start, margin)
 
-        ends = [bool(f) for f in found]
-        claims.append(Claim(
-            f"{name}: the search ends", "a net trains without conflict",
-            f"{int(found.sum())} of {n} searches found a net; {seed_outcomes(ends, seeds)}",
-            over_seeds(ends), seeds=n))
 
-        shrinks = [bool(d < start) if f else None for f, d in zip(found, per["depth"])]
-        claims.append(Claim(
-            f"{name}: auto-tune shrinks the net", f"fewer than the {start} starting layers",
-            f"found depths {seed_values(per['depth'], '{:.0f}', seeds)}; {seed_outcomes(shrinks, seeds)}",
-            over_seeds(shrinks), seeds=n))
+def _claim_ends(s: _Searches) -> Claim:
+    """Row "the search ends" of :func:`autotune_claims`."""
+    ends = [bool(f) for f in s.found]
+    return Claim(f"{s.name}: the search ends", "a net trains without conflict",
+                 f"{int(s.found.sum())} of {len(s.seeds)} searches found a net; {seed_outcomes(ends, s.seeds)}",
+                 over_seeds(ends), seeds=len(s.seeds))
 
-        if best is None:
-            for claim, paper in (("competitive accuracy", "accuracy competitive with larger nets"),
-                                 ("less memory", "much less memory"), ("faster inference", "faster inference")):
-                claims.append(Claim(f"{name}: {claim}", paper, "no fixed-depth baseline with a test accuracy",
-                                    None, seeds=n))
-            continue
-        ref = frame[(frame["source"] == "fixed") & (frame["model"] == best["model"])].sort_values("seed")
-        ref_acc = seed_values(ref["test_acc"].astype(float).tolist(), seeds=[int(s) for s in ref["seed"]])
-        threshold = float(best["test_acc"]) - margin
-        acc_ok = [bool(a >= threshold) if f and math.isfinite(a) else None for f, a in zip(found, per["test_acc"])]
-        acc_pooled = bool(ok["test_acc"].mean() >= threshold) if len(ok) else None
-        claims.append(Claim(
-            f"{name}: competitive accuracy", "accuracy competitive with larger nets",
-            f"found {seed_values(per['test_acc'], seeds=seeds)} vs best baseline {best['model']} {ref_acc}; "
-            f"threshold its mean - {margin:g} = {threshold:.3f}; "
-            f"{seed_outcomes(acc_ok, seeds)}",
-            over_seeds(acc_ok, acc_pooled), seeds=n))
 
-        best_mem = float(best["memory_mb"])
-        mem_ok = [_lt(m, best_mem) if f else None for f, m in zip(found, per["memory_mb"])]
-        claims.append(Claim(
-            f"{name}: less memory", "much less memory",
-            f"found {seed_values(per['memory_mb'], seeds=seeds)} MB vs {best['model']} {best_mem:.3f} MB "
-            f"(model size + peak activations, computed); {seed_outcomes(mem_ok, seeds)}",
-            over_seeds(mem_ok, _lt(float(ok["memory_mb"].mean()), best_mem) if len(ok) else None), seeds=n))
+def _claim_shrinks(s: _Searches) -> Claim:
+    """Row "auto-tune shrinks the net" of :func:`autotune_claims`."""
+    shrinks = [bool(d < s.start) if f else None for f, d in zip(s.found, s.per["depth"])]
+    return Claim(f"{s.name}: auto-tune shrinks the net", f"fewer than the {s.start} starting layers",
+                 f"found depths {seed_values(s.per['depth'], '{:.0f}', s.seeds)}; {seed_outcomes(shrinks, s.seeds)}",
+                 over_seeds(shrinks), seeds=len(s.seeds))
 
-        best_macs = float(best["macs"])
-        macs_ok = [_lt(m, best_macs) if f else None for f, m in zip(found, per["macs"])]
-        claims.append(Claim(
-            f"{name}: faster inference", "faster inference",
-            f"multiply-accumulates per image: found {seed_values(per['macs'], '{:.0f}', seeds)} vs {best['model']} "
-            f"{best_macs:.0f}; {seed_outcomes(macs_ok, seeds)} (latency measured on this machine: separate "
-            f"latency table, not a verdict input)",
-            over_seeds(macs_ok, _lt(float(ok["macs"].mean()), best_macs) if len(ok) else None), seeds=n))
-    return claims
+
+def _claim_accuracy(s: _Searches) -> Claim:
+    """Row "competitive accuracy" of :func:`autotune_claims`."""
+    best = s.best
+    ref = s.frame[(s.frame["source"] == "fixed") & (s.frame["model"] == best["model"])].sort_values("seed")
+    ref_acc = seed_values(ref["test_acc"].astype(float).tolist(), seeds=[int(x) for x in ref["seed"]])
+    threshold = float(best["test_acc"]) - s.margin
+    acc_ok = [bool(a >= threshold) if f and math.isfinite(a) else None for f, a in zip(s.found, s.per["test_acc"])]
+    acc_pooled = bool(s.ok["test_acc"].mean() >= threshold) if len(s.ok) else None
+    return Claim(f"{s.name}: competitive accuracy", "accuracy competitive with larger nets",
+                 f"found {seed_values(s.per['test_acc'], seeds=s.seeds)} vs best baseline {best['model']} {ref_acc}; "
+                 f"threshold its mean - {s.margin:g} = {threshold:.3f}; "
+                 f"{seed_outcomes(acc_ok, s.seeds)}",
+                 over_seeds(acc_ok, acc_pooled), seeds=len(s.seeds))
+
+
+def _claim_memory(s: _Searches) -> Claim:
+    """Row "less memory" of :func:`autotune_claims`."""
+    best_mem = float(s.best["memory_mb"])
+    mem_ok = [_lt(m, best_mem) if f else None for f, m in zip(s.found, s.per["memory_mb"])]
+    return Claim(f"{s.name}: less memory", "much less memory",
+                 f"found {seed_values(s.per['memory_mb'], seeds=s.seeds)} MB vs {s.best['model']} {best_mem:.3f} MB "
+                 f"(model size + peak activations, computed); {seed_outcomes(mem_ok, s.seeds)}",
+                 over_seeds(mem_ok, _lt(float(s.ok["memory_mb"].mean()), best_mem) if len(s.ok) else None),
+                 seeds=len(s.seeds))
+
+
+def _claim_macs(s: _Searches) -> Claim:
+    """Row "faster inference" of :func:`autotune_claims`."""
+    best_macs = float(s.best["macs"])
+    macs_ok = [_lt(m, best_macs) if f else None for f, m in zip(s.found, s.per["macs"])]
+    return Claim(f"{s.name}: faster inference", "faster inference",
+                 f"multiply-accumulates per image: found {seed_values(s.per['macs'], '{:.0f}', s.seeds)} vs "
+                 f"{s.best['model']} {best_macs:.0f}; {seed_outcomes(macs_ok, s.seeds)} (latency measured on this "
+                 f"machine: separate latency table, not a verdict input)",
+                 over_seeds(macs_ok, _lt(float(s.ok["macs"].mean()), best_macs) if len(s.ok) else None),
+                 seeds=len(s.seeds))
 
 
 def notebook_jobs(stem: str, scale: Scale, seed: int) -> list:
