@@ -667,14 +667,18 @@ def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -
         raise ValueError(f"columns {missing} not in the summary; its columns are {list(summary.columns)}")
     if summary.empty:
         raise ValueError("the summary has no run")
+    return [_claim_visible_early(summary, horizon, depth), _claim_horizon_predicts(summary, horizon, depth)]
+
+
+def _net_row(summary: pd.DataFrame, kind: str, seed: int) -> pd.Series | None:
+    hit = summary[(summary["kind"] == kind) & (summary["seed"] == seed)]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _claim_visible_early(summary: pd.DataFrame, horizon: int, depth: int) -> Claim:
+    """Row "conflicting layers visible early" of :func:`early_detection_claims`."""
     seeds = sorted(int(s) for s in summary["seed"].unique())
-    kinds = list(dict.fromkeys(summary["kind"]))
-
-    def row(kind: str, seed: int) -> pd.Series | None:
-        hit = summary[(summary["kind"] == kind) & (summary["seed"] == seed)]
-        return hit.iloc[0] if len(hit) else None
-
-    plain = {s: row("plain", s) for s in seeds}
+    plain = {s: _net_row(summary, "plain", s) for s in seeds}
     visible = []
     for s in seeds:
         r = plain[s]
@@ -690,11 +694,14 @@ def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -
     zero = [_number(None if plain[s] is None else plain[s].found_epoch0) for s in seeds]
     if any(not math.isnan(v) for v in zero):
         text += f"; untrained net (epoch 0, not counted): {seed_values(zero, fmt='{:.3g}', seeds=seeds)} of them conflicting"
-    claims = [Claim(
-        f"plain depth {depth}: conflicting layers visible early",
-        "conflicting layers can be detected in the first epochs",
-        f"{text}; {seed_outcomes(visible, seeds)}", over_seeds(visible), seeds=len(seeds))]
+    return Claim(f"plain depth {depth}: conflicting layers visible early",
+                 "conflicting layers can be detected in the first epochs",
+                 f"{text}; {seed_outcomes(visible, seeds)}", over_seeds(visible), seeds=len(seeds))
 
+
+def _claim_horizon_predicts(summary: pd.DataFrame, horizon: int, depth: int) -> Claim:
+    """Row "a^(L) conflict at the horizon predicts the final one" of :func:`early_detection_claims`."""
+    seeds = sorted(int(s) for s in summary["seed"].unique())
     agree = []
     for s in seeds:
         rows = summary[summary["seed"] == s]
@@ -702,17 +709,15 @@ def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -
         measured = all(not math.isnan(h) and not math.isnan(f) for h, f in both)
         agree.append(all((h > 0) == (f > 0) for h, f in both) if measured else None)
     parts = []
-    for k in kinds:
-        at = [row(k, s) for s in seeds]
+    for k in dict.fromkeys(summary["kind"]):
+        at = [_net_row(summary, k, s) for s in seeds]
         hh = [_number(None if r is None else r.a_L_entropy_horizon) for r in at]
         hf = [_number(None if r is None else r.a_L_entropy_final) for r in at]
         parts.append(f"{k}: H(a^(L)) {seed_values(hh, seeds=seeds)} at epoch {horizon}, "
                      f"{seed_values(hf, seeds=seeds)} at the end")
-    claims.append(Claim(
-        f"depth {depth}: a^(L) conflict at epoch {horizon} predicts the final one",
-        "conflicts are visible at the start of training",
-        "; ".join(parts) + f"; {seed_outcomes(agree, seeds)}", over_seeds(agree), seeds=len(seeds)))
-    return claims
+    return Claim(f"depth {depth}: a^(L) conflict at epoch {horizon} predicts the final one",
+                 "conflicts are visible at the start of training",
+                 "; ".join(parts) + f"; {seed_outcomes(agree, seeds)}", over_seeds(agree), seeds=len(seeds))
 
 
 def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:
