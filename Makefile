@@ -75,14 +75,16 @@ DATASETS ?=
 data: $(VENV)/.installed
 	$(PY) -m reproduce data fetch $(DATASETS)
 
-# The layering of ARCHITECTURE.md first (import-linter's contract in pyproject.toml), then one
-# pytest command, so the output ends with pytest's summary line.
-# --nbval-lax collects the notebooks; .py test files are collected as usual. pytest-xdist runs
-# one worker per core (every test computes with one pinned thread); tests/conftest.py keeps each
-# test module on one worker and all notebooks on one (they share results/smoke).
+# The layering of ARCHITECTURE.md first (import-linter's contract in pyproject.toml), then the
+# library's tests with pytest-xdist, one worker per core (every test computes with one pinned
+# thread; --dist loadscope keeps each test module on one worker), then the notebooks under nbval
+# at smoke scale, one after the other in one process (they share results/smoke, and a worker of
+# xdist tears a notebook's kernel down between its cells), so the output ends with pytest's
+# summary line. --nbval-lax collects the notebooks.
 test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadgroup --nbval-lax --nbval-current-env tests notebooks
+	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadscope tests
+	$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks
 
 # The SLURM integration tests: a one-node cluster on this machine (tools/slurm-local; `start
 # --install` apt-installs slurm-wlm and munge when missing, so run as root), the tests marked

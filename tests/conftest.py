@@ -43,16 +43,3 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def same_weights():
     """``same_weights(a, b)``: the two modules hold the same tensors under the same names, bit for bit."""
     return _same_weights
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``): each test module runs
-    on one worker, as its tests were written to (module fixtures, order); and every notebook
-    runs on the same worker, one after the other, since notebooks share the repository's
-    ``results/smoke`` run folders (03 and 04 train the same runs; two at once would meet each
-    other's lock)."""
-    for item in items:
-        path = str(item.path)
-        group = "notebooks" if path.endswith(".ipynb") else path
-        item.add_marker(pytest.mark.xdist_group(group))
