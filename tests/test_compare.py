@@ -339,3 +339,13 @@ def test_a_renamed_column_counts_its_numbers_as_moved(tree) -> None:
     report = compare_figures("cpu", ref, root=root)
     assert report.numbers_moved == 4 and report.changed_files == ["t.csv"]
     assert report.format().splitlines()[-1] == "0 verdicts changed, 4 numbers moved in 1 files; 0 files identical"
+
+
+def test_against_a_missing_folder_outside_git_names_the_folder(tree) -> None:
+    """Before: "... is not inside a git repository", which hides that the folder named is missing."""
+    root, fresh, ref = tree
+    _write(fresh, "t.csv", "k,v\na,1\n")
+    missing = ref.parent / "no-such-folder"
+    with pytest.raises(CompareError, match=rf"'{missing}' is not an existing folder, and .* is not inside a git "
+                                           rf"repository, so it cannot be a git revision either"):
+        compare_figures("cpu", str(missing), root=root)

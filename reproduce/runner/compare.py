@@ -364,13 +364,18 @@ def _git(root: Path, *args: str) -> bytes:
     return done.stdout
 
 
-def _git_side(root: Path, rev: str, rel_folder: str) -> _GitSide:
+def _git_side(root: Path, rev: str, rel_folder: str, named: bool = False) -> _GitSide:
+    """The committed side at git revision ``rev``; ``named``: the user named ``rev`` (``--against``),
+    which may have been meant as a folder."""
     try:
         subprocess.run(["git", "--version"], capture_output=True, check=True)
     except (FileNotFoundError, subprocess.CalledProcessError):
         raise CompareError("git is not available; pass --against DIR with the reference CSV files") from None
     inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True)
     if inside.returncode != 0 or inside.stdout.strip() != b"true":
+        if named:
+            raise CompareError(f"{rev!r} is not an existing folder, and {root} is not inside a git repository, so "
+                               f"it cannot be a git revision either; pass --against DIR with the reference CSV files")
         raise CompareError(f"{root} is not inside a git repository, so there is no committed {rel_folder}/ "
                            f"to compare with; pass --against DIR with the reference CSV files")
     known = None if rev.startswith("-") else subprocess.run(
@@ -681,7 +686,7 @@ def compare_figures(scale: str, against: str | Path | None = None, tolerance: fl
     elif against is not None and os.path.isdir(against):
         reference = _FolderSide(Path(against).resolve())
     else:
-        reference = _git_side(root, "HEAD" if against is None else str(against), rel_folder)
+        reference = _git_side(root, "HEAD" if against is None else str(against), rel_folder, named=against is not None)
     fresh = _FolderSide(fresh_dir)
 
     report = CompareReport(scale=scale, fresh=fresh_dir, reference=reference.description,
