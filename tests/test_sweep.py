@@ -474,3 +474,17 @@ def test_job_cost_orders_searches_and_deep_nets_first():
     assert job_cost(deep) == pytest.approx(30 * 120 / 16) and job_cost(shallow) == pytest.approx(30 * 10 / 16)
     assert job_cost(fnn) == pytest.approx(30 * fnn.model.fnn_depth * 0.05)
     assert sorted([shallow, fnn, search, deep], key=lambda j: -job_cost(j))[:2] == [search, deep]
+
+
+@pytest.mark.parametrize("command", ["status", "plan", "sweep"])
+def test_a_root_that_is_not_a_folder_is_a_usage_error_and_nothing_is_created(command, tmp_path, capsys):
+    """Before, `status --root <missing>` created the folder and reported 13 missing runs."""
+    missing = tmp_path / "no-such-root"
+    extra = ["--dry-run"] if command == "sweep" else []
+    assert runner.main([command, "--scale", "smoke", "--root", str(missing), *extra]) == 2
+    assert f"--root {missing} is not a folder" in capsys.readouterr().err
+    assert not missing.exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert runner.main([command, "--scale", "smoke", "--root", str(a_file), *extra]) == 2
+    assert f"--root {a_file} is not a folder" in capsys.readouterr().err

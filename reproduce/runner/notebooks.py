@@ -492,6 +492,10 @@ def _sweep_commands(args: argparse.Namespace) -> int:
         print(f"python -m reproduce {args.command}: error: {message}", file=sys.stderr)
         return 2
 
+    if args.root is not None and not root.is_dir():  # a query must not create it, nor a sweep guess it
+        what = "does not exist" if not root.exists() else "is a file"
+        return usage(f"--root {args.root} is not a folder (it {what}); name the repository root that holds "
+                     f"results/ (or where they should go)")
     try:
         notebooks = sweep.resolve_notebooks(args.notebooks)
         if args.command == "plan":
