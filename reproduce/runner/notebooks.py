@@ -72,7 +72,6 @@ from reproduce.experiments.notebooks import match_stem
 
 __all__ = [
     "RunRecord",
-    "default_root",
     "find_notebooks",
     "notebook_title",
     "resolve_notebooks",
@@ -107,12 +106,6 @@ class RunRecord:
     def status(self) -> str:
         """``ok`` or ``failed: <short reason>``."""
         return "ok" if self.ok else f"failed: {self.reason}"
-
-
-def default_root() -> Path:
-    """The repository root of the commands: :func:`reproduce.files.paths.project_root` (the same
-    rule as the library's: ``$REPRODUCE_ROOT`` first)."""
-    return project_root()
 
 
 def find_notebooks(root: Path) -> list[Path]:
@@ -486,7 +479,7 @@ def _sweep_commands(args: argparse.Namespace) -> int:
     """``plan`` / ``sweep`` / ``status``; returns the exit status."""
     import reproduce.sweep as sweep
 
-    root = (args.root or default_root()).resolve()
+    root = (args.root or project_root()).resolve()
 
     def usage(message: str) -> int:
         print(f"python -m reproduce {args.command}: error: {message}", file=sys.stderr)
@@ -600,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sweep_commands(args)
     if args.command == "compare":
         return _compare(args)
-    root = (args.root or default_root()).resolve()
+    root = (args.root or project_root()).resolve()
     available = find_notebooks(root)
 
     if args.command == "list":

@@ -321,10 +321,6 @@ class Seeding:
             raise ValueError(f"order must be 'randperm' or 'dataloader', got {self.order!r}")
 
 
-def _epoch_seed(seed: int, epoch: int, stream: str = "epoch") -> int:
-    return derive_seed(seed, epoch, stream)
-
-
 def _batches(ds: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
              device: torch.device, num_workers: int = 0, drop_last: bool = False, order: str = "randperm"
              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -609,7 +605,7 @@ def _start(mcfg: AnyModelConfig, data: Any, tcfg: TrainConfig, run_dir: Path | N
 def _begin_epoch(run: _Run) -> tuple[int, torch.Generator]:
     """The next epoch's number and shuffling generator; the global RNG reseeded from (seed, epoch)."""
     epoch = run.epoch + 1
-    seed = _epoch_seed(run.tcfg.seed, epoch, run.seeding.stream)
+    seed = derive_seed(run.tcfg.seed, epoch, run.seeding.stream)
     torch.manual_seed(seed)
     run.model.train()
     return epoch, torch.Generator().manual_seed(seed)
