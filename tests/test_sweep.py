@@ -184,7 +184,7 @@ def test_local_sweep_submits_only_unfinished_runs_and_matches_inline_training(ro
     again = sweep.submit(scale, ["04"], jobs=2)
     assert again.submitted == [] and {a for _, _, a in again.planned} == {"skip: done (finished)"}
     report = sweep.status(scale, ["04"])
-    assert report.counts(NB04) == {"done": 2, "running": 0, "queued": 0, "failed": 0, "partial": 0, "missing": 0}
+    assert report.counts(NB04) == {"done": 2, "running": 0, "queued": 0, "failed": 0, "partial": 0, "missing": 0, "unreadable": 0}
 
 
 def fnn_jobs_scale():
@@ -289,7 +289,7 @@ def test_jobs_that_fail_are_reported_failed_with_their_log(root, monkeypatch, tm
     result = sweep.submit(scale, ["04"], jobs=2, threads=1)
     assert not result.ok and set(result.failures) == {s.key for s in result.submitted} and len(result.submitted) == 2
     report = sweep.status(scale, ["04"])
-    assert report.counts(NB04) == {"done": 0, "running": 0, "queued": 0, "failed": 2, "partial": 0, "missing": 0}
+    assert report.counts(NB04) == {"done": 0, "running": 0, "queued": 0, "failed": 2, "partial": 0, "missing": 0, "unreadable": 0}
     for entry in report.failed:
         assert Path(entry.log).is_file() and entry.log == sweep.load_records(scale)[entry.key]["stderr"]
         assert any("DatasetNotFoundError" in line or "mnist data not found" in line for line in entry.tail)

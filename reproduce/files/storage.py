@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["config_hash", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "exclusive_lock",
+__all__ = ["config_hash", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "exclusive_lock", "lock_is_held",
            "LockHeld", "remove_temporaries"]
 
 
@@ -103,6 +103,25 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
 
 class LockHeld(RuntimeError):
     """Another process holds the lock."""
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """True when a live process holds the :func:`exclusive_lock` on ``path``; False when none does
+    or there is no such file. It only reads: the file is opened read-only and never created, so a
+    query on a read-only tree can ask (``flock`` takes an exclusive lock on a read-only descriptor)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextlib.contextmanager

@@ -10,13 +10,13 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 from reproduce.experiments import notebooks as _notebooks
 from reproduce.experiments.autotune import SearchSpec
 from reproduce.files.paths import project_root
-from reproduce.training.runs import RunSpec
+from reproduce.training.runs import RunSpec, UnreadableRun
 from reproduce.config.scales import ROOT_ENV, Scale, get_scale
 from reproduce.config.environ import environment
-from reproduce.files.storage import LockHeld, exclusive_lock
+from reproduce.files.storage import lock_is_held
 
 
-__all__ = ["NOTEBOOKS", "EXECUTORS", "DONE_STATES", "CATEGORIES", "RUNNING_ELSEWHERE", "DEFAULT_STEPS_PER_SECOND", "Job", "SweepError", "resolve_notebooks", "notebook_jobs", "unique_jobs", "job_state"]
+__all__ = ["NOTEBOOKS", "EXECUTORS", "DONE_STATES", "CATEGORIES", "RUNNING_ELSEWHERE", "DEFAULT_STEPS_PER_SECOND", "Job", "SweepError", "resolve_notebooks", "notebook_jobs", "unique_jobs", "job_state", "read_job_state", "UNREADABLE"]
 
 
 #: the claim notebooks (their studies declare their jobs: :mod:`reproduce.experiments.notebooks`)
@@ -27,8 +27,9 @@ EXECUTORS = ("local", "slurm")
 #: attempt that found a conflict, or a search that gave up); ``diverged`` (a result of the paper)
 DONE_STATES = ("finished", "stopped", "diverged")
 #: what :func:`status` counts, per notebook
-CATEGORIES = ("done", "running", "queued", "failed", "partial", "missing")
+CATEGORIES = ("done", "running", "queued", "failed", "partial", "missing", "unreadable")
 #: the outcome of a job whose run another live process is training
+UNREADABLE = "unreadable"
 RUNNING_ELSEWHERE = "running elsewhere"
 #: the stated assumption of :func:`plan` when nothing can be measured
 DEFAULT_STEPS_PER_SECOND = 10.0
@@ -116,23 +117,22 @@ def _search_lock_path(spec: SearchSpec) -> Path:
     return spec.log_path.with_suffix(".lock")
 
 
-def _lock_held(path: Path) -> bool:
-    """True when a live process holds the lock file ``path``."""
-    if not path.exists():
-        return False
-    try:
-        with exclusive_lock(path):
-            return False
-    except LockHeld:
-        return True
-
-
 def job_state(job: Job) -> str:
-    """``job.state()`` (one of :data:`reproduce.training.runs.RUN_STATES`), or ``running`` when a live process
-    holds the lock of its run folder or, for a search, of the search."""
-    if isinstance(job, SearchSpec) and _lock_held(_search_lock_path(job)):
-        return "running"
-    return job.state()
+    """``job.state()`` (one of :data:`reproduce.training.runs.RUN_STATES`), ``running`` when a live process
+    holds the lock of its run folder or, for a search, of the search, or ``unreadable`` (see
+    :func:`read_job_state` for the reason)."""
+    return read_job_state(job)[0]
+
+
+def read_job_state(job: Job) -> tuple[str, str]:
+    """(:func:`job_state`, why the run folder is unreadable or ``""``): one bad folder is reported,
+    it does not stop a query over the others."""
+    if isinstance(job, SearchSpec) and lock_is_held(_search_lock_path(job)):
+        return "running", ""
+    try:
+        return job.state(), ""
+    except UnreadableRun as error:
+        return UNREADABLE, str(error)
 
 
 def _run_summary(spec: RunSpec) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from reproduce.files.paths import results_dir
+from reproduce.files.paths import project_root
 from reproduce.config.scales import Scale
 from reproduce.files.storage import atomic_write_text, exclusive_lock
 from reproduce.sweep.jobs import _ACTIVE_SLURM_STATES
@@ -22,8 +22,8 @@ __all__ = ["Submission", "sweep_dir", "jobs_path", "load_records"]
 
 
 def sweep_dir(scale: Scale | str) -> Path:
-    """``results/<scale>/sweep`` (created)."""
-    return results_dir(scale if isinstance(scale, str) else scale.name, "sweep")
+    """``results/<scale>/sweep`` (not created: only a submission writes there, a query never does)."""
+    return project_root() / "results" / (scale if isinstance(scale, str) else scale.name) / "sweep"
 
 
 def jobs_path(scale: Scale | str) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reproduce.config.scales import Scale
-from reproduce.sweep.jobs import CATEGORIES, DONE_STATES, Job, RUNNING_ELSEWHERE, _INLINE_ONLY, _as_scale, _pinned_root, job_state, notebook_jobs, unique_jobs
+from reproduce.sweep.jobs import CATEGORIES, DONE_STATES, Job, RUNNING_ELSEWHERE, _INLINE_ONLY, _as_scale, _pinned_root, read_job_state, notebook_jobs, unique_jobs
 from reproduce.sweep.records import _active, _read_result, _slurm_queue, _tail, load_records
 from reproduce.sweep.submission import _tail_text
 from reproduce.files.tables import text_table as _table
@@ -33,9 +33,11 @@ class JobStatus:
 
 def _classify(job: Job, stems: tuple[str, ...], rec: dict[str, Any] | None, queue: Mapping[str, str] | None
               ) -> JobStatus:
-    state = job_state(job)
+    state, problem = read_job_state(job)
     status = JobStatus(job.key, stems, "missing" if state == "missing" else "partial", state, rec)
-    if state in DONE_STATES:
+    if problem:
+        status.category, status.detail = "unreadable", problem
+    elif state in DONE_STATES:
         status.category = "done"
     elif state == "running":
         status.category = "running"
@@ -80,7 +82,8 @@ class StatusReport:
 
     @property
     def failed(self) -> list[JobStatus]:
-        return [e for e in self.jobs if e.category == "failed"]
+        """The jobs that failed, and the runs whose folder cannot be read."""
+        return [e for e in self.jobs if e.category in ("failed", "unreadable")]
 
     def format(self) -> str:
         """An aligned table (one row per notebook, then all notebooks) and every failure with its log."""
@@ -98,6 +101,10 @@ class StatusReport:
                  "done = " + ", ".join(f"{s} {n}" for s, n in states.items())
                  + "; running = a live process holds the run's lock; queued = its job waits or starts"]
         for e in self.failed:
+            if e.category == "unreadable":
+                lines += ["", f"UNREADABLE {e.key} ({', '.join(e.notebooks)}): {e.detail}; move the folder "
+                          "away (or delete it) and the run is trained again"]
+                continue
             lines += ["", f"FAILED {e.key} ({', '.join(e.notebooks)}): {e.detail}", f"  log: {e.log}"]
             lines += [f"  | {line}" for line in e.tail] or ["  | (the log is empty or missing)"]
         return "\n".join(lines)

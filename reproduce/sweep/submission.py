@@ -11,7 +11,7 @@ from reproduce.config import numerics
 from reproduce.experiments.autotune import SearchSpec
 from reproduce.config.scales import Scale
 from reproduce.sweep.execute import JobOutcome, SweepJob
-from reproduce.sweep.jobs import DONE_STATES, EXECUTORS, Job, LOCAL_TIMEOUT_MIN, RUNNING_ELSEWHERE, SweepError, _as_scale, _pinned_root, job_state, notebook_jobs, unique_jobs
+from reproduce.sweep.jobs import DONE_STATES, EXECUTORS, Job, LOCAL_TIMEOUT_MIN, RUNNING_ELSEWHERE, SweepError, _as_scale, _pinned_root, read_job_state, notebook_jobs, unique_jobs
 from reproduce.sweep.records import Submission, _active, _read_result, _record, _slurm_queue, load_records, sweep_dir
 from reproduce.sweep.slurm import SlurmConfig
 from reproduce.files.tables import text_table as _table
@@ -121,9 +121,11 @@ def submit(scale: Scale | str, notebooks: Sequence[str] | None = None, *, execut
         queue = _slurm_queue() if any(r.get("executor") == "slurm" for r in records.values()) else None
         planned, todo = [], []
         for job, stems in unique_jobs(by_notebook):
-            state = job_state(job)
+            state, problem = read_job_state(job)
             rec = records.get(job.key)
-            if state in DONE_STATES:
+            if problem:
+                action = f"skip: unreadable: {problem}"
+            elif state in DONE_STATES:
                 action = f"skip: done ({state})"
             elif state == "running":
                 action = f"skip: {RUNNING_ELSEWHERE}"

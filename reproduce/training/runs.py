@@ -36,7 +36,7 @@ from reproduce.files.checkpoints import file_is_truncated
 from reproduce.files.paths import run_dir as _run_dir
 from reproduce.training.loop import Callback, RunResult, TrainConfig, load_run, train
 
-__all__ = ["HOOKS", "Hook", "DataSpec", "RunSpec", "train_spec", "run_state", "RUN_STATES"]
+__all__ = ["HOOKS", "Hook", "DataSpec", "RunSpec", "train_spec", "run_state", "RUN_STATES", "UnreadableRun"]
 
 #: what :func:`run_state` reports: ``missing`` (no checkpoint), ``running`` (someone holds the
 #: folder's lock), ``partial`` (unfinished, nobody training it), ``finished``, ``stopped`` (a
@@ -182,24 +182,30 @@ def train_spec(spec: RunSpec, *, data: DataBundle | None = None, device: Any = "
                  progress=progress, desc=spec.label, init_fn=init_fn)
 
 
+class UnreadableRun(ValueError):
+    """A run folder whose files cannot be read as a run (the message names the file and why)."""
+
+
 def run_state(spec: RunSpec) -> str:
-    """One of :data:`RUN_STATES`, read from the run folder without loading the checkpoint."""
-    from reproduce.files.storage import LockHeld, exclusive_lock
+    """One of :data:`RUN_STATES`, read from the run folder without loading the checkpoint and without
+    writing anything; :class:`UnreadableRun` when the folder's files are not those of a run."""
+    from reproduce.files.storage import lock_is_held
 
     folder = spec.run_dir
-    if not (folder / "checkpoint.pt").exists() or file_is_truncated(folder / "checkpoint.pt"):
-        state = "missing"  # a truncated checkpoint is recomputed: nothing of the run is there
-    else:
-        try:
-            state = json.loads((folder / "run.json").read_text()).get("status", "partial")
-        except (OSError, ValueError):
-            run = load_run(folder)
-            state = "missing" if run is None else run.status
-        state = "partial" if state == "running" else state
-    if (folder / ".lock").exists():
-        try:
-            with exclusive_lock(folder / ".lock"):
-                pass
-        except LockHeld:
-            return "running"
-    return state
+    if lock_is_held(folder / ".lock"):
+        return "running"
+    checkpoint = folder / "checkpoint.pt"
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise UnreadableRun(f"{checkpoint} is not a file")
+    if not checkpoint.exists() or file_is_truncated(checkpoint):
+        return "missing"  # a truncated checkpoint is recomputed: nothing of the run is there
+    try:
+        summary = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        run = load_run(folder)
+        return "missing" if run is None else ("partial" if run.status == "running" else run.status)
+    if not isinstance(summary, dict):
+        raise UnreadableRun(f"{folder / 'run.json'} holds a JSON {type(summary).__name__}, not an object "
+                            "with the run's status")
+    state = summary.get("status", "partial")
+    return "partial" if state == "running" else state
