@@ -405,6 +405,16 @@ def test_sweep_job_is_picklable_and_checkpointable(root):
     assert delayed.function is call and delayed.args == (spec,)
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_bad_slurm_cpus_per_task_is_named_before_anything_trains(root, monkeypatch, value):
+    """Before: ``int("abc")`` raised "invalid literal for int()", naming no variable."""
+    job = sweep.notebook_jobs("smoke", ["04"])[NB04][0]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
+    with pytest.raises(ValueError, match=rf"SLURM_CPUS_PER_TASK={value!r} is not a CPU count; valid: an int >= 1"):
+        execute.SweepJob(str(root))._one(job)
+    assert not job.run_dir.exists()
+
+
 def test_slurm_settings_from_file_and_flags(tmp_path):
     toml = tmp_path / "cluster.toml"
     toml.write_text('[slurm]\npartition = "gpu"\ntime = 720\ngpus_per_job = 1\nsbatch = { account = "abc", qos = "low" }\n')
@@ -420,6 +430,21 @@ def test_slurm_settings_from_file_and_flags(tmp_path):
         sweep.slurm_config(sbatch=["account"])
     with pytest.raises(ValueError, match="cannot read config file"):
         sweep.slurm_config(tmp_path / "missing.toml")
+
+
+def test_slurm_settings_that_are_the_wrong_kind_or_not_text_name_the_file_and_the_forms(tmp_path):
+    """Before: ``sbatch = "account=abc"`` said "got 'a'" (the string was read letter by letter), and a
+    file that is not UTF-8 raised a bare UnicodeDecodeError naming no file."""
+    toml = tmp_path / "cluster.toml"
+    toml.write_text('sbatch = "account=abc"\n')
+    with pytest.raises(ValueError) as error:
+        sweep.slurm_config(toml)
+    message = str(error.value)
+    assert str(toml) in message and "'account=abc'" in message and "a table" in message and "got 'a'" not in message
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('partition = "gr\u00fcn"\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"config file {latin} is not UTF-8 text"):
+        sweep.slurm_config(latin)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -438,6 +463,8 @@ def test_command_line_errors_name_the_value_and_the_choices(argv, message, root,
 @pytest.mark.parametrize("argv", [
     ["sweep", "--executor", "pbs"], ["sweep", "--jobs", "0"], ["sweep", "--scale", "huge"],
     ["plan", "--assume-steps-per-second", "-1"], ["sweep", "--executor", "slurm", "--time", "ten"],
+    # a seed the data split cannot take: before, plan accepted it and every sweep job failed
+    ["plan", "--seed", str(2**32)], ["sweep", "--seed", "-1"], ["run", "--seed", str(2**40)],
 ])
 def test_command_line_rejects_bad_values_as_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:

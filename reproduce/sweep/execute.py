@@ -72,6 +72,20 @@ class _EpochLog:
               flush=True)
 
 
+def _slurm_cpus() -> int | None:
+    """``$SLURM_CPUS_PER_TASK`` as a positive int (None when unset or empty); ValueError naming it."""
+    raw = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"SLURM_CPUS_PER_TASK={raw!r} is not a CPU count; valid: an int >= 1 (or unset)")
+    return value
+
+
 class SweepJob(_Checkpointable):
     """The callable a sweep submits per job: ``SweepJob(root)(job)`` trains (or resumes) ``job`` in
     the results of ``root`` and returns a :class:`JobOutcome`.
@@ -112,7 +126,7 @@ class SweepJob(_Checkpointable):
 
     def _one(self, job: Job) -> JobOutcome:
         os.environ[ROOT_ENV] = self.root
-        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None
+        threads = self.threads or _slurm_cpus()
         if threads and numerics.policy() == "pinned":
             threads = None  # the pinned numerics fix the thread count (a run's numbers depend on it)
         if threads:

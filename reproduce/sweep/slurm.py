@@ -71,6 +71,9 @@ _SLURM_KEYS = tuple(f.name for f in fields(SlurmConfig))
 
 def _sbatch_options(options: Any) -> dict[str, str]:
     """``{"account": "abc"}``, ``[("account", "abc")]`` or ``["account=abc"]`` as a dict."""
+    if isinstance(options, str):  # iterating it would read it letter by letter
+        raise ValueError(f"sbatch options are a table (sbatch = {{ account = \"abc\" }}) or a list of "
+                         f"KEY=VALUE strings (sbatch = [\"account=abc\"]), got the string {options!r}")
     if isinstance(options, Mapping):
         items = list(options.items())
     else:
@@ -103,7 +106,10 @@ def slurm_config(path: str | Path | None = None, **flags: Any) -> SlurmConfig:
     values: dict[str, Any] = {}
     if path is not None:
         values = _read_config(Path(path))
-    sbatch = _sbatch_options(values.pop("sbatch", ()))
+    try:
+        sbatch = _sbatch_options(values.pop("sbatch", ()))
+    except ValueError as exc:
+        raise ValueError(f"config file {path}: {exc}") from None
     flag_sbatch = flags.pop("sbatch", None)
     unknown = sorted(set(flags) - set(_SLURM_KEYS))
     if unknown:
@@ -121,7 +127,10 @@ def slurm_config(path: str | Path | None = None, **flags: Any) -> SlurmConfig:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it "
+                         "as UTF-8") from None
     except OSError as exc:
         raise ValueError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
