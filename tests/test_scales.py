@@ -80,7 +80,9 @@ def test_seeds_are_checked_in_one_place():
 
     assert check_seeds(range(3)) == (0, 1, 2) and check_seeds([np.int64(4)]) == (4,)
     for bad, message in ((5, "non-empty sequence"), ((), "at least one seed"), ((1, 1), "distinct"),
-                         ((-1,), "int >= 0, got -1"), ((True,), "int >= 0, got True"), (("0",), "int >= 0")):
+                         ((-1,), "int >= 0, got -1"), ((True,), "int >= 0, got True"), (("0",), "int >= 0"),
+                         # the data split (scikit-learn's random_state) takes seeds below 2**32
+                         ((2**32,), f"at most {2**32 - 1} .*, got {2**32} in")):
         with pytest.raises(ValueError, match=message):
             check_seeds(bad)
     # the epoch stream of round 2, by hand: (seed * 1_000_003 + epoch * 7_919 + 12_345) mod (2**63 - 1)

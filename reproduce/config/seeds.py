@@ -20,9 +20,13 @@ import numbers
 from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["STREAMS", "derive_seed", "check_seeds"]
+__all__ = ["STREAMS", "MAX_SEED", "derive_seed", "check_seeds"]
 
 _MODULUS = 2**63 - 1
+
+#: the largest seed a run takes: the data split draws with scikit-learn's ``random_state``, which
+#: takes seeds below 2**32 (a larger one failed only when the data was loaded, in every job)
+MAX_SEED = 2**32 - 1
 
 #: stream -> (a, b, c) of ``(seed * a + counter * b + c) mod (2**63 - 1)``
 STREAMS: Mapping[str, tuple[int, int, int]] = MappingProxyType({
@@ -54,6 +58,10 @@ def check_seeds(seeds: Any) -> tuple[int, ...]:
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0]
     if bad:
         raise ValueError(f"every seed must be an int >= 0, got {bad[0]!r} in {values!r}")
+    large = [v for v in values if v > MAX_SEED]
+    if large:
+        raise ValueError(f"every seed must be at most {MAX_SEED} (the data split takes seeds below 2**32), "
+                         f"got {large[0]} in {values!r}")
     if len(set(values)) != len(values):
         raise ValueError(f"seeds must be distinct, got {values!r}")
     return tuple(int(v) for v in values)

@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="experiment size (default: %(default)s)",
     )
-    run.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+    run.add_argument("--seed", type=_seed, default=0, help="base random seed (default: 0)")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                      help="first train the notebooks' runs as a local sweep of N processes side by side "
                           "(each one thread under the pinned numerics), then execute N notebooks at a time, "
@@ -423,6 +423,17 @@ def _bounded(cast: type, low: float, *, strict: bool, what: str):
     return parse
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed as :func:`reproduce.config.seeds.check_seeds` takes it."""
+    from reproduce.config.seeds import MAX_SEED
+
+    value = _count(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED} (the data split takes seeds "
+                                         f"below 2**32), got {text!r}")
+    return value
+
+
 _positive_int = _bounded(int, 1, strict=False, what="an int >= 1")
 _count = _bounded(int, 0, strict=False, what="an int >= 0")
 _positive_float = _bounded(float, 0.0, strict=True, what="a number > 0")
@@ -437,7 +448,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction, common: argparse.Argumen
     """``plan``, ``sweep`` and ``status`` (see :mod:`reproduce.sweep`)."""
     which = argparse.ArgumentParser(add_help=False)
     which.add_argument("--scale", choices=SCALE_NAMES, default="cpu", help="experiment size (default: %(default)s)")
-    which.add_argument("--seed", type=int, default=0, help="the notebooks' seed, as for `run` (default: 0)")
+    which.add_argument("--seed", type=_seed, default=0, help="the notebooks' seed, as for `run` (default: 0)")
     which.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                        help="stem or number prefix of a notebook (default: all)")
     plan = sub.add_parser("plan", parents=[common, which],
