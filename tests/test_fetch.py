@@ -381,3 +381,68 @@ def test_root_defaults_to_reproduce_data(mirror, tmp_path, monkeypatch):
     report = fetch(["mnist"], progress=False)
     assert report.root == tmp_path / "env-root" and is_present("mnist")
     assert report["mnist"].location == tmp_path / "env-root" / "MNIST" / "raw"
+
+
+# ------------------------------------------------------------------------------------------------
+# unpacking that fails, and what it leaves behind
+# ------------------------------------------------------------------------------------------------
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".unpacking" in p.name)
+
+
+def test_corrupt_gzip_stream_with_the_published_md5_leaves_no_temporary_file(mirror, tiny, tmp_path, monkeypatch):
+    name = "t10k-labels-idx1-ubyte.gz"
+    good = tiny.files["mnist"][name]
+    corrupt = good[:-8]  # the gzip trailer (CRC, size) is missing: the stream ends early
+    mirror.state.files[f"/mnist/{name}"] = corrupt
+    published = list(MNIST.resources)
+    monkeypatch.setattr(MNIST, "resources", [(f, _md5(corrupt) if f == name else m) for f, m in published])
+    with pytest.raises(FetchError) as info:
+        fetch(["mnist"], tmp_path, progress=False)
+    error = info.value.report["mnist"].error
+    assert name in error and "t10k-labels-idx1-ubyte" in error and "ended" in error, error
+    assert _leftovers(tmp_path) == []
+    # the corrupt archive is not kept to be unpacked again: once the source is good, a rerun downloads it
+    mirror.state.files[f"/mnist/{name}"] = good
+    monkeypatch.setattr(MNIST, "resources", [(f, _md5(good) if f == name else m) for f, m in published])
+    assert fetch(["mnist"], tmp_path, progress=False)["mnist"].status == "fetched"
+    assert len(mirror.requests_for(name)) == 2
+    assert _leftovers(tmp_path) == [] and len(load_dataset("mnist", root=tmp_path).test) == 4
+
+
+def test_disk_full_while_gunzipping_leaves_no_temporary_file_and_keeps_the_archive(mirror, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    real = shutil.copyfileobj
+
+    def full_disk(src, dst, length=0):
+        dst.write(src.read(10))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fetch_module.shutil, "copyfileobj", full_disk)
+    with pytest.raises(FetchError) as info:
+        fetch(["mnist"], tmp_path, progress=False)
+    error = info.value.report["mnist"].error
+    assert "No space left on device" in error and "train-images-idx3-ubyte" in error, error
+    assert _leftovers(tmp_path) == []
+    assert (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()  # verified: kept for the rerun
+    served = len(mirror.state.requests)
+    monkeypatch.setattr(fetch_module.shutil, "copyfileobj", real)
+    assert fetch(["mnist"], tmp_path, progress=False)["mnist"].status == "fetched"
+    assert len(mirror.requests_for("train-images-idx3-ubyte.gz")) == 1  # reused, not downloaded again
+    assert len(mirror.state.requests) == served + 3
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_stale_unpacking_leftover_does_not_block_a_rerun(mirror, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.unpacking").write_bytes(b"half of an earlier attempt")
+    (raw / "t10k-images-idx3-ubyte.unpacking").mkdir()  # whatever it is, it is not ours to keep
+    (raw / "t10k-images-idx3-ubyte.unpacking" / "junk").write_bytes(b"junk")
+    assert fetch(["mnist"], tmp_path, progress=False)["mnist"].status == "fetched"
+    assert _leftovers(tmp_path) == []
+    assert len(load_dataset("mnist", root=tmp_path).train) == 6

@@ -36,7 +36,9 @@ For every file of every dataset asked for, :func:`fetch`:
   first downloaded once more from scratch);
 * renames the verified download into place, then unpacks it (gunzip, or untar into a temporary
   folder renamed into place), so a file or folder the loader reads is either complete or absent;
-  archives are deleted once unpacked.
+  archives are deleted once unpacked. Unpacking that fails removes its temporary file or folder
+  (and one an earlier call left behind is removed first); a gzip stream that turns out corrupt
+  deletes its archive, so that the next call downloads it again.
 
 A dataset that fails does not stop the others, and nothing fetched before is removed;
 :func:`fetch` then raises :class:`FetchError`, whose ``report`` says what happened to each one.
@@ -470,12 +472,42 @@ def _md5(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def _remove(path: Path) -> None:
+    """Delete ``path`` whatever it is (file, link, folder); nothing when it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _gunzip(source: Path, target: Path) -> None:
-    """Uncompress ``source`` to ``target`` through a temporary file renamed into place."""
+    """Uncompress ``source`` to ``target`` through a temporary file renamed into place.
+
+    A temporary file left by an earlier attempt is removed first, and the temporary file is
+    removed whenever this fails. A corrupt stream (the download verified, yet it does not
+    uncompress) deletes ``source`` too, so that the next call downloads it again rather than
+    failing on it again; any other error (a full disk, say) keeps the verified ``source`` for the
+    next call to unpack. Both raise DownloadError naming the file and what went wrong.
+    """
     tmp = target.with_name(target.name + ".unpacking")
-    with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, _CHUNK)
-    os.replace(tmp, target)
+    _remove(tmp)
+    try:
+        with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+        os.replace(tmp, target)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # BadGzipFile is an OSError: caught first
+        source.unlink(missing_ok=True)
+        raise DownloadError(
+            f"could not gunzip {source.name} to {target.name}: the gzip stream is corrupt ({error}) although the "
+            f"file has the MD5 it was checked against; {source.name} was deleted, the next fetch downloads it again"
+        ) from error
+    except OSError as error:
+        raise DownloadError(
+            f"could not gunzip {source.name} to {target} ({type(error).__name__}: {error}); the verified "
+            f"{source.name} is kept, the next fetch unpacks it again"
+        ) from error
+    finally:
+        _remove(tmp)
 
 
 def _untar_folder(remote: RemoteFile) -> None:
@@ -487,8 +519,7 @@ def _untar_folder(remote: RemoteFile) -> None:
     """
     target = remote.target
     tmp = target.with_name(f".{target.name}.unpacking")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _remove(tmp)
     tmp.mkdir(parents=True)
     try:
         with tarfile.open(remote.archive, "r:*") as archive:
