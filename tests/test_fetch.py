@@ -15,6 +15,7 @@ import io
 import socket
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +55,8 @@ class ServerState:
     ignore_range: bool = False
     #: path -> number of body bytes after which the next response for it is cut off (once)
     cut_once: dict[str, int] = field(default_factory=dict)
+    #: path -> seconds the server waits before each body byte it sends for that path
+    trickle: dict[str, float] = field(default_factory=dict)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -88,7 +91,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))  # the full length, even when cut off
         self.end_headers()
-        self.wfile.write(sent)
+        pause = self.server.state.trickle.get(path)  # type: ignore[attr-defined]
+        if pause is None:
+            self.wfile.write(sent)
+        else:
+            try:
+                for i in range(len(sent)):
+                    time.sleep(pause)
+                    self.wfile.write(sent[i:i + 1])
+            except OSError:  # the client gave up
+                self.close_connection = True
+                return
         if cut is not None:
             self.close_connection = True
 
@@ -446,3 +459,40 @@ def test_a_stale_unpacking_leftover_does_not_block_a_rerun(mirror, tmp_path):
     assert fetch(["mnist"], tmp_path, progress=False)["mnist"].status == "fetched"
     assert _leftovers(tmp_path) == []
     assert len(load_dataset("mnist", root=tmp_path).train) == 6
+
+
+# ------------------------------------------------------------------------------------------------
+# a download that trickles: the overall deadline and the read timeout
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["keyword", "module attribute"])
+def test_a_trickling_download_stops_at_the_overall_deadline_and_resumes_later(how, mirror, tiny, tmp_path, monkeypatch):
+    data = tiny.files["svhn"]["test_32x32.mat"]
+    mirror.state.trickle["/svhn/test_32x32.mat"] = 0.5  # one byte per half second: every read succeeds
+    kwargs = {"deadline_s": 1.0} if how == "keyword" else {}
+    if how == "module attribute":
+        monkeypatch.setattr(fetch_module, "_DEADLINE_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        fetch(["svhn"], tmp_path, progress=False, **kwargs)
+    assert time.monotonic() - start < 30  # generous: the deadline is 1 s, the whole file would take hours
+    error = info.value.report["svhn"].error
+    assert "overall deadline of 1 s" in error and mirror.url("svhn/test_32x32.mat") in error, error
+    part = tmp_path / "SVHN" / "test_32x32.mat.part"
+    kept = part.stat().st_size
+    assert 0 < kept < len(data) and part.read_bytes() == data[:kept]
+    del mirror.state.trickle["/svhn/test_32x32.mat"]
+    assert fetch(["svhn"], tmp_path, progress=False)["svhn"].status == "fetched"
+    assert mirror.requests_for("test_32x32.mat")[-1].range == f"bytes={kept}-"
+    assert len(load_dataset("svhn", root=tmp_path).test) == 3
+
+
+def test_a_stalled_download_names_the_read_timeout(mirror, tmp_path, monkeypatch):
+    mirror.state.trickle["/svhn/test_32x32.mat"] = 3.0
+    monkeypatch.setattr(fetch_module, "_TIMEOUT_S", 0.5)
+    with pytest.raises(FetchError) as info:
+        fetch(["svhn"], tmp_path, progress=False)
+    error = info.value.report["svhn"].error
+    assert "read timeout of 0.5 s" in error and mirror.url("svhn/test_32x32.mat") in error, error
+    assert "deadline" not in error.split("read timeout")[0]

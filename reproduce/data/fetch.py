@@ -30,6 +30,9 @@ For every file of every dataset asked for, :func:`fetch`:
   downloads nothing;
 * downloads it over HTTP(S) into ``<file>.part``, resuming a ``.part`` left by an interrupted
   call with a ``Range: bytes=N-`` request (and starting over when the server ignores the range);
+  a download fails when no byte arrives for the read timeout (60 s), or when it is not complete
+  by its overall deadline (2 h, ``deadline_s``), so a server that trickles cannot hang it; the
+  ``.part`` is kept for the next call to resume;
   a bar per file shows the progress (:func:`reproduce.files.progress.progress_bar`);
 * checks the MD5 torchvision declares for the download; a mismatch deletes the download and is
   reported with the file name, the expected and the actual MD5 (a resumed download that fails is
@@ -52,6 +55,7 @@ import http.client
 import os
 import shutil
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -84,7 +88,11 @@ DATASET_NAMES = ("mnist", "cifar10", "svhn", "imagenette")
 IMAGENETTE_SIZE = "160px"
 
 _CHUNK = 1 << 20
+#: read timeout (seconds): a download fails when no byte arrives for this long
 _TIMEOUT_S = 60.0
+#: overall deadline (seconds) of each download (one file from one source), however steadily bytes
+#: arrive; ``fetch(deadline_s=...)`` overrides it for one call. What arrived is kept to resume.
+_DEADLINE_S = 2 * 3600.0
 _USER_AGENT = "reproduce-data-fetch (python urllib)"
 
 Unpack = Literal["none", "gunzip", "untar"]
@@ -313,12 +321,15 @@ def fetch(
     *,
     progress: bool = True,
     base_urls: Mapping[str, str] | None = None,
+    deadline_s: float | None = None,
 ) -> FetchReport:
     """Download, verify and unpack the datasets ``names`` (default: all of :data:`DATASET_NAMES`).
 
     ``root`` defaults to :func:`reproduce.data.default_root`. ``progress`` draws a :func:`reproduce.files.progress.progress_bar`
     bar per downloaded file. ``base_urls`` maps a dataset name to a folder URL its files are
-    fetched from instead of torchvision's (``base_url/<published file name>``).
+    fetched from instead of torchvision's (``base_url/<published file name>``). ``deadline_s`` is the
+    overall deadline of each download (default ``_DEADLINE_S``, 2 h); besides, a download fails
+    when no byte arrives for ``_TIMEOUT_S`` (60 s). Either way its ``.part`` is kept to resume.
 
     Every name is checked before anything is downloaded (ValueError naming the valid choices).
     Returns a :class:`FetchReport`; when a dataset failed, the others are still fetched and
@@ -346,7 +357,7 @@ def fetch(
             for remote in remote_files(name, root_path, base_urls.get(name)):
                 if remote.present():
                     continue
-                if _fetch_file(remote, progress=progress):
+                if _fetch_file(remote, progress=progress, deadline_s=deadline_s):
                     downloaded.append(remote.filename)
             if not is_present(name, root_path):
                 raise DownloadError(f"{name} is still incomplete under {root_path} after fetching")
@@ -361,12 +372,12 @@ def fetch(
     return report
 
 
-def _fetch_file(remote: RemoteFile, *, progress: bool) -> bool:
+def _fetch_file(remote: RemoteFile, *, progress: bool, deadline_s: float | None = None) -> bool:
     """Make ``remote`` present; True when it had to be downloaded."""
     downloaded = False
     reuse = remote.unpack != "none" and remote.archive.is_file() and _md5(remote.archive) == remote.md5
     if not reuse:
-        _download_verified(remote, progress=progress)
+        _download_verified(remote, progress=progress, deadline_s=deadline_s)
         downloaded = True
     if remote.unpack == "gunzip":
         _gunzip(remote.archive, remote.target)
@@ -377,12 +388,12 @@ def _fetch_file(remote: RemoteFile, *, progress: bool) -> bool:
     return downloaded
 
 
-def _download_verified(remote: RemoteFile, *, progress: bool) -> None:
+def _download_verified(remote: RemoteFile, *, progress: bool, deadline_s: float | None = None) -> None:
     """Download ``remote`` from its first working source into ``remote.archive``, MD5 verified."""
     errors: list[tuple[str, Exception]] = []
     for url in remote.urls:
         try:
-            _download_from(url, remote, progress=progress)
+            _download_from(url, remote, progress=progress, deadline_s=deadline_s)
             return
         except (DownloadError, OSError, http.client.HTTPException) as error:  # URLError, timeouts: OSErrors
             errors.append((url, error))
@@ -395,15 +406,15 @@ def _download_verified(remote: RemoteFile, *, progress: bool) -> None:
     raise DownloadError(f"could not download {remote.filename} from any source ({tried})") from errors[-1][1]
 
 
-def _download_from(url: str, remote: RemoteFile, *, progress: bool) -> None:
+def _download_from(url: str, remote: RemoteFile, *, progress: bool, deadline_s: float | None = None) -> None:
     part = remote.archive.with_name(remote.archive.name + ".part")
     part.parent.mkdir(parents=True, exist_ok=True)
     desc = f"{remote.dataset}: {remote.filename}"
-    resumed = _http_get(url, part, desc=desc, progress=progress)
+    resumed = _http_get(url, part, desc=desc, progress=progress, deadline_s=deadline_s)
     actual = _md5(part)
     if actual != remote.md5 and resumed:
         part.unlink()  # the kept part may be what is wrong: once more from scratch
-        _http_get(url, part, desc=desc, progress=progress)
+        _http_get(url, part, desc=desc, progress=progress, deadline_s=deadline_s)
         actual = _md5(part)
     if actual != remote.md5:
         part.unlink()
@@ -411,26 +422,51 @@ def _download_from(url: str, remote: RemoteFile, *, progress: bool) -> None:
     os.replace(part, remote.archive)
 
 
-def _http_get(url: str, part: Path, *, desc: str, progress: bool) -> bool:
+def _http_get(url: str, part: Path, *, desc: str, progress: bool, deadline_s: float | None = None) -> bool:
     """Download ``url`` into ``part``, resuming what ``part`` holds; True when it resumed.
 
     A partial ``part`` is continued with ``Range: bytes=N-``; a server that answers 200 instead of
     206 (it ignored the range) sends the whole file, which replaces the part. An answer 416 to a
     range request means ``part`` already holds the whole file (the checksum decides). A transfer
     that ends early raises DownloadError and keeps ``part`` for the next call to resume.
+
+    Two limits, read at call time: no byte for ``_TIMEOUT_S`` (each socket operation), and the
+    whole transfer past ``deadline_s`` (default ``_DEADLINE_S``; checked between reads, so it is
+    overrun by at most one read timeout). Hitting either raises DownloadError naming the limit
+    and ``url``, and keeps ``part``.
     """
     from reproduce.files.progress import progress_bar
 
+    timeout = _TIMEOUT_S
+    limit = _DEADLINE_S if deadline_s is None else deadline_s
+    deadline = time.monotonic() + limit
     offset = part.stat().st_size if part.is_file() else 0
+    got = offset
+
+    def stopped(what: str) -> DownloadError:
+        kept = f"{got} bytes are kept in {part}; run the fetch again to resume" if got else "nothing was received"
+        return DownloadError(f"download of {url} {what}; {kept}")
+
+    def timed_out() -> DownloadError:
+        if time.monotonic() >= deadline:
+            return stopped(f"did not finish within the overall deadline of {limit:g} s (raise it with deadline_s=...)")
+        return stopped(f"stalled: no data within the read timeout of {timeout:g} s")
+
     headers = {"User-Agent": _USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=max(min(timeout, limit), 0.001)
+        )
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             return True
         raise DownloadError(f"could not download {url}: HTTP {error.code} {error.reason}") from error
+    except (TimeoutError, urllib.error.URLError) as error:
+        if isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError):
+            raise timed_out() from error
+        raise
     with response:
         length = response.headers.get("Content-Length")
         size = int(length) if length is not None and length.isdigit() else None
@@ -438,12 +474,22 @@ def _http_get(url: str, part: Path, *, desc: str, progress: bool) -> bool:
         if not resuming:
             offset = 0
         total = None if size is None else offset + size
+        got = offset
         with open(part, "ab" if resuming else "wb") as handle, progress_bar(
             enabled=progress, total=total, initial=offset, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
             leave=True,
         ) as bar:  # fmt: skip
-            while chunk := response.read(_CHUNK):
+            while total is None or got < total:
+                if time.monotonic() >= deadline:
+                    raise timed_out()
+                try:
+                    chunk = response.read1(_CHUNK)  # what has arrived (read() would wait for a whole chunk)
+                except TimeoutError as error:
+                    raise timed_out() from error
+                if not chunk:
+                    break
                 handle.write(chunk)
+                got += len(chunk)
                 bar.update(len(chunk))
     got = part.stat().st_size
     if total is not None and got != total:
