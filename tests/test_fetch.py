@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import socket
 import tarfile
 import threading
@@ -496,3 +497,36 @@ def test_a_stalled_download_names_the_read_timeout(mirror, tmp_path, monkeypatch
     error = info.value.report["svhn"].error
     assert "read timeout of 0.5 s" in error and mirror.url("svhn/test_32x32.mat") in error, error
     assert "deadline" not in error.split("read timeout")[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# a data folder that is a file
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_root_that_is_a_file_is_named_and_nothing_is_downloaded(mirror, tmp_path, monkeypatch):
+    file = tmp_path / "not-a-folder"
+    file.write_text("a file")
+    for call in (lambda: fetch(["mnist"], file, progress=False), lambda: is_present("mnist", file)):
+        with pytest.raises(NotADirectoryError, match=re.escape(f"{file} is a file, not a folder")):
+            call()
+    with pytest.raises(NotADirectoryError, match=re.escape(f"{file} is a file, not a folder")):
+        fetch(["mnist"], file / "data", progress=False)  # a folder cannot be made under it either
+    monkeypatch.setenv("REPRODUCE_DATA", str(file))
+    with pytest.raises(NotADirectoryError, match=r"is a file, not a folder.*\$REPRODUCE_DATA"):
+        fetch(["mnist"], progress=False)
+    assert mirror.state.requests == [] and file.read_text() == "a file"
+
+
+def test_command_line_with_a_root_that_is_a_file_is_a_usage_error(mirror, tmp_path, monkeypatch, capsys):
+    file = tmp_path / "not-a-folder"
+    file.write_text("a file")
+    for command in ("fetch", "status"):
+        assert main(["data", command, "--root", str(file)]) == 2, command
+        out, err = capsys.readouterr()
+        assert f"python -m reproduce data {command}: error:" in err and f"{file} is a file, not a folder" in err
+        assert "missing" not in out
+    monkeypatch.setenv("REPRODUCE_DATA", str(file))
+    assert main(["data", "status"]) == 2
+    assert "$REPRODUCE_DATA" in capsys.readouterr().err
+    assert mirror.state.requests == [] and file.read_text() == "a file"

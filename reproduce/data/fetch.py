@@ -281,7 +281,19 @@ def _check_name(name: str) -> None:
 
 
 def _root(root: str | Path | None) -> Path:
-    return Path(root).expanduser() if root is not None else default_root()
+    """``root`` (default :func:`default_root`); NotADirectoryError when it, or a folder above it, is a file."""
+    path = Path(root).expanduser() if root is not None else default_root()
+    origin = " (from $REPRODUCE_DATA)" if root is None and os.environ.get("REPRODUCE_DATA") else ""
+    for above in (path, *path.parents):
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                where = "" if above == path else f", so the data folder {path} cannot be made under it"
+                raise NotADirectoryError(
+                    f"{above} is a file, not a folder{where}{origin}; name a folder for the datasets (one that "
+                    f"does not exist yet is created) or move the file away"
+                )
+            break
+    return path
 
 
 def remote_files(name: str, root: str | Path | None = None, base_url: str | None = None) -> list[RemoteFile]:
@@ -298,7 +310,7 @@ def is_present(name: str, root: str | Path | None = None) -> bool:
     """Whether ``load_dataset(name, root=root)`` finds dataset ``name`` (files there, published MD5s verify).
 
     Imagenette counts as present in any of the sizes :mod:`reproduce.data` reads (160 px,
-    320 px, full), as the loader does.
+    320 px, full), as the loader does. A ``root`` that is a file raises NotADirectoryError.
     """
     _check_name(name)
     root_path = _root(root)
@@ -331,7 +343,8 @@ def fetch(
     overall deadline of each download (default ``_DEADLINE_S``, 2 h); besides, a download fails
     when no byte arrives for ``_TIMEOUT_S`` (60 s). Either way its ``.part`` is kept to resume.
 
-    Every name is checked before anything is downloaded (ValueError naming the valid choices).
+    Every name is checked before anything is downloaded (ValueError naming the valid choices), and
+    so is ``root``: NotADirectoryError naming it when it (or a folder above it) is a file.
     Returns a :class:`FetchReport`; when a dataset failed, the others are still fetched and
     :class:`FetchError` (carrying the report) is raised at the end.
     """
