@@ -12,9 +12,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import socket
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +56,8 @@ class ServerState:
     ignore_range: bool = False
     #: path -> number of body bytes after which the next response for it is cut off (once)
     cut_once: dict[str, int] = field(default_factory=dict)
+    #: path -> seconds the server waits before each body byte it sends for that path
+    trickle: dict[str, float] = field(default_factory=dict)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -88,7 +92,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))  # the full length, even when cut off
         self.end_headers()
-        self.wfile.write(sent)
+        pause = self.server.state.trickle.get(path)  # type: ignore[attr-defined]
+        if pause is None:
+            self.wfile.write(sent)
+        else:
+            try:
+                for i in range(len(sent)):
+                    time.sleep(pause)
+                    self.wfile.write(sent[i:i + 1])
+            except OSError:  # the client gave up
+                self.close_connection = True
+                return
         if cut is not None:
             self.close_connection = True
 
@@ -381,3 +395,138 @@ def test_root_defaults_to_reproduce_data(mirror, tmp_path, monkeypatch):
     report = fetch(["mnist"], progress=False)
     assert report.root == tmp_path / "env-root" and is_present("mnist")
     assert report["mnist"].location == tmp_path / "env-root" / "MNIST" / "raw"
+
+
+# ------------------------------------------------------------------------------------------------
+# unpacking that fails, and what it leaves behind
+# ------------------------------------------------------------------------------------------------
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".unpacking" in p.name)
+
+
+def test_corrupt_gzip_stream_with_the_published_md5_leaves_no_temporary_file(mirror, tiny, tmp_path, monkeypatch):
+    name = "t10k-labels-idx1-ubyte.gz"
+    good = tiny.files["mnist"][name]
+    corrupt = good[:-8]  # the gzip trailer (CRC, size) is missing: the stream ends early
+    mirror.state.files[f"/mnist/{name}"] = corrupt
+    published = list(MNIST.resources)
+    monkeypatch.setattr(MNIST, "resources", [(f, _md5(corrupt) if f == name else m) for f, m in published])
+    with pytest.raises(FetchError) as info:
+        fetch(["mnist"], tmp_path, progress=False)
+    error = info.value.report["mnist"].error
+    assert name in error and "t10k-labels-idx1-ubyte" in error and "ended" in error, error
+    assert _leftovers(tmp_path) == []
+    # the corrupt archive is not kept to be unpacked again: once the source is good, a rerun downloads it
+    mirror.state.files[f"/mnist/{name}"] = good
+    monkeypatch.setattr(MNIST, "resources", [(f, _md5(good) if f == name else m) for f, m in published])
+    assert fetch(["mnist"], tmp_path, progress=False)["mnist"].status == "fetched"
+    assert len(mirror.requests_for(name)) == 2
+    assert _leftovers(tmp_path) == [] and len(load_dataset("mnist", root=tmp_path).test) == 4
+
+
+def test_disk_full_while_gunzipping_leaves_no_temporary_file_and_keeps_the_archive(mirror, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    real = shutil.copyfileobj
+
+    def full_disk(src, dst, length=0):
+        dst.write(src.read(10))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fetch_module.shutil, "copyfileobj", full_disk)
+    with pytest.raises(FetchError) as info:
+        fetch(["mnist"], tmp_path, progress=False)
+    error = info.value.report["mnist"].error
+    assert "No space left on device" in error and "train-images-idx3-ubyte" in error, error
+    assert _leftovers(tmp_path) == []
+    assert (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()  # verified: kept for the rerun
+    served = len(mirror.state.requests)
+    monkeypatch.setattr(fetch_module.shutil, "copyfileobj", real)
+    assert fetch(["mnist"], tmp_path, progress=False)["mnist"].status == "fetched"
+    assert len(mirror.requests_for("train-images-idx3-ubyte.gz")) == 1  # reused, not downloaded again
+    assert len(mirror.state.requests) == served + 3
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_stale_unpacking_leftover_does_not_block_a_rerun(mirror, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.unpacking").write_bytes(b"half of an earlier attempt")
+    (raw / "t10k-images-idx3-ubyte.unpacking").mkdir()  # whatever it is, it is not ours to keep
+    (raw / "t10k-images-idx3-ubyte.unpacking" / "junk").write_bytes(b"junk")
+    assert fetch(["mnist"], tmp_path, progress=False)["mnist"].status == "fetched"
+    assert _leftovers(tmp_path) == []
+    assert len(load_dataset("mnist", root=tmp_path).train) == 6
+
+
+# ------------------------------------------------------------------------------------------------
+# a download that trickles: the overall deadline and the read timeout
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["keyword", "module attribute"])
+def test_a_trickling_download_stops_at_the_overall_deadline_and_resumes_later(how, mirror, tiny, tmp_path, monkeypatch):
+    data = tiny.files["svhn"]["test_32x32.mat"]
+    mirror.state.trickle["/svhn/test_32x32.mat"] = 0.5  # one byte per half second: every read succeeds
+    kwargs = {"deadline_s": 1.0} if how == "keyword" else {}
+    if how == "module attribute":
+        monkeypatch.setattr(fetch_module, "_DEADLINE_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        fetch(["svhn"], tmp_path, progress=False, **kwargs)
+    assert time.monotonic() - start < 30  # generous: the deadline is 1 s, the whole file would take hours
+    error = info.value.report["svhn"].error
+    assert "overall deadline of 1 s" in error and mirror.url("svhn/test_32x32.mat") in error, error
+    part = tmp_path / "SVHN" / "test_32x32.mat.part"
+    kept = part.stat().st_size
+    assert 0 < kept < len(data) and part.read_bytes() == data[:kept]
+    del mirror.state.trickle["/svhn/test_32x32.mat"]
+    assert fetch(["svhn"], tmp_path, progress=False)["svhn"].status == "fetched"
+    assert mirror.requests_for("test_32x32.mat")[-1].range == f"bytes={kept}-"
+    assert len(load_dataset("svhn", root=tmp_path).test) == 3
+
+
+def test_a_stalled_download_names_the_read_timeout(mirror, tmp_path, monkeypatch):
+    mirror.state.trickle["/svhn/test_32x32.mat"] = 3.0
+    monkeypatch.setattr(fetch_module, "_TIMEOUT_S", 0.5)
+    with pytest.raises(FetchError) as info:
+        fetch(["svhn"], tmp_path, progress=False)
+    error = info.value.report["svhn"].error
+    assert "read timeout of 0.5 s" in error and mirror.url("svhn/test_32x32.mat") in error, error
+    assert "deadline" not in error.split("read timeout")[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# a data folder that is a file
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_root_that_is_a_file_is_named_and_nothing_is_downloaded(mirror, tmp_path, monkeypatch):
+    file = tmp_path / "not-a-folder"
+    file.write_text("a file")
+    for call in (lambda: fetch(["mnist"], file, progress=False), lambda: is_present("mnist", file)):
+        with pytest.raises(NotADirectoryError, match=re.escape(f"{file} is a file, not a folder")):
+            call()
+    with pytest.raises(NotADirectoryError, match=re.escape(f"{file} is a file, not a folder")):
+        fetch(["mnist"], file / "data", progress=False)  # a folder cannot be made under it either
+    monkeypatch.setenv("REPRODUCE_DATA", str(file))
+    with pytest.raises(NotADirectoryError, match=r"is a file, not a folder.*\$REPRODUCE_DATA"):
+        fetch(["mnist"], progress=False)
+    assert mirror.state.requests == [] and file.read_text() == "a file"
+
+
+def test_command_line_with_a_root_that_is_a_file_is_a_usage_error(mirror, tmp_path, monkeypatch, capsys):
+    file = tmp_path / "not-a-folder"
+    file.write_text("a file")
+    for command in ("fetch", "status"):
+        assert main(["data", command, "--root", str(file)]) == 2, command
+        out, err = capsys.readouterr()
+        assert f"python -m reproduce data {command}: error:" in err and f"{file} is a file, not a folder" in err
+        assert "missing" not in out
+    monkeypatch.setenv("REPRODUCE_DATA", str(file))
+    assert main(["data", "status"]) == 2
+    assert "$REPRODUCE_DATA" in capsys.readouterr().err
+    assert mirror.state.requests == [] and file.read_text() == "a file"

@@ -30,13 +30,18 @@ For every file of every dataset asked for, :func:`fetch`:
   downloads nothing;
 * downloads it over HTTP(S) into ``<file>.part``, resuming a ``.part`` left by an interrupted
   call with a ``Range: bytes=N-`` request (and starting over when the server ignores the range);
+  a download fails when no byte arrives for the read timeout (60 s), or when it is not complete
+  by its overall deadline (2 h, ``deadline_s``), so a server that trickles cannot hang it; the
+  ``.part`` is kept for the next call to resume;
   a bar per file shows the progress (:func:`reproduce.files.progress.progress_bar`);
 * checks the MD5 torchvision declares for the download; a mismatch deletes the download and is
   reported with the file name, the expected and the actual MD5 (a resumed download that fails is
   first downloaded once more from scratch);
 * renames the verified download into place, then unpacks it (gunzip, or untar into a temporary
   folder renamed into place), so a file or folder the loader reads is either complete or absent;
-  archives are deleted once unpacked.
+  archives are deleted once unpacked. Unpacking that fails removes its temporary file or folder
+  (and one an earlier call left behind is removed first); a gzip stream that turns out corrupt
+  deletes its archive, so that the next call downloads it again.
 
 A dataset that fails does not stop the others, and nothing fetched before is removed;
 :func:`fetch` then raises :class:`FetchError`, whose ``report`` says what happened to each one.
@@ -50,6 +55,7 @@ import http.client
 import os
 import shutil
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -82,7 +88,11 @@ DATASET_NAMES = ("mnist", "cifar10", "svhn", "imagenette")
 IMAGENETTE_SIZE = "160px"
 
 _CHUNK = 1 << 20
+#: read timeout (seconds): a download fails when no byte arrives for this long
 _TIMEOUT_S = 60.0
+#: overall deadline (seconds) of each download (one file from one source), however steadily bytes
+#: arrive; ``fetch(deadline_s=...)`` overrides it for one call. What arrived is kept to resume.
+_DEADLINE_S = 2 * 3600.0
 _USER_AGENT = "reproduce-data-fetch (python urllib)"
 
 Unpack = Literal["none", "gunzip", "untar"]
@@ -271,7 +281,19 @@ def _check_name(name: str) -> None:
 
 
 def _root(root: str | Path | None) -> Path:
-    return Path(root).expanduser() if root is not None else default_root()
+    """``root`` (default :func:`default_root`); NotADirectoryError when it, or a folder above it, is a file."""
+    path = Path(root).expanduser() if root is not None else default_root()
+    origin = " (from $REPRODUCE_DATA)" if root is None and os.environ.get("REPRODUCE_DATA") else ""
+    for above in (path, *path.parents):
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                where = "" if above == path else f", so the data folder {path} cannot be made under it"
+                raise NotADirectoryError(
+                    f"{above} is a file, not a folder{where}{origin}; name a folder for the datasets (one that "
+                    f"does not exist yet is created) or move the file away"
+                )
+            break
+    return path
 
 
 def remote_files(name: str, root: str | Path | None = None, base_url: str | None = None) -> list[RemoteFile]:
@@ -288,7 +310,7 @@ def is_present(name: str, root: str | Path | None = None) -> bool:
     """Whether ``load_dataset(name, root=root)`` finds dataset ``name`` (files there, published MD5s verify).
 
     Imagenette counts as present in any of the sizes :mod:`reproduce.data` reads (160 px,
-    320 px, full), as the loader does.
+    320 px, full), as the loader does. A ``root`` that is a file raises NotADirectoryError.
     """
     _check_name(name)
     root_path = _root(root)
@@ -311,14 +333,18 @@ def fetch(
     *,
     progress: bool = True,
     base_urls: Mapping[str, str] | None = None,
+    deadline_s: float | None = None,
 ) -> FetchReport:
     """Download, verify and unpack the datasets ``names`` (default: all of :data:`DATASET_NAMES`).
 
     ``root`` defaults to :func:`reproduce.data.default_root`. ``progress`` draws a :func:`reproduce.files.progress.progress_bar`
     bar per downloaded file. ``base_urls`` maps a dataset name to a folder URL its files are
-    fetched from instead of torchvision's (``base_url/<published file name>``).
+    fetched from instead of torchvision's (``base_url/<published file name>``). ``deadline_s`` is the
+    overall deadline of each download (default ``_DEADLINE_S``, 2 h); besides, a download fails
+    when no byte arrives for ``_TIMEOUT_S`` (60 s). Either way its ``.part`` is kept to resume.
 
-    Every name is checked before anything is downloaded (ValueError naming the valid choices).
+    Every name is checked before anything is downloaded (ValueError naming the valid choices), and
+    so is ``root``: NotADirectoryError naming it when it (or a folder above it) is a file.
     Returns a :class:`FetchReport`; when a dataset failed, the others are still fetched and
     :class:`FetchError` (carrying the report) is raised at the end.
     """
@@ -344,7 +370,7 @@ def fetch(
             for remote in remote_files(name, root_path, base_urls.get(name)):
                 if remote.present():
                     continue
-                if _fetch_file(remote, progress=progress):
+                if _fetch_file(remote, progress=progress, deadline_s=deadline_s):
                     downloaded.append(remote.filename)
             if not is_present(name, root_path):
                 raise DownloadError(f"{name} is still incomplete under {root_path} after fetching")
@@ -359,12 +385,12 @@ def fetch(
     return report
 
 
-def _fetch_file(remote: RemoteFile, *, progress: bool) -> bool:
+def _fetch_file(remote: RemoteFile, *, progress: bool, deadline_s: float | None = None) -> bool:
     """Make ``remote`` present; True when it had to be downloaded."""
     downloaded = False
     reuse = remote.unpack != "none" and remote.archive.is_file() and _md5(remote.archive) == remote.md5
     if not reuse:
-        _download_verified(remote, progress=progress)
+        _download_verified(remote, progress=progress, deadline_s=deadline_s)
         downloaded = True
     if remote.unpack == "gunzip":
         _gunzip(remote.archive, remote.target)
@@ -375,12 +401,12 @@ def _fetch_file(remote: RemoteFile, *, progress: bool) -> bool:
     return downloaded
 
 
-def _download_verified(remote: RemoteFile, *, progress: bool) -> None:
+def _download_verified(remote: RemoteFile, *, progress: bool, deadline_s: float | None = None) -> None:
     """Download ``remote`` from its first working source into ``remote.archive``, MD5 verified."""
     errors: list[tuple[str, Exception]] = []
     for url in remote.urls:
         try:
-            _download_from(url, remote, progress=progress)
+            _download_from(url, remote, progress=progress, deadline_s=deadline_s)
             return
         except (DownloadError, OSError, http.client.HTTPException) as error:  # URLError, timeouts: OSErrors
             errors.append((url, error))
@@ -393,15 +419,15 @@ def _download_verified(remote: RemoteFile, *, progress: bool) -> None:
     raise DownloadError(f"could not download {remote.filename} from any source ({tried})") from errors[-1][1]
 
 
-def _download_from(url: str, remote: RemoteFile, *, progress: bool) -> None:
+def _download_from(url: str, remote: RemoteFile, *, progress: bool, deadline_s: float | None = None) -> None:
     part = remote.archive.with_name(remote.archive.name + ".part")
     part.parent.mkdir(parents=True, exist_ok=True)
     desc = f"{remote.dataset}: {remote.filename}"
-    resumed = _http_get(url, part, desc=desc, progress=progress)
+    resumed = _http_get(url, part, desc=desc, progress=progress, deadline_s=deadline_s)
     actual = _md5(part)
     if actual != remote.md5 and resumed:
         part.unlink()  # the kept part may be what is wrong: once more from scratch
-        _http_get(url, part, desc=desc, progress=progress)
+        _http_get(url, part, desc=desc, progress=progress, deadline_s=deadline_s)
         actual = _md5(part)
     if actual != remote.md5:
         part.unlink()
@@ -409,26 +435,51 @@ def _download_from(url: str, remote: RemoteFile, *, progress: bool) -> None:
     os.replace(part, remote.archive)
 
 
-def _http_get(url: str, part: Path, *, desc: str, progress: bool) -> bool:
+def _http_get(url: str, part: Path, *, desc: str, progress: bool, deadline_s: float | None = None) -> bool:
     """Download ``url`` into ``part``, resuming what ``part`` holds; True when it resumed.
 
     A partial ``part`` is continued with ``Range: bytes=N-``; a server that answers 200 instead of
     206 (it ignored the range) sends the whole file, which replaces the part. An answer 416 to a
     range request means ``part`` already holds the whole file (the checksum decides). A transfer
     that ends early raises DownloadError and keeps ``part`` for the next call to resume.
+
+    Two limits, read at call time: no byte for ``_TIMEOUT_S`` (each socket operation), and the
+    whole transfer past ``deadline_s`` (default ``_DEADLINE_S``; checked between reads, so it is
+    overrun by at most one read timeout). Hitting either raises DownloadError naming the limit
+    and ``url``, and keeps ``part``.
     """
     from reproduce.files.progress import progress_bar
 
+    timeout = _TIMEOUT_S
+    limit = _DEADLINE_S if deadline_s is None else deadline_s
+    deadline = time.monotonic() + limit
     offset = part.stat().st_size if part.is_file() else 0
+    got = offset
+
+    def stopped(what: str) -> DownloadError:
+        kept = f"{got} bytes are kept in {part}; run the fetch again to resume" if got else "nothing was received"
+        return DownloadError(f"download of {url} {what}; {kept}")
+
+    def timed_out() -> DownloadError:
+        if time.monotonic() >= deadline:
+            return stopped(f"did not finish within the overall deadline of {limit:g} s (raise it with deadline_s=...)")
+        return stopped(f"stalled: no data within the read timeout of {timeout:g} s")
+
     headers = {"User-Agent": _USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=max(min(timeout, limit), 0.001)
+        )
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             return True
         raise DownloadError(f"could not download {url}: HTTP {error.code} {error.reason}") from error
+    except (TimeoutError, urllib.error.URLError) as error:
+        if isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError):
+            raise timed_out() from error
+        raise
     with response:
         length = response.headers.get("Content-Length")
         size = int(length) if length is not None and length.isdigit() else None
@@ -436,12 +487,22 @@ def _http_get(url: str, part: Path, *, desc: str, progress: bool) -> bool:
         if not resuming:
             offset = 0
         total = None if size is None else offset + size
+        got = offset
         with open(part, "ab" if resuming else "wb") as handle, progress_bar(
             enabled=progress, total=total, initial=offset, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
             leave=True,
         ) as bar:  # fmt: skip
-            while chunk := response.read(_CHUNK):
+            while total is None or got < total:
+                if time.monotonic() >= deadline:
+                    raise timed_out()
+                try:
+                    chunk = response.read1(_CHUNK)  # what has arrived (read() would wait for a whole chunk)
+                except TimeoutError as error:
+                    raise timed_out() from error
+                if not chunk:
+                    break
                 handle.write(chunk)
+                got += len(chunk)
                 bar.update(len(chunk))
     got = part.stat().st_size
     if total is not None and got != total:
@@ -470,12 +531,42 @@ def _md5(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def _remove(path: Path) -> None:
+    """Delete ``path`` whatever it is (file, link, folder); nothing when it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _gunzip(source: Path, target: Path) -> None:
-    """Uncompress ``source`` to ``target`` through a temporary file renamed into place."""
+    """Uncompress ``source`` to ``target`` through a temporary file renamed into place.
+
+    A temporary file left by an earlier attempt is removed first, and the temporary file is
+    removed whenever this fails. A corrupt stream (the download verified, yet it does not
+    uncompress) deletes ``source`` too, so that the next call downloads it again rather than
+    failing on it again; any other error (a full disk, say) keeps the verified ``source`` for the
+    next call to unpack. Both raise DownloadError naming the file and what went wrong.
+    """
     tmp = target.with_name(target.name + ".unpacking")
-    with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, _CHUNK)
-    os.replace(tmp, target)
+    _remove(tmp)
+    try:
+        with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+        os.replace(tmp, target)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # BadGzipFile is an OSError: caught first
+        source.unlink(missing_ok=True)
+        raise DownloadError(
+            f"could not gunzip {source.name} to {target.name}: the gzip stream is corrupt ({error}) although the "
+            f"file has the MD5 it was checked against; {source.name} was deleted, the next fetch downloads it again"
+        ) from error
+    except OSError as error:
+        raise DownloadError(
+            f"could not gunzip {source.name} to {target} ({type(error).__name__}: {error}); the verified "
+            f"{source.name} is kept, the next fetch unpacks it again"
+        ) from error
+    finally:
+        _remove(tmp)
 
 
 def _untar_folder(remote: RemoteFile) -> None:
@@ -487,8 +578,7 @@ def _untar_folder(remote: RemoteFile) -> None:
     """
     target = remote.target
     tmp = target.with_name(f".{target.name}.unpacking")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _remove(tmp)
     tmp.mkdir(parents=True)
     try:
         with tarfile.open(remote.archive, "r:*") as archive:

@@ -25,7 +25,7 @@ and the rest still run; a summary table ends the run, and the exit status is 1 i
 ``data fetch`` downloads, verifies and unpacks the named datasets (default: all four) into
 ``--root`` (default ``$REPRODUCE_DATA``, see :func:`reproduce.data.default_root`); ``data status``
 says which of them are present there. See :mod:`reproduce.data.fetch`; the exit status is 1 if a
-dataset failed.
+dataset failed, 2 for a bad command line (an unknown dataset, or a data folder that is a file).
 
 ``plan``, ``sweep`` and ``status`` are the cluster path (:mod:`reproduce.sweep`): the training
 runs the notebooks need, with the hours left on this device; every missing or unfinished run submitted as a
@@ -550,13 +550,18 @@ def _data(args: argparse.Namespace) -> int:
 
     if args.data_command == "status":
         root = args.root or default_data_root()
+        try:
+            present = {name: fetch.is_present(name, args.root) for name in fetch.DATASET_NAMES}
+        except NotADirectoryError as err:  # a --root / $REPRODUCE_DATA that is a file: not "all missing"
+            print(f"python -m reproduce data status: error: {err}", file=sys.stderr)
+            return 2
         print(f"datasets under {root}:")
         for name in fetch.DATASET_NAMES:
-            print(f"  {name:<10}  {'present' if fetch.is_present(name, root) else 'missing'}")
+            print(f"  {name:<10}  {'present' if present[name] else 'missing'}")
         return 0
     try:
         report = fetch.fetch(args.names or None, args.root)
-    except ValueError as err:
+    except (ValueError, NotADirectoryError) as err:
         print(f"python -m reproduce data fetch: error: {err}", file=sys.stderr)
         return 2
     except fetch.FetchError as err:
