@@ -158,13 +158,15 @@ def test_a_failing_write_surfaces_as_the_os_error_and_keeps_the_old_checkpoint(t
         try:
             train(mcfg, data, cfg, folder, progress=False)
         except BaseException as exc:
-            print(json.dumps([type(exc).__name__, getattr(exc, "errno", None), str(exc)[:200]]))
+            print(json.dumps([type(exc).__name__, getattr(exc, "errno", None), str(exc)[:400]]))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     name, err, text = json.loads(out.stdout.strip().splitlines()[-1])
     assert err == errno.EFBIG, (name, err, text)
     assert "unexpected pos" not in text
+    # the error names the file it could not write (before: a bare "[Errno 27] File too large")
+    assert str(tmp_path / "checkpoint.pt") in text, text
     # the checkpoint of epoch 1 is intact and no temporary is left behind
     assert load_run(tmp_path).epochs_done == 1
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

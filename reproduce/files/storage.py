@@ -58,11 +58,14 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # a full disk says only "[Errno 28] No space left on device": name the file (same type, same errno)
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
