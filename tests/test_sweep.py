@@ -314,6 +314,7 @@ def test_status_command_shows_killed_and_raising_jobs_and_exits_1(root, capsys):
     Path(records[raising.key]["stderr"]).write_text("Traceback (most recent call last):\nValueError: boom\n")
     with open(records[raising.key]["result"], "wb") as f:
         pickle.dump(("error", "Traceback (most recent call last):\n  ...\nValueError: boom\n"), f)
+    sweep.jobs_path("smoke").parent.mkdir(parents=True)  # as a sweep's first submission makes it
     sweep.jobs_path("smoke").write_text(json.dumps({"version": 1, "jobs": records}))
 
     assert runner.main(["status", "--scale", "smoke", "--root", str(root), "04"]) == 1
@@ -347,6 +348,17 @@ def test_plan_counts_the_remaining_steps(root):
     assert "CPU-hours left" in measured.format() and "GPU-h" not in measured.format() and "cpu" in measured.device
     # paper datasets are sized without their files
     assert planning._train_size("cifar10", None, 0) == 50_000 and planning._train_size("digits", None, 0) == 1437
+
+
+def test_plan_shows_what_it_is_timing(root, monkeypatch, capsys):
+    """Before: `plan --scale paper` printed nothing for minutes while it timed 111 model configs."""
+    monkeypatch.setenv("REPRODUCE_PROGRESS", "text")
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    scale = tiny()
+    measured = sweep.plan(scale, ["04"], measure_budget_s=5)
+    err = capsys.readouterr().err
+    timed = [line for line in err.replace("\r", "\n").splitlines() if "timing model configs" in line]
+    assert timed and f"/{len(measured.rows)}" in timed[-1] and "plain" in err
 
 
 def test_plan_names_the_hours_after_the_device_that_timed_them():

@@ -17,6 +17,7 @@ from reproduce.data.datasets import dataset_train_size
 from reproduce.experiments.efficiency import multiply_accumulates
 from reproduce.sweep.jobs import DEFAULT_STEPS_PER_SECOND, DONE_STATES, Job, _INLINE_ONLY, _as_scale, _epochs_done, _pinned_root, job_state, notebook_jobs, unique_jobs
 from reproduce.sweep.submission import _tail_text
+from reproduce.files.progress import progress_bar
 from reproduce.files.tables import text_table as _table
 
 __all__ = ["PlanRow", "Plan", "plan"]
@@ -233,12 +234,15 @@ def _seconds_per_step(steps: Sequence[_CostKey], device: Any, budget_s: float, c
     start = time.perf_counter()
     cheapest = list(dict.fromkeys(next(i for i, s in enumerate(ordered) if (s.model.kind == "fnn") == fnn)
                                   for fnn in (True, False) if any((s.model.kind == "fnn") == fnn for s in ordered)))
+    bar = progress_bar(total=len(ordered), desc="timing model configs", unit="config", leave=False)
     for i in [*cheapest, *(j for j in _spread(len(ordered)) if j not in cheapest)]:
         left = budget_s - (time.perf_counter() - start)
         if left <= 0 and timed:
             break
+        bar.update()
         if family_timed(ordered[i]) and 3 * predicted(ordered[i])[0] > left:
             continue
+        bar.set_postfix_str(f"{ordered[i].model.label} ({left:.0f} s of the budget left)")
         try:
             timed[ordered[i]] = _time_step(ordered[i], device, cap_s=min(cap_s, max(left, 0.5)))
         except Exception:  # noqa: BLE001 - e.g. out of memory: extrapolate it instead
@@ -246,6 +250,7 @@ def _seconds_per_step(steps: Sequence[_CostKey], device: Any, budget_s: float, c
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    bar.close()
     if not timed:
         raise RuntimeError("no model config could be timed on this device")
     out: dict[_CostKey, tuple[float, str]] = {s: (t, "measured") for s, t in timed.items()}
