@@ -41,6 +41,8 @@ all: reproduce
 install: $(VENV)/.installed
 
 # The stamp is rebuilt only when pyproject.toml changes, so later calls cost nothing.
+# --no-compile: pip would byte-compile every file of torch and its CUDA wheels (about 10 s of the
+# set-up here); Python compiles only the modules a process imports, once, when it first imports them.
 # torch is installed first, and only when the environment has none: any torch>=2.2 works;
 # 2.14.1 / torchvision 0.29.1 are the releases this project is developed with (where a
 # local wheel cache holds them pip takes them from disk, elsewhere from PyPI).
@@ -48,8 +50,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch, torchvision" 2>/dev/null || \
-		$(PY) -m pip install $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[test]'
+		$(PY) -m pip install --no-compile $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
+	$(PY) -m pip install --quiet --no-compile -e '.[test]'
 	touch $@
 
 # On the CPU scales the runs are first trained by JOBS one-thread processes side by side (default:
