@@ -379,6 +379,30 @@ def test_the_commands_honour_reproduce_root(repo: Path, monkeypatch, capsys) -> 
     assert project_root() == repo.resolve()
 
 
+@pytest.mark.parametrize("command", [["list"], ["status", "--scale", "smoke"], ["plan", "--scale", "smoke"],
+                                     ["sweep", "--scale", "smoke", "--dry-run"]])
+def test_a_reproduce_root_that_is_a_file_is_named_as_a_usage_error(tmp_path, monkeypatch, capsys, command) -> None:
+    """Before: a traceback, ``NotADirectoryError: ... '<file>/results/smoke/depth/.../.lock'``."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    monkeypatch.setenv("REPRODUCE_ROOT", str(a_file))
+    assert runner.main(command) == 2
+    assert f"$REPRODUCE_ROOT={a_file} is a file, not a folder" in capsys.readouterr().err
+    from reproduce.files.paths import project_root
+
+    with pytest.raises(NotADirectoryError, match=r"\$REPRODUCE_ROOT=.* is a file, not a folder"):
+        project_root()
+    assert a_file.read_text() == "x"
+
+
+def test_an_unknown_reproduce_scale_names_the_variable(monkeypatch) -> None:
+    from reproduce.config.scales import resolve_scale
+
+    monkeypatch.setenv("REPRODUCE_SCALE", "huge")
+    with pytest.raises(ValueError, match=r"unknown scale 'huge' \(from \$REPRODUCE_SCALE\); valid scales are smoke"):
+        resolve_scale("cpu")
+
+
 def test_without_reproduce_root_the_root_is_the_checkout_around_the_working_directory_or_the_packages(
         tmp_path: Path, monkeypatch) -> None:
     from reproduce.files.paths import project_root

@@ -269,4 +269,9 @@ def resolve_scale(scale: str = "cpu") -> Scale:
     override = os.environ.get(SCALE_ENV, "").strip()
     if override and override != scale:
         print(f"note: ${SCALE_ENV}={override!r} overrides the notebook parameter scale={scale!r}")
-    return get_scale(override or scale)
+    if not override:
+        return get_scale(scale)
+    try:
+        return get_scale(override)
+    except ValueError as error:
+        raise ValueError(str(error).replace(f"{override!r};", f"{override!r} (from ${SCALE_ENV});", 1)) from None

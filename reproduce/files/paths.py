@@ -30,7 +30,11 @@ def project_root() -> Path:
     """The repository root (see module docstring)."""
     env = os.environ.get(ROOT_ENV, "").strip()
     if env:
-        return Path(env).resolve()
+        root = Path(env).resolve()
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"${ROOT_ENV}={env} is a file, not a folder; name the repository root that "
+                                     "holds results/ (or where they should go), or unset it")
+        return root
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         if (folder / "notebooks").is_dir() and (folder / "reproduce").is_dir():

@@ -603,6 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m reproduce``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "data" and getattr(args, "root", None) is None:
+        try:
+            project_root()
+        except NotADirectoryError as err:  # $REPRODUCE_ROOT names a file
+            print(f"python -m reproduce {args.command}: error: {err}", file=sys.stderr)
+            return 2
     if args.command == "data":
         return _data(args)
     if args.command in ("plan", "sweep", "status"):
