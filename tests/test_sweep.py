@@ -353,7 +353,8 @@ def test_plan_counts_the_remaining_steps(root):
 def test_plan_shows_what_it_is_timing(root, monkeypatch, capsys):
     """Before: `plan --scale paper` printed nothing for minutes while it timed 111 model configs."""
     monkeypatch.setenv("REPRODUCE_PROGRESS", "text")
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    shown = planning.progress_bar  # make test sets TQDM_DISABLE=1, which tqdm reads when imported
+    monkeypatch.setattr(planning, "progress_bar", lambda *a, **k: shown(*a, **{**k, "disable": False}))
     scale = tiny()
     measured = sweep.plan(scale, ["04"], measure_budget_s=5)
     err = capsys.readouterr().err
