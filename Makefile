@@ -79,14 +79,23 @@ data: $(VENV)/.installed
 
 # The layering of ARCHITECTURE.md first (import-linter's contract in pyproject.toml), then the
 # library's tests with pytest-xdist, one worker per core (every test computes with one pinned
-# thread; --dist loadscope keeps each test module on one worker), then the notebooks under nbval
-# at smoke scale, one after the other in one process (they share results/smoke, and a worker of
-# xdist tears a notebook's kernel down between its cells), so the output ends with pytest's
-# summary line. --nbval-lax collects the notebooks.
+# thread; --dist loadscope keeps each test module on one worker) and, beside them, the notebooks
+# under nbval at smoke scale, one after the other in one process (they share results/smoke, and a
+# worker of xdist tears a notebook's kernel down between its cells). The notebooks' pass is one
+# process on one core: alone it leaves the other core idle for its whole length, beside the
+# library's tests it fills the gaps. Its output is kept in $(NBVAL_LOG) and printed after the
+# library's, so the output ends with pytest's summary line of the notebooks; the target fails when
+# either pass fails. --nbval-lax collects the notebooks.
+NBVAL_LOG = results/nbval-smoke.log
 test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
-	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadscope tests
-	$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks
+	@mkdir -p $(dir $(NBVAL_LOG))
+	@$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks > $(NBVAL_LOG) 2>&1 & nbval=$$!; \
+	echo "notebooks under nbval beside the library's tests (output: $(NBVAL_LOG), printed at the end)"; \
+	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadscope tests; library=$$?; \
+	wait $$nbval; notebooks=$$?; \
+	echo; echo "== notebooks (nbval, smoke) =="; cat $(NBVAL_LOG); \
+	test $$library = 0 && test $$notebooks = 0
 
 # The SLURM integration tests: a one-node cluster on this machine (tools/slurm-local; `start
 # --install` apt-installs slurm-wlm and munge when missing, so run as root), the tests marked
