@@ -242,10 +242,13 @@ def test_fetch_each_dataset_then_load_it(name, mirror, tiny, tmp_path):
     assert report.ok and report[name].status == "fetched"
     assert sorted(report[name].downloaded) == sorted(tiny.files[name])
     assert is_present(name, tmp_path)
-    # archives are unpacked and removed; no partial file or temporary folder is left
-    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".part", ".unpacking", ".gz", ".tgz"))]
+    # tar archives are unpacked and removed, the .gz stay (their MD5s verify the idx files); no partial
+    # file or temporary folder is left
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".part", ".unpacking", ".tgz", ".tar.gz"))]
     assert leftovers == []
-    data = load_dataset(name, root=tmp_path)  # checksums verified (CIFAR-10, SVHN) against the patched MD5s
+    kept = sorted(p.name for p in tmp_path.rglob("*.gz"))
+    assert kept == (sorted(tiny.files[name]) if name.endswith("mnist") else [])
+    data = load_dataset(name, root=tmp_path)  # checksums verified against the patched MD5s
     if name == "mnist":
         assert [y for _, y in (data.test[i] for i in range(len(data.test)))] == tiny.mnist["t10k"][1].tolist()
         assert len(data.train) == 6

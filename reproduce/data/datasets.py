@@ -62,8 +62,12 @@ Checksums
 ---------
 torchvision checks the MD5 checksums of the CIFAR-10 and SVHN files, and only the presence of
 the MNIST and Imagenette files. ``load_dataset(..., verify_checksums=True)`` (the default)
-keeps the CIFAR-10/SVHN checks; a file that is present but has the wrong checksum raises
-:class:`DatasetIntegrityError` naming it. ``verify_checksums=False`` only checks that the files
+keeps the CIFAR-10/SVHN checks and verifies MNIST too: torchvision publishes the MD5 of each
+MNIST ``.gz`` (``MNIST.resources``), so each ``.gz`` must lie beside its idx file in
+``MNIST/raw/`` (``python -m reproduce data fetch`` and torchvision's download keep them there),
+have its published MD5, and uncompress to the idx file. A file that is missing its archive or
+has the wrong checksum raises :class:`DatasetIntegrityError` naming it, the expected and the
+found MD5 and the command that repairs it. Imagenette is not verified (no per-file checksums). ``verify_checksums=False`` only checks that the files
 are there: that is for files you wrote yourself in the same format (the tests' miniature
 datasets); a file that is not in the expected format then fails when it is read.
 
@@ -86,6 +90,8 @@ alike. Used by small presets.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -479,7 +485,7 @@ def load_dataset(
     ``root`` defaults to :func:`default_root` (unused for ``digits``). ``seed`` fixes the
     digits train/test split and the ``train_limit`` subset. ``flat=True`` yields flat vectors
     (for fully connected nets). ``augment=False`` gives ``train`` the deterministic test-time
-    pipeline. ``verify_checksums`` applies to CIFAR-10 and SVHN (see the module docstring).
+    pipeline. ``verify_checksums`` applies to MNIST, CIFAR-10 and SVHN (see the module docstring).
     Raises ``ValueError`` for an unknown name, :class:`DatasetNotFoundError` for missing files,
     :class:`DatasetIntegrityError` for a file with a wrong checksum.
     """
@@ -506,8 +512,9 @@ def _load_torchvision(name: str, *, root: str | Path | None, download: bool, see
     spec = _SPECS[name]
 
     root_path = Path(root).expanduser() if root is not None else default_root()
+    where = "" if root is None else f" --root {root}"
     if name == "mnist":
-        train_base, test_base = _mnist(root_path, download)
+        train_base, test_base = _mnist(root_path, download, verify_checksums, where)
         labels = train_base.targets
     elif name == "cifar10":
         train_base, test_base = _cifar10(root_path, download, verify_checksums)
@@ -575,7 +582,7 @@ def _construct(name: str, searched: Path, how: str, factory: Callable[[], Any]) 
         ) from error
 
 
-def _mnist(root: Path, download: bool) -> tuple[Dataset, Dataset]:
+def _mnist(root: Path, download: bool, verify: bool, where: str) -> tuple[Dataset, Dataset]:
     raw = root / "MNIST" / "raw"
     names = [os.path.splitext(filename)[0] for filename, _ in MNIST.resources]
     how = (
@@ -588,9 +595,66 @@ def _mnist(root: Path, download: bool) -> tuple[Dataset, Dataset]:
             f"mnist data not found: looked for {', '.join(str(p) for p in missing)} (folder {raw}). To get it, "
             f"call load_dataset('mnist', root={str(root)!r}, download=True) (needs internet), or {how}"
         )
+    if verify and not missing:
+        _verify_idx("mnist", raw, MNIST.resources, where)
     train = _construct("mnist", raw, how, lambda: MNIST(str(root), train=True, download=download))
     test = _construct("mnist", raw, how, lambda: MNIST(str(root), train=False, download=download))
     return train, test
+
+
+def file_md5(path: Path) -> str | None:
+    """Hex MD5 of a file, or None when it is not a file."""
+    if not path.is_file():
+        return None
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def gunzipped_md5(path: Path) -> str | None:
+    """Hex MD5 of what the gzip file ``path`` uncompresses to; None when it is not a file or not gzip."""
+    if not path.is_file():
+        return None
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, EOFError):
+        return None
+    return digest.hexdigest()
+
+
+def _verify_idx(name: str, raw: Path, resources: Sequence[tuple[str, str]], where: str) -> None:
+    """Check the idx files of ``raw`` against the published MD5s of their ``.gz`` (``resources``).
+
+    torchvision publishes the MD5 of each ``.gz`` only, so the verified archive must lie beside its
+    idx file (``data fetch`` keeps it there) and the idx file must be what it uncompresses to.
+    """
+    repair = (f"Repair it with: python -m reproduce data fetch {name}{where} (it downloads what does not verify), "
+              f"or pass verify_checksums=False if you wrote these files yourself in the same format.")
+    for filename, md5 in resources:
+        archive = raw / filename
+        target = raw / filename.removesuffix(".gz")
+        found = file_md5(archive)
+        if found is None:
+            raise DatasetIntegrityError(
+                f"{name} file {target} cannot be verified: the published MD5 {md5} is that of {archive}, which is "
+                f"missing. {repair}"
+            )
+        if found != md5:
+            raise DatasetIntegrityError(
+                f"{name} file {archive} has MD5 {found}, expected the published {md5}: the file is corrupted or "
+                f"not the original. {repair}"
+            )
+        expected, actual = gunzipped_md5(archive), file_md5(target)
+        if expected != actual:
+            raise DatasetIntegrityError(
+                f"{name} file {target} has MD5 {actual}, expected {expected} (what {archive.name}, which has the "
+                f"published MD5, uncompresses to): the file is corrupted or not the original. {repair}"
+            )
 
 
 def _check_files(

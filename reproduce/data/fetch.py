@@ -18,7 +18,8 @@ attributes elsewhere. ``base_urls`` overrides the source folder of a dataset ins
 Layout under ``root`` (exactly what the loaders of :mod:`reproduce.data` read):
 
 * ``mnist``: ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` are downloaded and
-  gunzipped to the four idx files in ``MNIST/raw/``;
+  gunzipped to the four idx files in ``MNIST/raw/``; the ``.gz`` files stay beside them, since
+  their published MD5s are what verifies the idx files (here and in the loader);
 * ``cifar10``: ``cifar-10-python.tar.gz`` is downloaded and unpacked to ``cifar-10-batches-py/``;
 * ``svhn``: ``SVHN/train_32x32.mat`` and ``SVHN/test_32x32.mat`` are downloaded and read as they are;
 * ``imagenette``: ``imagenette2-160.tgz`` is downloaded and unpacked to ``imagenette2-160/{train,val}/``.
@@ -39,9 +40,9 @@ For every file of every dataset asked for, :func:`fetch`:
   first downloaded once more from scratch);
 * renames the verified download into place, then unpacks it (gunzip, or untar into a temporary
   folder renamed into place), so a file or folder the loader reads is either complete or absent;
-  archives are deleted once unpacked. Unpacking that fails removes its temporary file or folder
+  tar archives are deleted once unpacked. Unpacking that fails removes its temporary file or folder
   (and one an earlier call left behind is removed first); a gzip stream that turns out corrupt
-  deletes its archive, so that the next call downloads it again.
+  deletes its archive, so that the next call downloads it again. Gzip archives are kept (see above).
 
 A dataset that fails does not stop the others, and nothing fetched before is removed;
 :func:`fetch` then raises :class:`FetchError`, whose ``report`` says what happened to each one.
@@ -67,7 +68,7 @@ from typing import Callable, Literal
 
 from torchvision.datasets import CIFAR10, MNIST, SVHN, Imagenette
 
-from reproduce.data.datasets import IMAGENETTE_SIZES, default_root
+from reproduce.data.datasets import IMAGENETTE_SIZES, default_root, gunzipped_md5
 
 __all__ = [
     "DATASET_NAMES",
@@ -137,8 +138,13 @@ class RemoteFile:
     """``(path, md5)`` of unpacked files whose checksum torchvision publishes."""
 
     def present(self) -> bool:
-        """Whether what the loader reads is there and, where checksums are known, verifies."""
-        return all(p.exists() for p in self.provides) and all(_md5(p) == md5 for p, md5 in self.checks)
+        """Whether what the loader reads is there and, where checksums are known, verifies.
+
+        A gunzipped file verifies when its kept archive has the published MD5 and it is what that
+        archive uncompresses to (torchvision publishes the MD5 of the ``.gz`` only)."""
+        if not (all(p.exists() for p in self.provides) and all(_md5(p) == md5 for p, md5 in self.checks)):
+            return False
+        return self.unpack != "gunzip" or gunzipped_md5(self.archive) == _md5(self.target)
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,8 @@ def _mnist_files(root: Path, base_url: str | None) -> list[RemoteFile]:
         target = raw / filename.removesuffix(".gz")
         files.append(RemoteFile(
             dataset="mnist", filename=filename, urls=_source([m + filename for m in MNIST.mirrors], filename, base_url),
-            md5=md5, archive=raw / filename, unpack="gunzip", target=target, provides=(target,),
+            md5=md5, archive=raw / filename, unpack="gunzip", target=target, provides=(target, raw / filename),
+            checks=((raw / filename, md5),),
         ))  # fmt: skip
     return files
 
@@ -393,8 +400,7 @@ def _fetch_file(remote: RemoteFile, *, progress: bool, deadline_s: float | None 
         _download_verified(remote, progress=progress, deadline_s=deadline_s)
         downloaded = True
     if remote.unpack == "gunzip":
-        _gunzip(remote.archive, remote.target)
-        remote.archive.unlink()
+        _gunzip(remote.archive, remote.target)  # the archive stays: its published MD5 verifies the file
     elif remote.unpack == "untar":
         _untar_folder(remote)
         remote.archive.unlink()
