@@ -10,7 +10,7 @@
 #   make compare                   # what a fresh `make reproduce` changed against the committed figures
 #   make test                      # library tests + every notebook under nbval at smoke scale
 #   make test-slurm                # tests/test_slurm.py on a one-node SLURM cluster on this machine
-#   make data DATASETS="mnist svhn"    # download the paper's datasets into $REPRODUCE_DATA (default: all four)
+#   make data DATASETS="mnist svhn"    # download the paper's datasets into $REPRODUCE_DATA (default: all five)
 #   make TORCH=cpu test            # on a machine without a GPU: install torch/torchvision from
 #                                  # PyTorch's CPU wheel index instead of PyPI's CUDA build (a
 #                                  # fraction of the size); takes effect when .venv has no torch yet

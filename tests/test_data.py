@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
-from torchvision.datasets import MNIST
+from torchvision.datasets import MNIST, FashionMNIST
 
 from reproduce.data.datasets import (
     DATASETS,
@@ -25,6 +25,8 @@ from reproduce.data.datasets import (
     DatasetIntegrityError,
     DatasetNotFoundError,
     PerImageStandardize,
+    dataset_shape,
+    dataset_train_size,
     RandomBrightness,
     ResizeWithPad,
     balanced_order,
@@ -199,8 +201,11 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
-def _make_mnist(root: Path, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    raw = root / "MNIST" / "raw"
+def _make_mnist(
+    root: Path, rng: np.random.Generator, folder: str = "MNIST"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST's four idx files (``folder="FashionMNIST"``: Fashion-MNIST's, the same format) under ``root``."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     splits = {"train": (6, [3, 1, 4, 1, 5, 9]), "t10k": (4, [2, 6, 5, 0])}
     out = {}
@@ -439,6 +444,44 @@ def test_mnist_idx_file_that_is_not_its_verified_archive_is_refused(tmp_path, mo
     assert str(target) in message and expected in message
     assert hashlib.md5(target.read_bytes()).hexdigest() in message
     assert "python -m reproduce data fetch mnist" in message
+
+
+def test_fashion_mnist_from_idx_files_verified(tmp_path, monkeypatch):
+    written = _make_mnist(tmp_path, np.random.default_rng(1), folder="FashionMNIST")
+    md5s = _gzip_idx(tmp_path / "FashionMNIST" / "raw")
+    monkeypatch.setattr(FashionMNIST, "resources", [(f, md5s[f]) for f, _ in FashionMNIST.resources])
+    data = load_dataset("fashion-mnist", root=tmp_path)  # verified against the (patched) published MD5s
+    assert (data.name, data.num_classes, data.in_channels, data.image_size) == ("fashion-mnist", 10, 1, 28)
+    assert data.identity["name"] == "fashion-mnist"
+    assert len(data.train) == len(data.train_eval) == 6 and len(data.test) == 4
+    for view, prefix in ((data.train_eval, "train"), (data.test, "t10k")):
+        images, labels = written[prefix]
+        for i, (x, y) in enumerate(_items(view)):
+            assert y == labels[i]  # as MNIST: only scaled to [0, 1], no standardisation
+            assert torch.allclose(x[0], torch.from_numpy(images[i] / 255.0).float(), atol=1e-6)
+    torch.manual_seed(0)
+    assert data.train[0][0].shape == (1, 28, 28) and not torch.allclose(data.train[0][0], data.train_eval[0][0])
+    assert load_dataset("fashion-mnist", root=tmp_path, flat=True).test[0][0].shape == (784,)
+    assert dataset_shape("fashion-mnist") == (10, 1, 28) and dataset_train_size("fashion-mnist") == 60_000
+    # not found: names the folder and the command that gets it
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion-mnist", root=tmp_path / "empty")
+    assert str(tmp_path / "empty" / "FashionMNIST" / "raw") in str(info.value)
+    assert f"python -m reproduce data fetch fashion-mnist --root {tmp_path / 'empty'}" in str(info.value)
+
+
+def test_fashion_mnist_files_laid_out_as_mnist_are_refused(tmp_path, monkeypatch):
+    _make_mnist(tmp_path, np.random.default_rng(1), folder="MNIST")
+    md5s = _gzip_idx(tmp_path / "MNIST" / "raw")
+    published = set(dict(FashionMNIST.resources).values())
+    assert not published & set(dict(MNIST.resources).values())  # the two datasets' MD5s differ, file by file
+    # these files are Fashion-MNIST's (they have its published MD5s), placed where MNIST is read
+    monkeypatch.setattr(FashionMNIST, "resources", [(f, md5s[f]) for f, _ in FashionMNIST.resources])
+    with pytest.raises(DatasetIntegrityError) as info:
+        load_dataset("mnist", root=tmp_path)
+    message = str(info.value)
+    assert "MNIST/raw/train-images-idx3-ubyte.gz" in message and md5s["train-images-idx3-ubyte.gz"] in message
+    assert dict(MNIST.resources)["train-images-idx3-ubyte.gz"] in message
 
 
 def test_torchvision_error_is_reraised_with_the_path(tmp_path):

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from test_data import IMAGENETTE_WNIDS, _make_cifar, _make_imagenette, _make_mnist, _make_svhn
-from torchvision.datasets import CIFAR10, MNIST, SVHN, Imagenette
+from torchvision.datasets import CIFAR10, MNIST, SVHN, FashionMNIST, Imagenette
 
 from reproduce.data import fetch as fetch_module
 from reproduce.data.datasets import load_dataset
@@ -171,6 +171,7 @@ class Tiny:
     files: dict[str, dict[str, bytes]]  # dataset -> published file name -> bytes
     cifar_md5: dict[str, str]  # file in cifar-10-batches-py -> md5
     mnist: dict
+    fashion: dict
     svhn: dict
     cifar_test_labels: list[int]
 
@@ -184,6 +185,9 @@ def tiny(tmp_path_factory) -> Tiny:
     mnist = _make_mnist(work / "m", rng)
     raw = work / "m" / "MNIST" / "raw"
     files["mnist"] = {f"{p.name}.gz": gzip.compress(p.read_bytes(), mtime=0) for p in sorted(raw.iterdir())}
+    fashion = _make_mnist(work / "f", rng, folder="FashionMNIST")
+    raw = work / "f" / "FashionMNIST" / "raw"
+    files["fashion-mnist"] = {f"{p.name}.gz": gzip.compress(p.read_bytes(), mtime=0) for p in sorted(raw.iterdir())}
 
     *_, cifar_test_labels = _make_cifar(work / "c", rng)
     batches = work / "c" / "cifar-10-batches-py"
@@ -195,7 +199,7 @@ def tiny(tmp_path_factory) -> Tiny:
 
     _make_imagenette(work / "i", rng)
     files["imagenette"] = {"imagenette2-160.tgz": _tgz(work / "i" / "imagenette2-160")}
-    return Tiny(files, cifar_md5, mnist, svhn, cifar_test_labels)
+    return Tiny(files, cifar_md5, mnist, fashion, svhn, cifar_test_labels)
 
 
 @pytest.fixture
@@ -208,6 +212,8 @@ def mirror(server: Server, tiny: Tiny, monkeypatch) -> Server:
 
     monkeypatch.setattr(MNIST, "mirrors", [server.url("mnist/")])
     monkeypatch.setattr(MNIST, "resources", [(f, md5["mnist"][f]) for f, _ in MNIST.resources])
+    monkeypatch.setattr(FashionMNIST, "mirrors", [server.url("fashion-mnist/")])
+    monkeypatch.setattr(FashionMNIST, "resources", [(f, md5["fashion-mnist"][f]) for f, _ in FashionMNIST.resources])
 
     monkeypatch.setattr(CIFAR10, "url", server.url("cifar10/cifar-10-python.tar.gz"))
     monkeypatch.setattr(CIFAR10, "tgz_md5", md5["cifar10"]["cifar-10-python.tar.gz"])
@@ -252,6 +258,9 @@ def test_fetch_each_dataset_then_load_it(name, mirror, tiny, tmp_path):
     if name == "mnist":
         assert [y for _, y in (data.test[i] for i in range(len(data.test)))] == tiny.mnist["t10k"][1].tolist()
         assert len(data.train) == 6
+    elif name == "fashion-mnist":
+        assert [data.test[i][1] for i in range(len(data.test))] == tiny.fashion["t10k"][1].tolist()
+        assert report[name].location == tmp_path / "FashionMNIST" / "raw" and len(data.train) == 6
     elif name == "cifar10":
         assert len(data.train) == 10 and [data.test[i][1] for i in range(3)] == tiny.cifar_test_labels
     elif name == "svhn":
@@ -263,11 +272,11 @@ def test_fetch_each_dataset_then_load_it(name, mirror, tiny, tmp_path):
 
 def test_second_fetch_downloads_nothing(mirror, tmp_path):
     first = fetch(None, tmp_path, progress=False)
-    assert [r.status for r in first.results] == ["fetched"] * 4
+    assert [r.status for r in first.results] == ["fetched"] * 5
     served = len(mirror.state.requests)
-    assert served == 4 + 1 + 2 + 1  # every published file once
+    assert served == 4 + 4 + 1 + 2 + 1  # every published file once
     second = fetch(None, tmp_path, progress=False)
-    assert [r.status for r in second.results] == ["already there"] * 4
+    assert [r.status for r in second.results] == ["already there"] * 5
     assert all(r.downloaded == () for r in second.results)
     assert len(mirror.state.requests) == served
     assert "already there" in str(second)
@@ -366,7 +375,7 @@ def test_base_urls_replace_torchvision_sources(server, tiny, monkeypatch, tmp_pa
 
 
 def test_unknown_names_fail_before_anything_is_downloaded(mirror, tmp_path):
-    with pytest.raises(ValueError, match=r"'cifar100'; valid choices: mnist, cifar10, svhn, imagenette"):
+    with pytest.raises(ValueError, match=r"'cifar100'; valid choices: mnist, fashion-mnist, cifar10, svhn, imagenette"):
         fetch(["mnist", "cifar100"], tmp_path, progress=False)
     with pytest.raises(ValueError, match="scikit-learn"):
         fetch(["digits"], tmp_path)
@@ -382,7 +391,8 @@ def test_command_line(mirror, tiny, tmp_path, capsys):
     assert "already there" in capsys.readouterr().out
     assert main(["data", "status", "--root", str(tmp_path)]) == 0
     status = capsys.readouterr().out
-    assert "mnist       present" in status and "cifar10     missing" in status
+    assert "  mnist          present" in status and "  cifar10        missing" in status
+    assert "  fashion-mnist  missing" in status
     mirror.state.files["/svhn/train_32x32.mat"] = b"garbage"
     assert main(["data", "fetch", "svhn", "--root", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
@@ -391,6 +401,16 @@ def test_command_line(mirror, tiny, tmp_path, capsys):
     assert main(["data", "fetch", "svhn", "cifar100", "--root", str(tmp_path)]) == 2
     assert "valid choices" in capsys.readouterr().err
     assert len(load_dataset("mnist", root=tmp_path).test) == 4
+
+
+def test_command_line_fetches_fashion_mnist(mirror, tiny, tmp_path, capsys):
+    assert main(["data", "fetch", "fashion-mnist", "--root", str(tmp_path)]) == 0
+    assert "fashion-mnist" in capsys.readouterr().out
+    assert main(["data", "status", "--root", str(tmp_path)]) == 0
+    status = capsys.readouterr().out
+    assert "  fashion-mnist  present" in status and "  mnist          missing" in status
+    assert len(load_dataset("fashion-mnist", root=tmp_path).test) == 4
+    assert not (tmp_path / "MNIST").exists()
 
 
 def test_root_defaults_to_reproduce_data(mirror, tmp_path, monkeypatch):

@@ -2,15 +2,15 @@
 
 ::
 
-    python -m reproduce data fetch [--root DIR] [mnist cifar10 svhn imagenette]
+    python -m reproduce data fetch [--root DIR] [mnist fashion-mnist cifar10 svhn imagenette]
     python -m reproduce data status [--root DIR]
 
-:func:`fetch` gets MNIST, CIFAR-10, SVHN (cropped digits) and Imagenette (160 px) into ``root``
+:func:`fetch` gets MNIST, Fashion-MNIST, CIFAR-10, SVHN (cropped digits) and Imagenette (160 px) into ``root``
 (default :func:`reproduce.data.default_root`, i.e. ``$REPRODUCE_DATA``), so that
 ``reproduce.data.load_dataset(name, root=root)`` works afterwards without ``download=True``.
 
 Where the files come from and what they must hash to is read, at call time, from torchvision's
-own class attributes (``MNIST.mirrors``/``MNIST.resources``, ``CIFAR10.url``/``filename``/
+own class attributes (``MNIST.mirrors``/``MNIST.resources``, the same of ``FashionMNIST``, ``CIFAR10.url``/``filename``/
 ``tgz_md5`` and the MD5s of its batches, ``SVHN.split_list``, ``Imagenette._ARCHIVES``), so the
 published checksums are never copied here, and a test (or a local mirror) can point those
 attributes elsewhere. ``base_urls`` overrides the source folder of a dataset instead.
@@ -20,6 +20,7 @@ Layout under ``root`` (exactly what the loaders of :mod:`reproduce.data` read):
 * ``mnist``: ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` are downloaded and
   gunzipped to the four idx files in ``MNIST/raw/``; the ``.gz`` files stay beside them, since
   their published MD5s are what verifies the idx files (here and in the loader);
+* ``fashion-mnist``: the same four files, Fashion-MNIST's, in ``FashionMNIST/raw/``;
 * ``cifar10``: ``cifar-10-python.tar.gz`` is downloaded and unpacked to ``cifar-10-batches-py/``;
 * ``svhn``: ``SVHN/train_32x32.mat`` and ``SVHN/test_32x32.mat`` are downloaded and read as they are;
 * ``imagenette``: ``imagenette2-160.tgz`` is downloaded and unpacked to ``imagenette2-160/{train,val}/``.
@@ -62,13 +63,14 @@ import urllib.request
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Literal
 
-from torchvision.datasets import CIFAR10, MNIST, SVHN, Imagenette
+from torchvision.datasets import CIFAR10, SVHN, Imagenette
 
-from reproduce.data.datasets import IMAGENETTE_SIZES, default_root, gunzipped_md5
+from reproduce.data.datasets import IDX_DATASETS, IMAGENETTE_SIZES, default_root, gunzipped_md5
 
 __all__ = [
     "DATASET_NAMES",
@@ -84,7 +86,7 @@ __all__ = [
 ]
 
 #: the datasets that can be fetched (``digits`` ships with scikit-learn and needs no download)
-DATASET_NAMES = ("mnist", "cifar10", "svhn", "imagenette")
+DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "svhn", "imagenette")
 #: the Imagenette variant fetched (the smallest; :mod:`reproduce.data` prefers it too)
 IMAGENETTE_SIZE = "160px"
 
@@ -218,13 +220,15 @@ def _source(urls: Sequence[str], filename: str, base_url: str | None) -> tuple[s
     return tuple(urls)
 
 
-def _mnist_files(root: Path, base_url: str | None) -> list[RemoteFile]:
-    raw = root / "MNIST" / "raw"
+def _idx_files(name: str, root: Path, base_url: str | None) -> list[RemoteFile]:
+    """mnist / fashion-mnist: torchvision's class (``IDX_DATASETS``) gives the mirrors, MD5s and folder."""
+    cls = IDX_DATASETS[name]
+    raw = root / cls.__name__ / "raw"
     files = []
-    for filename, md5 in MNIST.resources:
+    for filename, md5 in cls.resources:
         target = raw / filename.removesuffix(".gz")
         files.append(RemoteFile(
-            dataset="mnist", filename=filename, urls=_source([m + filename for m in MNIST.mirrors], filename, base_url),
+            dataset=name, filename=filename, urls=_source([m + filename for m in cls.mirrors], filename, base_url),
             md5=md5, archive=raw / filename, unpack="gunzip", target=target, provides=(target, raw / filename),
             checks=((raw / filename, md5),),
         ))  # fmt: skip
@@ -271,10 +275,12 @@ def _imagenette_files(root: Path, base_url: str | None) -> list[RemoteFile]:
 
 
 _TABLE: Mapping[str, Callable[[Path, str | None], list[RemoteFile]]] = MappingProxyType(
-    {"mnist": _mnist_files, "cifar10": _cifar10_files, "svhn": _svhn_files, "imagenette": _imagenette_files}
+    {"mnist": partial(_idx_files, "mnist"), "fashion-mnist": partial(_idx_files, "fashion-mnist"),
+     "cifar10": _cifar10_files, "svhn": _svhn_files, "imagenette": _imagenette_files}
 )
 _LOCATIONS: Mapping[str, Callable[[Path], Path]] = MappingProxyType({
-    "mnist": lambda root: root / "MNIST" / "raw",
+    "mnist": lambda root: root / IDX_DATASETS["mnist"].__name__ / "raw",
+    "fashion-mnist": lambda root: root / IDX_DATASETS["fashion-mnist"].__name__ / "raw",
     "cifar10": lambda root: root / CIFAR10.base_folder,
     "svhn": lambda root: root / "SVHN",
     "imagenette": lambda root: root / _imagenette_stem(IMAGENETTE_SIZE),
