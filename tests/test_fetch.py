@@ -361,6 +361,49 @@ def test_checksum_error_names_file_expected_and_actual(mirror, tiny, tmp_path):
     assert issubclass(ChecksumError, fetch_module.DownloadError)
 
 
+def test_fetch_repairs_a_present_file_that_does_not_verify(mirror, tiny, tmp_path):
+    fetch(["mnist", "cifar10", "svhn"], tmp_path, progress=False)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"not the published archive")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"not the published labels")
+    (tmp_path / "SVHN" / "train_32x32.mat").write_bytes(b"not the published mat")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not the published batch")
+    assert not any(is_present(name, tmp_path) for name in ("mnist", "cifar10", "svhn"))
+    mirror.state.requests.clear()
+    report = fetch(["mnist", "cifar10", "svhn"], tmp_path, progress=False)
+    assert [r.status for r in report.results] == ["fetched"] * 3
+    # the bad downloads are downloaded again; the bad idx file is unpacked again from its verified .gz
+    assert report["mnist"].downloaded == ("train-images-idx3-ubyte.gz",)
+    assert report["cifar10"].downloaded == ("cifar-10-python.tar.gz",)
+    assert report["svhn"].downloaded == ("train_32x32.mat",)
+    assert sorted(r.path for r in mirror.state.requests) == [
+        "/cifar10/cifar-10-python.tar.gz", "/mnist/train-images-idx3-ubyte.gz", "/svhn/train_32x32.mat"]
+    assert all(is_present(name, tmp_path) for name in ("mnist", "cifar10", "svhn"))
+    assert (raw / "t10k-labels-idx1-ubyte").read_bytes() == gzip.decompress(
+        tiny.files["mnist"]["t10k-labels-idx1-ubyte.gz"])
+    assert len(load_dataset("mnist", root=tmp_path).test) == 4  # verified
+    assert len(load_dataset("cifar10", root=tmp_path).train) == 10 and len(load_dataset("svhn", root=tmp_path).train) == 5
+    assert _leftovers(tmp_path) == [] and not list(tmp_path.rglob("*.part"))
+
+
+def test_fetch_completes_idx_files_left_without_their_archive(mirror, tiny, tmp_path):
+    fetch(["mnist"], tmp_path, progress=False)
+    raw = tmp_path / "MNIST" / "raw"
+    for archive in raw.glob("*.gz"):  # what an older fetch left: the idx files only
+        archive.unlink()
+    assert not is_present("mnist", tmp_path)
+    report = fetch(["mnist"], tmp_path, progress=False)
+    assert report["mnist"].status == "fetched" and sorted(report["mnist"].downloaded) == sorted(tiny.files["mnist"])
+    assert is_present("mnist", tmp_path) and len(load_dataset("mnist", root=tmp_path).train) == 6
+
+
+def test_status_does_not_report_a_corrupt_file_as_present(mirror, tmp_path, capsys):
+    fetch(["svhn"], tmp_path, progress=False)
+    (tmp_path / "SVHN" / "test_32x32.mat").write_bytes(b"corrupt")
+    assert main(["data", "status", "--root", str(tmp_path)]) == 0
+    assert "  svhn           missing" in capsys.readouterr().out
+
+
 def test_base_urls_replace_torchvision_sources(server, tiny, monkeypatch, tmp_path):
     for filename, data in tiny.files["svhn"].items():
         server.state.files[f"/elsewhere/{filename}"] = data

@@ -28,8 +28,10 @@ Layout under ``root`` (exactly what the loaders of :mod:`reproduce.data` read):
 For every file of every dataset asked for, :func:`fetch`:
 
 * skips it when it is already there (the unpacked files exist; where torchvision publishes their
-  MD5, as for the CIFAR-10 batches and the SVHN files, they also verify), so a second call
-  downloads nothing;
+  MD5, as for the CIFAR-10 batches and the SVHN files, they also verify; an idx file verifies
+  through its kept ``.gz``), so a second call downloads nothing; a file that is there but does
+  not verify is repaired: downloaded again and put in its place (an idx file whose ``.gz`` still
+  verifies is only unpacked again from it);
 * downloads it over HTTP(S) into ``<file>.part``, resuming a ``.part`` left by an interrupted
   call with a ``Range: bytes=N-`` request (and starting over when the server ignores the range);
   a download fails when no byte arrives for the read timeout (60 s), or when it is not complete
