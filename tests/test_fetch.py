@@ -30,7 +30,7 @@ from torchvision.datasets import CIFAR10, MNIST, SVHN, FashionMNIST, Imagenette
 
 from reproduce.data import fetch as fetch_module
 from reproduce.data.datasets import load_dataset
-from reproduce.data.fetch import DATASET_NAMES, ChecksumError, FetchError, fetch, is_present, remote_files
+from reproduce.data.fetch import DATASET_NAMES, ChecksumError, FetchError, fetch, is_present, remote_files, state
 from reproduce.runner.notebooks import main
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -401,7 +401,12 @@ def test_status_does_not_report_a_corrupt_file_as_present(mirror, tmp_path, caps
     fetch(["svhn"], tmp_path, progress=False)
     (tmp_path / "SVHN" / "test_32x32.mat").write_bytes(b"corrupt")
     assert main(["data", "status", "--root", str(tmp_path)]) == 0
-    assert "  svhn           missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "  svhn           does not verify (python -m reproduce data fetch svhn repairs it)" in out
+    assert "  mnist          missing" in out and "present" not in out
+    assert state("svhn", tmp_path) == "does not verify" and state("mnist", tmp_path) == "missing"
+    fetch(["svhn"], tmp_path, progress=False)
+    assert state("svhn", tmp_path) == "present"
 
 
 def test_base_urls_replace_torchvision_sources(server, tiny, monkeypatch, tmp_path):

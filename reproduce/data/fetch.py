@@ -85,6 +85,7 @@ __all__ = [
     "fetch",
     "is_present",
     "remote_files",
+    "state",
 ]
 
 #: the datasets that can be fetched (``digits`` ships with scikit-learn and needs no download)
@@ -335,6 +336,16 @@ def is_present(name: str, root: str | Path | None = None) -> bool:
             for size in IMAGENETTE_SIZES
         )
     return all(f.present() for f in remote_files(name, root_path))
+
+
+def state(name: str, root: str | Path | None = None) -> Literal["present", "missing", "does not verify"]:
+    """``present`` (:func:`is_present`), ``does not verify`` (some of its files are there, but not all,
+    or one has the wrong MD5: :func:`fetch` repairs it), or ``missing`` (none of its files are there)."""
+    if is_present(name, root):
+        return "present"
+    root_path = _root(root)
+    there = name != "imagenette" and any(p.exists() for f in remote_files(name, root_path) for p in f.provides)
+    return "does not verify" if there else "missing"
 
 
 # --------------------------------------------------------------------------------------------

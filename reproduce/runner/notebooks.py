@@ -24,7 +24,7 @@ and the rest still run; a summary table ends the run, and the exit status is 1 i
 
 ``data fetch`` downloads, verifies and unpacks the named datasets (default: all five) into
 ``--root`` (default ``$REPRODUCE_DATA``, see :func:`reproduce.data.default_root`); ``data status``
-says which of them are present there. See :mod:`reproduce.data.fetch`; the exit status is 1 if a
+says which of them are present there, missing, or there but not verifying (``data fetch`` repairs those). See :mod:`reproduce.data.fetch`; the exit status is 1 if a
 dataset failed, 2 for a bad command line (an unknown dataset, or a data folder that is a file).
 
 ``plan``, ``sweep`` and ``status`` are the cluster path (:mod:`reproduce.sweep`): the training
@@ -551,14 +551,15 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "status":
         root = args.root or default_data_root()
         try:
-            present = {name: fetch.is_present(name, args.root) for name in fetch.DATASET_NAMES}
+            states = {name: fetch.state(name, args.root) for name in fetch.DATASET_NAMES}
         except NotADirectoryError as err:  # a --root / $REPRODUCE_DATA that is a file: not "all missing"
             print(f"python -m reproduce data status: error: {err}", file=sys.stderr)
             return 2
         print(f"datasets under {root}:")
         for name in fetch.DATASET_NAMES:
             width = max(len(n) for n in fetch.DATASET_NAMES)
-            print(f"  {name:<{width}}  {'present' if present[name] else 'missing'}")
+            repair = f" (python -m reproduce data fetch {name} repairs it)" if states[name] == "does not verify" else ""
+            print(f"  {name:<{width}}  {states[name]}{repair}")
         return 0
     try:
         report = fetch.fetch(args.names or None, args.root)
