@@ -25,7 +25,8 @@ and the rest still run; a summary table ends the run, and the exit status is 1 i
 ``data fetch`` downloads, verifies and unpacks the named datasets (default: all five) into
 ``--root`` (default ``$REPRODUCE_DATA``, see :func:`reproduce.data.default_root`); ``data status``
 says which of them are present there, missing, or there but not verifying (``data fetch``
-repairs those). See :mod:`reproduce.data.fetch`; the exit status is 1 if a dataset failed, 2 for a bad command line (an unknown dataset, or a data folder that is a file).
+repairs those). See :mod:`reproduce.data.fetch`; the exit status is 1 if a dataset failed, 2 for
+a bad command line (an unknown dataset, or a data folder that is a file).
 
 ``plan``, ``sweep`` and ``status`` are the cluster path (:mod:`reproduce.sweep`): the training
 runs the notebooks need, with the hours left on this device; every missing or unfinished run submitted as a
