@@ -10,7 +10,8 @@
 #   make compare                   # what a fresh `make reproduce` changed against the committed figures
 #   make test                      # library tests + every notebook under nbval at smoke scale
 #   make test-slurm                # tests/test_slurm.py on a one-node SLURM cluster on this machine
-#   make data DATASETS="mnist svhn"    # download the paper's datasets into $REPRODUCE_DATA (default: all four)
+#   make test-real-data            # tests/test_real_data.py: the real Fashion-MNIST (apt package)
+#   make data DATASETS="mnist svhn"    # download the paper's datasets into $REPRODUCE_DATA (default: all five)
 #   make TORCH=cpu test            # on a machine without a GPU: install torch/torchvision from
 #                                  # PyTorch's CPU wheel index instead of PyPI's CUDA build (a
 #                                  # fraction of the size); takes effect when .venv has no torch yet
@@ -109,6 +110,17 @@ test-slurm: $(VENV)/.installed
 	if [ $$status = 0 ]; then eval "$$(tools/slurm-local env)" && \
 		REPRODUCE_REQUIRE_SLURM=1 $(TEST_ENV) $(PY) -m pytest -m slurm tests/test_slurm.py -v -rA --durations=0 || status=$$?; fi; \
 	tools/slurm-local stop; exit $$status
+
+# The real-data tests (not part of `make test`): the real Fashion-MNIST, 70,000 images, read as
+# `fashion-mnist` from Debian's dataset-fashion-mnist package (apt-installed when
+# /usr/share/datasets/fashion-mnist/ is missing, so run as root or with sudo), checksums verified
+# (tests/test_real_data.py says which). REPRODUCE_REQUIRE_REAL_DATA=1 makes missing files a failure.
+REAL_DATA = /usr/share/datasets/fashion-mnist
+.PHONY: test-real-data
+test-real-data: $(VENV)/.installed
+	test -d $(REAL_DATA) || { $(if $(filter 0,$(shell id -u)),,sudo )apt-get update && \
+		$(if $(filter 0,$(shell id -u)),,sudo )apt-get install -y dataset-fashion-mnist; }
+	REPRODUCE_REQUIRE_REAL_DATA=1 $(TEST_ENV) $(PY) -m pytest -m real_data tests/test_real_data.py -v -rA
 
 clean-results:
 	rm -rf results/

@@ -3,6 +3,8 @@ in the exact on-disk format torchvision reads. Nothing is downloaded."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
 import pickle
 import struct
@@ -15,6 +17,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
+from torchvision.datasets import MNIST, FashionMNIST
 
 from reproduce.data.datasets import (
     DATASETS,
@@ -22,6 +25,8 @@ from reproduce.data.datasets import (
     DatasetIntegrityError,
     DatasetNotFoundError,
     PerImageStandardize,
+    dataset_shape,
+    dataset_train_size,
     RandomBrightness,
     ResizeWithPad,
     balanced_order,
@@ -196,8 +201,11 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
-def _make_mnist(root: Path, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    raw = root / "MNIST" / "raw"
+def _make_mnist(
+    root: Path, rng: np.random.Generator, folder: str = "MNIST"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST's four idx files (``folder="FashionMNIST"``: Fashion-MNIST's, the same format) under ``root``."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     splits = {"train": (6, [3, 1, 4, 1, 5, 9]), "t10k": (4, [2, 6, 5, 0])}
     out = {}
@@ -257,7 +265,7 @@ def _make_imagenette(root: Path, rng: np.random.Generator) -> None:
 
 def test_mnist_from_idx_files(tmp_path):
     written = _make_mnist(tmp_path, np.random.default_rng(0))
-    data = load_dataset("mnist", root=tmp_path)
+    data = load_dataset("mnist", root=tmp_path, verify_checksums=False)  # tiny files: not the published ones
     assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, 28)
     assert len(data.train) == len(data.train_eval) == 6 and len(data.test) == 4
     for view, prefix in ((data.train_eval, "train"), (data.test, "t10k")):
@@ -271,7 +279,7 @@ def test_mnist_from_idx_files(tmp_path):
     x_aug, y_aug = data.train[0]
     assert x_aug.shape == (1, 28, 28) and y_aug == 3
     assert not torch.allclose(x_aug, data.train_eval[0][0])
-    flat = load_dataset("mnist", root=tmp_path, flat=True)
+    flat = load_dataset("mnist", root=tmp_path, flat=True, verify_checksums=False)
     assert flat.train[0][0].shape == (784,) and flat.test[0][0].shape == (784,)
 
 
@@ -386,6 +394,94 @@ def test_partial_mnist_names_the_missing_file(tmp_path):
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DatasetNotFoundError, match="t10k-labels-idx1-ubyte"):
         load_dataset("mnist", root=tmp_path)
+
+
+def _gzip_idx(raw: Path) -> dict[str, str]:
+    """Put ``<file>.gz`` beside each idx file of ``raw`` (as ``data fetch`` leaves them); their MD5s."""
+    md5s = {}
+    for path in sorted(raw.glob("*-ubyte")):
+        data = gzip.compress(path.read_bytes(), mtime=0)
+        (raw / f"{path.name}.gz").write_bytes(data)
+        md5s[f"{path.name}.gz"] = hashlib.md5(data).hexdigest()
+    return md5s
+
+
+def test_mnist_with_other_contents_is_refused_when_verified(tmp_path):
+    _make_mnist(tmp_path, np.random.default_rng(0))  # right shapes, other contents
+    raw = tmp_path / "MNIST" / "raw"
+    found = _gzip_idx(raw)["train-images-idx3-ubyte.gz"]
+    with pytest.raises(DatasetIntegrityError) as info:
+        load_dataset("mnist", root=tmp_path, verify_checksums=True)
+    message = str(info.value)
+    expected = dict(MNIST.resources)["train-images-idx3-ubyte.gz"]
+    assert str(raw / "train-images-idx3-ubyte.gz") in message
+    assert expected in message and found in message
+    assert f"python -m reproduce data fetch mnist --root {tmp_path}" in message
+
+
+def test_mnist_idx_files_without_their_archive_cannot_be_verified(tmp_path):
+    _make_mnist(tmp_path, np.random.default_rng(0))
+    with pytest.raises(DatasetIntegrityError) as info:
+        load_dataset("mnist", root=tmp_path)  # the default verifies
+    message = str(info.value)
+    assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz") in message
+    assert dict(MNIST.resources)["train-images-idx3-ubyte.gz"] in message
+    assert "python -m reproduce data fetch mnist" in message and "verify_checksums=False" in message
+
+
+def test_mnist_idx_file_that_is_not_its_verified_archive_is_refused(tmp_path, monkeypatch):
+    _make_mnist(tmp_path, np.random.default_rng(0))
+    raw = tmp_path / "MNIST" / "raw"
+    md5s = _gzip_idx(raw)
+    monkeypatch.setattr(MNIST, "resources", [(f, md5s[f]) for f, _ in MNIST.resources])
+    assert len(load_dataset("mnist", root=tmp_path).train) == 6  # archives verify, idx files match them
+    target = raw / "t10k-labels-idx1-ubyte"
+    expected = hashlib.md5(target.read_bytes()).hexdigest()
+    target.write_bytes(target.read_bytes()[:-1] + b"\x07")
+    with pytest.raises(DatasetIntegrityError) as info:
+        load_dataset("mnist", root=tmp_path)
+    message = str(info.value)
+    assert str(target) in message and expected in message
+    assert hashlib.md5(target.read_bytes()).hexdigest() in message
+    assert "python -m reproduce data fetch mnist" in message
+
+
+def test_fashion_mnist_from_idx_files_verified(tmp_path, monkeypatch):
+    written = _make_mnist(tmp_path, np.random.default_rng(1), folder="FashionMNIST")
+    md5s = _gzip_idx(tmp_path / "FashionMNIST" / "raw")
+    monkeypatch.setattr(FashionMNIST, "resources", [(f, md5s[f]) for f, _ in FashionMNIST.resources])
+    data = load_dataset("fashion-mnist", root=tmp_path)  # verified against the (patched) published MD5s
+    assert (data.name, data.num_classes, data.in_channels, data.image_size) == ("fashion-mnist", 10, 1, 28)
+    assert data.identity["name"] == "fashion-mnist"
+    assert len(data.train) == len(data.train_eval) == 6 and len(data.test) == 4
+    for view, prefix in ((data.train_eval, "train"), (data.test, "t10k")):
+        images, labels = written[prefix]
+        for i, (x, y) in enumerate(_items(view)):
+            assert y == labels[i]  # as MNIST: only scaled to [0, 1], no standardisation
+            assert torch.allclose(x[0], torch.from_numpy(images[i] / 255.0).float(), atol=1e-6)
+    torch.manual_seed(0)
+    assert data.train[0][0].shape == (1, 28, 28) and not torch.allclose(data.train[0][0], data.train_eval[0][0])
+    assert load_dataset("fashion-mnist", root=tmp_path, flat=True).test[0][0].shape == (784,)
+    assert dataset_shape("fashion-mnist") == (10, 1, 28) and dataset_train_size("fashion-mnist") == 60_000
+    # not found: names the folder and the command that gets it
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion-mnist", root=tmp_path / "empty")
+    assert str(tmp_path / "empty" / "FashionMNIST" / "raw") in str(info.value)
+    assert f"python -m reproduce data fetch fashion-mnist --root {tmp_path / 'empty'}" in str(info.value)
+
+
+def test_fashion_mnist_files_laid_out_as_mnist_are_refused(tmp_path, monkeypatch):
+    _make_mnist(tmp_path, np.random.default_rng(1), folder="MNIST")
+    md5s = _gzip_idx(tmp_path / "MNIST" / "raw")
+    published = set(dict(FashionMNIST.resources).values())
+    assert not published & set(dict(MNIST.resources).values())  # the two datasets' MD5s differ, file by file
+    # these files are Fashion-MNIST's (they have its published MD5s), placed where MNIST is read
+    monkeypatch.setattr(FashionMNIST, "resources", [(f, md5s[f]) for f, _ in FashionMNIST.resources])
+    with pytest.raises(DatasetIntegrityError) as info:
+        load_dataset("mnist", root=tmp_path)
+    message = str(info.value)
+    assert "MNIST/raw/train-images-idx3-ubyte.gz" in message and md5s["train-images-idx3-ubyte.gz"] in message
+    assert dict(MNIST.resources)["train-images-idx3-ubyte.gz"] in message
 
 
 def test_torchvision_error_is_reraised_with_the_path(tmp_path):

@@ -61,9 +61,9 @@ def write_cifar(root: Path, n_per_batch: int = 4, n_test: int = 6, seed: int = 0
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
 
 
-def write_mnist(root: Path, seed: int = 0) -> None:
+def write_mnist(root: Path, seed: int = 0, folder: str = "MNIST") -> None:
     rng = np.random.default_rng(seed)
-    raw = root / "MNIST" / "raw"
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     for prefix, n in (("train", 8), ("t10k", 5)):
         for kind, array in (("images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
@@ -94,7 +94,11 @@ def write_imagenette(root: Path, seed: int = 0) -> None:
             Image.fromarray(rng.integers(40, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{k}.JPEG", quality=95)
 
 
-WRITERS = {"cifar10": write_cifar, "mnist": write_mnist, "svhn": write_svhn}
+def write_fashion_mnist(root: Path, seed: int = 0) -> None:
+    write_mnist(root, seed + 1, folder="FashionMNIST")  # the same idx format, its own folder
+
+
+WRITERS = {"cifar10": write_cifar, "mnist": write_mnist, "fashion-mnist": write_fashion_mnist, "svhn": write_svhn}
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +277,7 @@ def test_per_sample_pipeline_draws_match_the_batched_draws(roots):
     assert stats.ks_2samp(deltas, batched.delta.tolist()).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("name", ["cifar10", "mnist", "svhn", "imagenette"])
+@pytest.mark.parametrize("name", ["cifar10", "mnist", "fashion-mnist", "svhn", "imagenette"])
 def test_draw_frequencies(name):
     p = BatchPipeline.for_dataset(name)
     d = draw_augmentation(20_000, p, torch.Generator().manual_seed(5))

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from test_data import IMAGENETTE_WNIDS, _make_cifar, _make_imagenette, _make_mnist, _make_svhn
-from torchvision.datasets import CIFAR10, MNIST, SVHN, Imagenette
+from torchvision.datasets import CIFAR10, MNIST, SVHN, FashionMNIST, Imagenette
 
 from reproduce.data import fetch as fetch_module
 from reproduce.data.datasets import load_dataset
-from reproduce.data.fetch import DATASET_NAMES, ChecksumError, FetchError, fetch, is_present, remote_files
+from reproduce.data.fetch import DATASET_NAMES, ChecksumError, FetchError, fetch, is_present, remote_files, state
 from reproduce.runner.notebooks import main
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -171,6 +171,7 @@ class Tiny:
     files: dict[str, dict[str, bytes]]  # dataset -> published file name -> bytes
     cifar_md5: dict[str, str]  # file in cifar-10-batches-py -> md5
     mnist: dict
+    fashion: dict
     svhn: dict
     cifar_test_labels: list[int]
 
@@ -184,6 +185,9 @@ def tiny(tmp_path_factory) -> Tiny:
     mnist = _make_mnist(work / "m", rng)
     raw = work / "m" / "MNIST" / "raw"
     files["mnist"] = {f"{p.name}.gz": gzip.compress(p.read_bytes(), mtime=0) for p in sorted(raw.iterdir())}
+    fashion = _make_mnist(work / "f", rng, folder="FashionMNIST")
+    raw = work / "f" / "FashionMNIST" / "raw"
+    files["fashion-mnist"] = {f"{p.name}.gz": gzip.compress(p.read_bytes(), mtime=0) for p in sorted(raw.iterdir())}
 
     *_, cifar_test_labels = _make_cifar(work / "c", rng)
     batches = work / "c" / "cifar-10-batches-py"
@@ -195,7 +199,7 @@ def tiny(tmp_path_factory) -> Tiny:
 
     _make_imagenette(work / "i", rng)
     files["imagenette"] = {"imagenette2-160.tgz": _tgz(work / "i" / "imagenette2-160")}
-    return Tiny(files, cifar_md5, mnist, svhn, cifar_test_labels)
+    return Tiny(files, cifar_md5, mnist, fashion, svhn, cifar_test_labels)
 
 
 @pytest.fixture
@@ -208,6 +212,8 @@ def mirror(server: Server, tiny: Tiny, monkeypatch) -> Server:
 
     monkeypatch.setattr(MNIST, "mirrors", [server.url("mnist/")])
     monkeypatch.setattr(MNIST, "resources", [(f, md5["mnist"][f]) for f, _ in MNIST.resources])
+    monkeypatch.setattr(FashionMNIST, "mirrors", [server.url("fashion-mnist/")])
+    monkeypatch.setattr(FashionMNIST, "resources", [(f, md5["fashion-mnist"][f]) for f, _ in FashionMNIST.resources])
 
     monkeypatch.setattr(CIFAR10, "url", server.url("cifar10/cifar-10-python.tar.gz"))
     monkeypatch.setattr(CIFAR10, "tgz_md5", md5["cifar10"]["cifar-10-python.tar.gz"])
@@ -242,13 +248,19 @@ def test_fetch_each_dataset_then_load_it(name, mirror, tiny, tmp_path):
     assert report.ok and report[name].status == "fetched"
     assert sorted(report[name].downloaded) == sorted(tiny.files[name])
     assert is_present(name, tmp_path)
-    # archives are unpacked and removed; no partial file or temporary folder is left
-    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".part", ".unpacking", ".gz", ".tgz"))]
+    # tar archives are unpacked and removed, the .gz stay (their MD5s verify the idx files); no partial
+    # file or temporary folder is left
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".part", ".unpacking", ".tgz", ".tar.gz"))]
     assert leftovers == []
-    data = load_dataset(name, root=tmp_path)  # checksums verified (CIFAR-10, SVHN) against the patched MD5s
+    kept = sorted(p.name for p in tmp_path.rglob("*.gz"))
+    assert kept == (sorted(tiny.files[name]) if name.endswith("mnist") else [])
+    data = load_dataset(name, root=tmp_path)  # checksums verified against the patched MD5s
     if name == "mnist":
         assert [y for _, y in (data.test[i] for i in range(len(data.test)))] == tiny.mnist["t10k"][1].tolist()
         assert len(data.train) == 6
+    elif name == "fashion-mnist":
+        assert [data.test[i][1] for i in range(len(data.test))] == tiny.fashion["t10k"][1].tolist()
+        assert report[name].location == tmp_path / "FashionMNIST" / "raw" and len(data.train) == 6
     elif name == "cifar10":
         assert len(data.train) == 10 and [data.test[i][1] for i in range(3)] == tiny.cifar_test_labels
     elif name == "svhn":
@@ -260,11 +272,11 @@ def test_fetch_each_dataset_then_load_it(name, mirror, tiny, tmp_path):
 
 def test_second_fetch_downloads_nothing(mirror, tmp_path):
     first = fetch(None, tmp_path, progress=False)
-    assert [r.status for r in first.results] == ["fetched"] * 4
+    assert [r.status for r in first.results] == ["fetched"] * 5
     served = len(mirror.state.requests)
-    assert served == 4 + 1 + 2 + 1  # every published file once
+    assert served == 4 + 4 + 1 + 2 + 1  # every published file once
     second = fetch(None, tmp_path, progress=False)
-    assert [r.status for r in second.results] == ["already there"] * 4
+    assert [r.status for r in second.results] == ["already there"] * 5
     assert all(r.downloaded == () for r in second.results)
     assert len(mirror.state.requests) == served
     assert "already there" in str(second)
@@ -349,6 +361,54 @@ def test_checksum_error_names_file_expected_and_actual(mirror, tiny, tmp_path):
     assert issubclass(ChecksumError, fetch_module.DownloadError)
 
 
+def test_fetch_repairs_a_present_file_that_does_not_verify(mirror, tiny, tmp_path):
+    fetch(["mnist", "cifar10", "svhn"], tmp_path, progress=False)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"not the published archive")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"not the published labels")
+    (tmp_path / "SVHN" / "train_32x32.mat").write_bytes(b"not the published mat")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not the published batch")
+    assert not any(is_present(name, tmp_path) for name in ("mnist", "cifar10", "svhn"))
+    mirror.state.requests.clear()
+    report = fetch(["mnist", "cifar10", "svhn"], tmp_path, progress=False)
+    assert [r.status for r in report.results] == ["fetched"] * 3
+    # the bad downloads are downloaded again; the bad idx file is unpacked again from its verified .gz
+    assert report["mnist"].downloaded == ("train-images-idx3-ubyte.gz",)
+    assert report["cifar10"].downloaded == ("cifar-10-python.tar.gz",)
+    assert report["svhn"].downloaded == ("train_32x32.mat",)
+    assert sorted(r.path for r in mirror.state.requests) == [
+        "/cifar10/cifar-10-python.tar.gz", "/mnist/train-images-idx3-ubyte.gz", "/svhn/train_32x32.mat"]
+    assert all(is_present(name, tmp_path) for name in ("mnist", "cifar10", "svhn"))
+    assert (raw / "t10k-labels-idx1-ubyte").read_bytes() == gzip.decompress(
+        tiny.files["mnist"]["t10k-labels-idx1-ubyte.gz"])
+    assert len(load_dataset("mnist", root=tmp_path).test) == 4  # verified
+    assert len(load_dataset("cifar10", root=tmp_path).train) == 10 and len(load_dataset("svhn", root=tmp_path).train) == 5
+    assert _leftovers(tmp_path) == [] and not list(tmp_path.rglob("*.part"))
+
+
+def test_fetch_completes_idx_files_left_without_their_archive(mirror, tiny, tmp_path):
+    fetch(["mnist"], tmp_path, progress=False)
+    raw = tmp_path / "MNIST" / "raw"
+    for archive in raw.glob("*.gz"):  # what an older fetch left: the idx files only
+        archive.unlink()
+    assert not is_present("mnist", tmp_path)
+    report = fetch(["mnist"], tmp_path, progress=False)
+    assert report["mnist"].status == "fetched" and sorted(report["mnist"].downloaded) == sorted(tiny.files["mnist"])
+    assert is_present("mnist", tmp_path) and len(load_dataset("mnist", root=tmp_path).train) == 6
+
+
+def test_status_does_not_report_a_corrupt_file_as_present(mirror, tmp_path, capsys):
+    fetch(["svhn"], tmp_path, progress=False)
+    (tmp_path / "SVHN" / "test_32x32.mat").write_bytes(b"corrupt")
+    assert main(["data", "status", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "  svhn           does not verify (python -m reproduce data fetch svhn repairs it)" in out
+    assert "  mnist          missing" in out and "present" not in out
+    assert state("svhn", tmp_path) == "does not verify" and state("mnist", tmp_path) == "missing"
+    fetch(["svhn"], tmp_path, progress=False)
+    assert state("svhn", tmp_path) == "present"
+
+
 def test_base_urls_replace_torchvision_sources(server, tiny, monkeypatch, tmp_path):
     for filename, data in tiny.files["svhn"].items():
         server.state.files[f"/elsewhere/{filename}"] = data
@@ -363,7 +423,7 @@ def test_base_urls_replace_torchvision_sources(server, tiny, monkeypatch, tmp_pa
 
 
 def test_unknown_names_fail_before_anything_is_downloaded(mirror, tmp_path):
-    with pytest.raises(ValueError, match=r"'cifar100'; valid choices: mnist, cifar10, svhn, imagenette"):
+    with pytest.raises(ValueError, match=r"'cifar100'; valid choices: mnist, fashion-mnist, cifar10, svhn, imagenette"):
         fetch(["mnist", "cifar100"], tmp_path, progress=False)
     with pytest.raises(ValueError, match="scikit-learn"):
         fetch(["digits"], tmp_path)
@@ -379,7 +439,8 @@ def test_command_line(mirror, tiny, tmp_path, capsys):
     assert "already there" in capsys.readouterr().out
     assert main(["data", "status", "--root", str(tmp_path)]) == 0
     status = capsys.readouterr().out
-    assert "mnist       present" in status and "cifar10     missing" in status
+    assert "  mnist          present" in status and "  cifar10        missing" in status
+    assert "  fashion-mnist  missing" in status
     mirror.state.files["/svhn/train_32x32.mat"] = b"garbage"
     assert main(["data", "fetch", "svhn", "--root", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
@@ -388,6 +449,16 @@ def test_command_line(mirror, tiny, tmp_path, capsys):
     assert main(["data", "fetch", "svhn", "cifar100", "--root", str(tmp_path)]) == 2
     assert "valid choices" in capsys.readouterr().err
     assert len(load_dataset("mnist", root=tmp_path).test) == 4
+
+
+def test_command_line_fetches_fashion_mnist(mirror, tiny, tmp_path, capsys):
+    assert main(["data", "fetch", "fashion-mnist", "--root", str(tmp_path)]) == 0
+    assert "fashion-mnist" in capsys.readouterr().out
+    assert main(["data", "status", "--root", str(tmp_path)]) == 0
+    status = capsys.readouterr().out
+    assert "  fashion-mnist  present" in status and "  mnist          missing" in status
+    assert len(load_dataset("fashion-mnist", root=tmp_path).test) == 4
+    assert not (tmp_path / "MNIST").exists()
 
 
 def test_root_defaults_to_reproduce_data(mirror, tmp_path, monkeypatch):

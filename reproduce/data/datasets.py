@@ -16,8 +16,10 @@ Datasets
     away half of an 8 px image, so ``train`` and ``train_eval`` are the same object. No
     standardisation either (the digits are treated like MNIST). The views are
     ``torch.utils.data.TensorDataset`` objects, so a training loop can read ``.tensors``.
-``mnist``, ``cifar10``, ``svhn`` (cropped digits), ``imagenette``
-    read through ``torchvision.datasets`` (MNIST, CIFAR10, SVHN, Imagenette). Imagenette's
+``mnist``, ``fashion-mnist``, ``cifar10``, ``svhn`` (cropped digits), ``imagenette``
+    read through ``torchvision.datasets`` (MNIST, FashionMNIST, CIFAR10, SVHN, Imagenette).
+    Fashion-MNIST (10 classes of clothing, 28x28 grey, 60,000 train + 10,000 test images, in
+    MNIST's idx format) gets exactly MNIST's preprocessing. Imagenette's
     ``val`` split is the test set. Each view is a :class:`TransformedDataset` around one shared
     torchvision dataset.
 
@@ -62,10 +64,15 @@ Checksums
 ---------
 torchvision checks the MD5 checksums of the CIFAR-10 and SVHN files, and only the presence of
 the MNIST and Imagenette files. ``load_dataset(..., verify_checksums=True)`` (the default)
-keeps the CIFAR-10/SVHN checks; a file that is present but has the wrong checksum raises
-:class:`DatasetIntegrityError` naming it. ``verify_checksums=False`` only checks that the files
-are there: that is for files you wrote yourself in the same format (the tests' miniature
-datasets); a file that is not in the expected format then fails when it is read.
+keeps the CIFAR-10/SVHN checks and verifies MNIST and Fashion-MNIST too: torchvision publishes
+the MD5 of each ``.gz`` (``MNIST.resources``, ``FashionMNIST.resources``), so each ``.gz`` must lie
+beside its idx file in ``MNIST/raw/`` (``FashionMNIST/raw/``; ``python -m reproduce data fetch``
+and torchvision's download keep them there), have its published MD5, and uncompress to the idx
+file. A file that is missing its archive or has the wrong checksum raises
+:class:`DatasetIntegrityError` naming it, the expected and the found MD5 and the command that
+repairs it. Imagenette is not verified (no per-file checksums). ``verify_checksums=False`` only
+checks that the files are there: that is for files you wrote yourself in the same format (the
+tests' miniature datasets); a file that is not in the expected format then fails when it is read.
 
 Missing data
 ------------
@@ -74,7 +81,8 @@ With ``download=False`` (the default) nothing is downloaded; missing files raise
 was searched and how to get the data. :func:`default_root` is the folder used when ``root`` is
 not given.
 
-Layout under ``root``: ``MNIST/raw/`` (the four uncompressed idx files), ``cifar-10-batches-py/``,
+Layout under ``root``: ``MNIST/raw/`` and ``FashionMNIST/raw/`` (the four uncompressed idx files,
+each beside its ``.gz``), ``cifar-10-batches-py/``,
 ``SVHN/train_32x32.mat`` and ``SVHN/test_32x32.mat``, ``imagenette2-160/{train,val}/<wnid>/``.
 
 ``train_limit``
@@ -86,6 +94,8 @@ alike. Used by small presets.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -98,7 +108,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
-from torchvision.datasets import CIFAR10, MNIST, SVHN, Imagenette
+from torchvision.datasets import CIFAR10, MNIST, SVHN, FashionMNIST, Imagenette
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
@@ -122,9 +132,15 @@ __all__ = [
     "dataset_shape",
     "dataset_train_size",
     "IMAGENETTE_SIZES",
+    "IDX_DATASETS",
 ]
 
-DATASETS = ("digits", "mnist", "cifar10", "svhn", "imagenette")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "imagenette")
+
+#: the datasets in MNIST's idx format, and the torchvision class that reads each: its ``resources``
+#: hold the published MD5 of each ``.gz``, its ``mirrors`` the sources (read by :mod:`.fetch` too),
+#: and its name is the folder under ``root`` (``MNIST/raw``, ``FashionMNIST/raw``)
+IDX_DATASETS: MappingProxyType = MappingProxyType({"mnist": MNIST, "fashion-mnist": FashionMNIST})
 
 BRIGHTNESS_MAX_DELTA = 0.25
 IMAGENETTE_SIZES = ("160px", "320px", "full")
@@ -178,6 +194,7 @@ _SPECS = MappingProxyType(
     {
         "digits": _Spec(10, 1, 8, grow=0, flip=False, standardize=False),
         "mnist": _Spec(10, 1, 28, grow=4, flip=False, standardize=False, train_size=60_000),
+        "fashion-mnist": _Spec(10, 1, 28, grow=4, flip=False, standardize=False, train_size=60_000),
         "cifar10": _Spec(10, 3, 32, grow=6, flip=True, standardize=True, train_size=50_000),
         "svhn": _Spec(10, 3, 32, grow=4, flip=False, standardize=True, train_size=73_257),
         "imagenette": _Spec(10, 3, 128, grow=10, flip=True, standardize=True, train_size=9_469),
@@ -479,7 +496,7 @@ def load_dataset(
     ``root`` defaults to :func:`default_root` (unused for ``digits``). ``seed`` fixes the
     digits train/test split and the ``train_limit`` subset. ``flat=True`` yields flat vectors
     (for fully connected nets). ``augment=False`` gives ``train`` the deterministic test-time
-    pipeline. ``verify_checksums`` applies to CIFAR-10 and SVHN (see the module docstring).
+    pipeline. ``verify_checksums`` applies to all but digits and Imagenette (see the module docstring).
     Raises ``ValueError`` for an unknown name, :class:`DatasetNotFoundError` for missing files,
     :class:`DatasetIntegrityError` for a file with a wrong checksum.
     """
@@ -506,8 +523,9 @@ def _load_torchvision(name: str, *, root: str | Path | None, download: bool, see
     spec = _SPECS[name]
 
     root_path = Path(root).expanduser() if root is not None else default_root()
-    if name == "mnist":
-        train_base, test_base = _mnist(root_path, download)
+    where = "" if root is None else f" --root {root}"
+    if name in IDX_DATASETS:
+        train_base, test_base = _idx(name, root_path, download, verify_checksums, where)
         labels = train_base.targets
     elif name == "cifar10":
         train_base, test_base = _cifar10(root_path, download, verify_checksums)
@@ -575,22 +593,81 @@ def _construct(name: str, searched: Path, how: str, factory: Callable[[], Any]) 
         ) from error
 
 
-def _mnist(root: Path, download: bool) -> tuple[Dataset, Dataset]:
-    raw = root / "MNIST" / "raw"
-    names = [os.path.splitext(filename)[0] for filename, _ in MNIST.resources]
+def _idx(name: str, root: Path, download: bool, verify: bool, where: str) -> tuple[Dataset, Dataset]:
+    """An idx-format dataset (:data:`IDX_DATASETS`): mnist (``MNIST/raw``), fashion-mnist (``FashionMNIST/raw``)."""
+    cls = IDX_DATASETS[name]
+    raw = root / cls.__name__ / "raw"
+    names = [os.path.splitext(filename)[0] for filename, _ in cls.resources]
     how = (
-        f"download {', '.join(f for f, _ in MNIST.resources)} from {MNIST.mirrors[0]}, "
-        f"uncompress them (gunzip) and place {', '.join(names)} in {raw}"
+        f"download {', '.join(f for f, _ in cls.resources)} from {cls.mirrors[0]} into {raw}, "
+        f"and uncompress them there (gunzip -k: the .gz stay, their MD5s verify the files) to {', '.join(names)}"
     )
     missing = [raw / n for n in names if not (raw / n).is_file()]
     if missing and not download:
         raise DatasetNotFoundError(
-            f"mnist data not found: looked for {', '.join(str(p) for p in missing)} (folder {raw}). To get it, "
-            f"call load_dataset('mnist', root={str(root)!r}, download=True) (needs internet), or {how}"
+            f"{name} data not found: looked for {', '.join(str(p) for p in missing)} (folder {raw}). To get it, "
+            f"call load_dataset({name!r}, root={str(root)!r}, download=True) (needs internet), or {how}"
         )
-    train = _construct("mnist", raw, how, lambda: MNIST(str(root), train=True, download=download))
-    test = _construct("mnist", raw, how, lambda: MNIST(str(root), train=False, download=download))
+    if verify and not missing:
+        _verify_idx(name, raw, cls.resources, where)
+    train = _construct(name, raw, how, lambda: cls(str(root), train=True, download=download))
+    test = _construct(name, raw, how, lambda: cls(str(root), train=False, download=download))
     return train, test
+
+
+def file_md5(path: Path) -> str | None:
+    """Hex MD5 of a file, or None when it is not a file."""
+    if not path.is_file():
+        return None
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def gunzipped_md5(path: Path) -> str | None:
+    """Hex MD5 of what the gzip file ``path`` uncompresses to; None when it is not a file or not gzip."""
+    if not path.is_file():
+        return None
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, EOFError):
+        return None
+    return digest.hexdigest()
+
+
+def _verify_idx(name: str, raw: Path, resources: Sequence[tuple[str, str]], where: str) -> None:
+    """Check the idx files of ``raw`` against the published MD5s of their ``.gz`` (``resources``).
+
+    torchvision publishes the MD5 of each ``.gz`` only, so the verified archive must lie beside its
+    idx file (``data fetch`` keeps it there) and the idx file must be what it uncompresses to.
+    """
+    repair = (f"Repair it with: python -m reproduce data fetch {name}{where} (it downloads what does not verify), "
+              f"or pass verify_checksums=False if you wrote these files yourself in the same format.")
+    for filename, md5 in resources:
+        archive = raw / filename
+        target = raw / filename.removesuffix(".gz")
+        found = file_md5(archive)
+        if found is None:
+            raise DatasetIntegrityError(
+                f"{name} file {target} cannot be verified: the published MD5 {md5} is that of {archive}, which is "
+                f"missing. {repair}"
+            )
+        if found != md5:
+            raise DatasetIntegrityError(
+                f"{name} file {archive} has MD5 {found}, expected the published {md5}: the file is corrupted or "
+                f"not the original. {repair}"
+            )
+        expected, actual = gunzipped_md5(archive), file_md5(target)
+        if expected != actual:
+            raise DatasetIntegrityError(
+                f"{name} file {target} has MD5 {actual}, expected {expected} (what {archive.name}, which has the "
+                f"published MD5, uncompresses to): the file is corrupted or not the original. {repair}"
+            )
 
 
 def _check_files(

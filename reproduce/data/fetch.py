@@ -2,15 +2,15 @@
 
 ::
 
-    python -m reproduce data fetch [--root DIR] [mnist cifar10 svhn imagenette]
+    python -m reproduce data fetch [--root DIR] [mnist fashion-mnist cifar10 svhn imagenette]
     python -m reproduce data status [--root DIR]
 
-:func:`fetch` gets MNIST, CIFAR-10, SVHN (cropped digits) and Imagenette (160 px) into ``root``
+:func:`fetch` gets MNIST, Fashion-MNIST, CIFAR-10, SVHN (cropped digits) and Imagenette (160 px) into ``root``
 (default :func:`reproduce.data.default_root`, i.e. ``$REPRODUCE_DATA``), so that
 ``reproduce.data.load_dataset(name, root=root)`` works afterwards without ``download=True``.
 
 Where the files come from and what they must hash to is read, at call time, from torchvision's
-own class attributes (``MNIST.mirrors``/``MNIST.resources``, ``CIFAR10.url``/``filename``/
+own class attributes (``MNIST.mirrors``/``MNIST.resources``, the same of ``FashionMNIST``, ``CIFAR10.url``/``filename``/
 ``tgz_md5`` and the MD5s of its batches, ``SVHN.split_list``, ``Imagenette._ARCHIVES``), so the
 published checksums are never copied here, and a test (or a local mirror) can point those
 attributes elsewhere. ``base_urls`` overrides the source folder of a dataset instead.
@@ -18,7 +18,9 @@ attributes elsewhere. ``base_urls`` overrides the source folder of a dataset ins
 Layout under ``root`` (exactly what the loaders of :mod:`reproduce.data` read):
 
 * ``mnist``: ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` are downloaded and
-  gunzipped to the four idx files in ``MNIST/raw/``;
+  gunzipped to the four idx files in ``MNIST/raw/``; the ``.gz`` files stay beside them, since
+  their published MD5s are what verifies the idx files (here and in the loader);
+* ``fashion-mnist``: the same four files, Fashion-MNIST's, in ``FashionMNIST/raw/``;
 * ``cifar10``: ``cifar-10-python.tar.gz`` is downloaded and unpacked to ``cifar-10-batches-py/``;
 * ``svhn``: ``SVHN/train_32x32.mat`` and ``SVHN/test_32x32.mat`` are downloaded and read as they are;
 * ``imagenette``: ``imagenette2-160.tgz`` is downloaded and unpacked to ``imagenette2-160/{train,val}/``.
@@ -26,8 +28,10 @@ Layout under ``root`` (exactly what the loaders of :mod:`reproduce.data` read):
 For every file of every dataset asked for, :func:`fetch`:
 
 * skips it when it is already there (the unpacked files exist; where torchvision publishes their
-  MD5, as for the CIFAR-10 batches and the SVHN files, they also verify), so a second call
-  downloads nothing;
+  MD5, as for the CIFAR-10 batches and the SVHN files, they also verify; an idx file verifies
+  through its kept ``.gz``), so a second call downloads nothing; a file that is there but does
+  not verify is repaired: downloaded again and put in its place (an idx file whose ``.gz`` still
+  verifies is only unpacked again from it);
 * downloads it over HTTP(S) into ``<file>.part``, resuming a ``.part`` left by an interrupted
   call with a ``Range: bytes=N-`` request (and starting over when the server ignores the range);
   a download fails when no byte arrives for the read timeout (60 s), or when it is not complete
@@ -39,9 +43,9 @@ For every file of every dataset asked for, :func:`fetch`:
   first downloaded once more from scratch);
 * renames the verified download into place, then unpacks it (gunzip, or untar into a temporary
   folder renamed into place), so a file or folder the loader reads is either complete or absent;
-  archives are deleted once unpacked. Unpacking that fails removes its temporary file or folder
+  tar archives are deleted once unpacked. Unpacking that fails removes its temporary file or folder
   (and one an earlier call left behind is removed first); a gzip stream that turns out corrupt
-  deletes its archive, so that the next call downloads it again.
+  deletes its archive, so that the next call downloads it again. Gzip archives are kept (see above).
 
 A dataset that fails does not stop the others, and nothing fetched before is removed;
 :func:`fetch` then raises :class:`FetchError`, whose ``report`` says what happened to each one.
@@ -61,13 +65,14 @@ import urllib.request
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Literal
 
-from torchvision.datasets import CIFAR10, MNIST, SVHN, Imagenette
+from torchvision.datasets import CIFAR10, SVHN, Imagenette
 
-from reproduce.data.datasets import IMAGENETTE_SIZES, default_root
+from reproduce.data.datasets import IDX_DATASETS, IMAGENETTE_SIZES, default_root, gunzipped_md5
 
 __all__ = [
     "DATASET_NAMES",
@@ -80,10 +85,11 @@ __all__ = [
     "fetch",
     "is_present",
     "remote_files",
+    "state",
 ]
 
 #: the datasets that can be fetched (``digits`` ships with scikit-learn and needs no download)
-DATASET_NAMES = ("mnist", "cifar10", "svhn", "imagenette")
+DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "svhn", "imagenette")
 #: the Imagenette variant fetched (the smallest; :mod:`reproduce.data` prefers it too)
 IMAGENETTE_SIZE = "160px"
 
@@ -137,8 +143,13 @@ class RemoteFile:
     """``(path, md5)`` of unpacked files whose checksum torchvision publishes."""
 
     def present(self) -> bool:
-        """Whether what the loader reads is there and, where checksums are known, verifies."""
-        return all(p.exists() for p in self.provides) and all(_md5(p) == md5 for p, md5 in self.checks)
+        """Whether what the loader reads is there and, where checksums are known, verifies.
+
+        A gunzipped file verifies when its kept archive has the published MD5 and it is what that
+        archive uncompresses to (torchvision publishes the MD5 of the ``.gz`` only)."""
+        if not (all(p.exists() for p in self.provides) and all(_md5(p) == md5 for p, md5 in self.checks)):
+            return False
+        return self.unpack != "gunzip" or gunzipped_md5(self.archive) == _md5(self.target)
 
 
 @dataclass(frozen=True)
@@ -212,14 +223,17 @@ def _source(urls: Sequence[str], filename: str, base_url: str | None) -> tuple[s
     return tuple(urls)
 
 
-def _mnist_files(root: Path, base_url: str | None) -> list[RemoteFile]:
-    raw = root / "MNIST" / "raw"
+def _idx_files(name: str, root: Path, base_url: str | None) -> list[RemoteFile]:
+    """mnist / fashion-mnist: torchvision's class (``IDX_DATASETS``) gives the mirrors, MD5s and folder."""
+    cls = IDX_DATASETS[name]
+    raw = root / cls.__name__ / "raw"
     files = []
-    for filename, md5 in MNIST.resources:
+    for filename, md5 in cls.resources:
         target = raw / filename.removesuffix(".gz")
         files.append(RemoteFile(
-            dataset="mnist", filename=filename, urls=_source([m + filename for m in MNIST.mirrors], filename, base_url),
-            md5=md5, archive=raw / filename, unpack="gunzip", target=target, provides=(target,),
+            dataset=name, filename=filename, urls=_source([m + filename for m in cls.mirrors], filename, base_url),
+            md5=md5, archive=raw / filename, unpack="gunzip", target=target, provides=(target, raw / filename),
+            checks=((raw / filename, md5),),
         ))  # fmt: skip
     return files
 
@@ -264,10 +278,12 @@ def _imagenette_files(root: Path, base_url: str | None) -> list[RemoteFile]:
 
 
 _TABLE: Mapping[str, Callable[[Path, str | None], list[RemoteFile]]] = MappingProxyType(
-    {"mnist": _mnist_files, "cifar10": _cifar10_files, "svhn": _svhn_files, "imagenette": _imagenette_files}
+    {"mnist": partial(_idx_files, "mnist"), "fashion-mnist": partial(_idx_files, "fashion-mnist"),
+     "cifar10": _cifar10_files, "svhn": _svhn_files, "imagenette": _imagenette_files}
 )
 _LOCATIONS: Mapping[str, Callable[[Path], Path]] = MappingProxyType({
-    "mnist": lambda root: root / "MNIST" / "raw",
+    "mnist": lambda root: root / IDX_DATASETS["mnist"].__name__ / "raw",
+    "fashion-mnist": lambda root: root / IDX_DATASETS["fashion-mnist"].__name__ / "raw",
     "cifar10": lambda root: root / CIFAR10.base_folder,
     "svhn": lambda root: root / "SVHN",
     "imagenette": lambda root: root / _imagenette_stem(IMAGENETTE_SIZE),
@@ -320,6 +336,16 @@ def is_present(name: str, root: str | Path | None = None) -> bool:
             for size in IMAGENETTE_SIZES
         )
     return all(f.present() for f in remote_files(name, root_path))
+
+
+def state(name: str, root: str | Path | None = None) -> Literal["present", "missing", "does not verify"]:
+    """``present`` (:func:`is_present`), ``does not verify`` (some of its files are there, but not all,
+    or one has the wrong MD5: :func:`fetch` repairs it), or ``missing`` (none of its files are there)."""
+    if is_present(name, root):
+        return "present"
+    root_path = _root(root)
+    there = name != "imagenette" and any(p.exists() for f in remote_files(name, root_path) for p in f.provides)
+    return "does not verify" if there else "missing"
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,8 +419,7 @@ def _fetch_file(remote: RemoteFile, *, progress: bool, deadline_s: float | None 
         _download_verified(remote, progress=progress, deadline_s=deadline_s)
         downloaded = True
     if remote.unpack == "gunzip":
-        _gunzip(remote.archive, remote.target)
-        remote.archive.unlink()
+        _gunzip(remote.archive, remote.target)  # the archive stays: its published MD5 verifies the file
     elif remote.unpack == "untar":
         _untar_folder(remote)
         remote.archive.unlink()

@@ -4,7 +4,7 @@
 
     python -m reproduce list
     python -m reproduce run [--scale smoke|cpu|long|gpu|paper] [--seed N] [--jobs N] [--root DIR] [NOTEBOOK ...]
-    python -m reproduce data fetch [--root DATA_DIR] [mnist cifar10 svhn imagenette]
+    python -m reproduce data fetch [--root DATA_DIR] [mnist fashion-mnist cifar10 svhn imagenette]
     python -m reproduce data status [--root DATA_DIR]
     python -m reproduce plan   [--scale S] [--assume-steps-per-second X] [NOTEBOOK ...]
     python -m reproduce sweep  [--scale S] [--executor local|slurm] [--jobs N] [--dry-run] [NOTEBOOK ...]
@@ -22,10 +22,11 @@ runs in a ``python3`` kernel whose working directory is the notebook's folder, a
 executed to ``<root>/results/<scale>/executed/<stem>.ipynb``. A notebook that fails is recorded
 and the rest still run; a summary table ends the run, and the exit status is 1 if any failed.
 
-``data fetch`` downloads, verifies and unpacks the named datasets (default: all four) into
+``data fetch`` downloads, verifies and unpacks the named datasets (default: all five) into
 ``--root`` (default ``$REPRODUCE_DATA``, see :func:`reproduce.data.default_root`); ``data status``
-says which of them are present there. See :mod:`reproduce.data.fetch`; the exit status is 1 if a
-dataset failed, 2 for a bad command line (an unknown dataset, or a data folder that is a file).
+says which of them are present there, missing, or there but not verifying (``data fetch``
+repairs those). See :mod:`reproduce.data.fetch`; the exit status is 1 if a dataset failed, 2 for
+a bad command line (an unknown dataset, or a data folder that is a file).
 
 ``plan``, ``sweep`` and ``status`` are the cluster path (:mod:`reproduce.sweep`): the training
 runs the notebooks need, with the hours left on this device; every missing or unfinished run submitted as a
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch = data_sub.add_parser("fetch", parents=[data_root], help="download, verify and unpack datasets")
     fetch.add_argument(
-        "names", nargs="*", metavar="NAME", help="mnist, cifar10, svhn or imagenette (default: all four)"
+        "names", nargs="*", metavar="NAME", help="mnist, fashion-mnist, cifar10, svhn or imagenette (default: all five)"
     )
     data_sub.add_parser("status", parents=[data_root], help="which datasets are present under the data folder")
     _add_sweep_parsers(sub, common)
@@ -551,13 +552,15 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "status":
         root = args.root or default_data_root()
         try:
-            present = {name: fetch.is_present(name, args.root) for name in fetch.DATASET_NAMES}
+            states = {name: fetch.state(name, args.root) for name in fetch.DATASET_NAMES}
         except NotADirectoryError as err:  # a --root / $REPRODUCE_DATA that is a file: not "all missing"
             print(f"python -m reproduce data status: error: {err}", file=sys.stderr)
             return 2
         print(f"datasets under {root}:")
         for name in fetch.DATASET_NAMES:
-            print(f"  {name:<10}  {'present' if present[name] else 'missing'}")
+            width = max(len(n) for n in fetch.DATASET_NAMES)
+            repair = f" (python -m reproduce data fetch {name} repairs it)" if states[name] == "does not verify" else ""
+            print(f"  {name:<{width}}  {states[name]}{repair}")
         return 0
     try:
         report = fetch.fetch(args.names or None, args.root)
