@@ -42,8 +42,9 @@ all: reproduce
 install: $(VENV)/.installed
 
 # The stamp is rebuilt only when pyproject.toml changes, so later calls cost nothing.
-# --no-compile: pip would byte-compile every file of torch and its CUDA wheels (about 10 s of the
-# set-up here); Python compiles only the modules a process imports, once, when it first imports them.
+# pip byte-compiles what it installs (~10 s of torch's set-up here). Not skipped with --no-compile:
+# where PYTHONDONTWRITEBYTECODE is set (as on this project's machines) Python would then compile
+# every imported module again in every process; the tests start hundreds, and took 1.7x as long.
 # torch is installed first, and only when the environment has none: any torch>=2.2 works;
 # 2.14.1 / torchvision 0.29.1 are the releases this project is developed with (where a
 # local wheel cache holds them pip takes them from disk, elsewhere from PyPI).
@@ -51,8 +52,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch, torchvision" 2>/dev/null || \
-		$(PY) -m pip install --no-compile $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
-	$(PY) -m pip install --quiet --no-compile -e '.[test]'
+		$(PY) -m pip install $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 # On the CPU scales the runs are first trained by JOBS one-thread processes side by side (default:
