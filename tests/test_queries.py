@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import reproduce.sweep as sweep
-from reproduce.config.scales import ROOT_ENV
 from reproduce.runner import notebooks as runner
 
 NB04 = "04_early_detection"
@@ -24,11 +23,8 @@ QUERIES = [["status"], ["plan", "--assume-steps-per-second", "10"], ["sweep", "-
 
 
 @pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "root"
-    folder.mkdir()
-    monkeypatch.setenv(ROOT_ENV, str(folder))
-    return folder
+def root(results_root: Path) -> Path:
+    return results_root
 
 
 def _plant_runs(root: Path) -> list:

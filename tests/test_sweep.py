@@ -423,7 +423,7 @@ def test_a_bad_slurm_cpus_per_task_is_named_before_anything_trains(root, monkeyp
     """Before: ``int("abc")`` raised "invalid literal for int()", naming no variable."""
     job = sweep.notebook_jobs("smoke", ["04"])[NB04][0]
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
-    with pytest.raises(ValueError, match=rf"SLURM_CPUS_PER_TASK={value!r} is not a CPU count; valid: an int >= 1"):
+    with pytest.raises(ValueError, match=rf"SLURM_CPUS_PER_TASK={value!r} is not a CPU count; valid: a positive integer"):
         execute.SweepJob(str(root))._one(job)
     assert not job.run_dir.exists()
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 from typing import Iterator, Mapping
 
-__all__ = ["environment"]
+__all__ = ["environment", "positive_int_variable"]
 
 
 @contextlib.contextmanager
@@ -27,3 +27,19 @@ def environment(values: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+def positive_int_variable(name: str, what: str) -> int | None:
+    """The environment variable ``name`` as an int >= 1, None when unset or empty; ValueError naming
+    the variable, its value and what it should be (``what``: "a thread count", ...) otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={raw!r} is not {what}; valid: a positive integer (or unset)")
+    return value
+

@@ -131,16 +131,9 @@ def side_by_side_threads(workers: int) -> int | None:
 
 
 def _threads_setting() -> int | None:
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        threads = int(raw)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV}={raw!r} is not a thread count; valid: a positive integer")
-    return threads
+    from reproduce.config.environ import positive_int_variable
+
+    return positive_int_variable(THREADS_ENV, "a thread count")
 
 
 def _is_x86_64() -> bool:

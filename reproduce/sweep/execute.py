@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from reproduce.config import numerics
 from reproduce.experiments.autotune import SearchSpec
 from reproduce.training.runs import RunSpec
+from reproduce.config.environ import positive_int_variable
 from reproduce.config.scales import ROOT_ENV
 from reproduce.files.storage import LockHeld, exclusive_lock
 from reproduce.training.loop import RunLockedError
@@ -74,16 +75,7 @@ class _EpochLog:
 
 def _slurm_cpus() -> int | None:
     """``$SLURM_CPUS_PER_TASK`` as a positive int (None when unset or empty); ValueError naming it."""
-    raw = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"SLURM_CPUS_PER_TASK={raw!r} is not a CPU count; valid: an int >= 1 (or unset)")
-    return value
+    return positive_int_variable("SLURM_CPUS_PER_TASK", "a CPU count")
 
 
 class SweepJob(_Checkpointable):
