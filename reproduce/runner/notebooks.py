@@ -32,8 +32,9 @@ a bad command line (an unknown dataset, or a data folder that is a file).
 runs the notebooks need, with the hours left on this device; every missing or unfinished run submitted as a
 job through submitit (``local`` processes or a ``slurm`` job array; SLURM settings from flags or
 ``--config FILE``, flags winning); and per notebook, which runs are done, running, queued,
-failed (with the log and its last lines), partial or missing. Exit status: 0 ok, 1 when a job
-failed (``sweep``) or a run failed (``status``), 2 for a bad command line.
+failed (with the log and its last lines), partial, missing or unreadable (with the reason). Exit
+status: 0 ok, 1 when a job failed (``sweep``) or a run failed or is unreadable (``status``), 2 for a
+bad command line.
 
 ``compare`` says what moved between the working tree's ``figures/<scale>/*.csv`` and the
 committed ones (or a reference folder): changed verdicts, moved numbers beside their committed
@@ -484,7 +485,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction, common: argparse.Argumen
     slurm.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE",
                        help="an extra sbatch option, e.g. account=abc (repeatable)")
     sub.add_parser("status", parents=[common, which],
-                   help="per notebook: runs done, running, queued, failed (with logs), partial, missing")
+                   help="per notebook: runs done, running, queued, failed (with logs), partial, missing, unreadable")
 
 
 def _sweep_commands(args: argparse.Namespace) -> int:
