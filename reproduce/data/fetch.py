@@ -54,7 +54,6 @@ A dataset that fails does not stop the others, and nothing fetched before is rem
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import os
 import shutil
@@ -72,7 +71,7 @@ from typing import Callable, Literal
 
 from torchvision.datasets import CIFAR10, SVHN, Imagenette
 
-from reproduce.data.datasets import IDX_DATASETS, IMAGENETTE_SIZES, default_root, gunzipped_md5
+from reproduce.data.datasets import IDX_DATASETS, IMAGENETTE_SIZES, default_root, file_md5 as _md5, gunzipped_md5
 
 __all__ = [
     "DATASET_NAMES",
@@ -543,17 +542,6 @@ def _range_start(headers: Mapping[str, str]) -> int | None:
     unit, _, spec = value.partition(" ")
     start = spec.partition("-")[0]
     return int(start) if unit == "bytes" and start.isdigit() else None
-
-
-def _md5(path: Path) -> str | None:
-    """Hex MD5 of a file, or None when it is not a file."""
-    if not path.is_file():
-        return None
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove(path: Path) -> None:
