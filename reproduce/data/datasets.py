@@ -73,6 +73,12 @@ file. A file that is missing its archive or has the wrong checksum raises
 repairs it. Imagenette is not verified (no per-file checksums). ``verify_checksums=False`` only
 checks that the files are there: that is for files you wrote yourself in the same format (the
 tests' miniature datasets); a file that is not in the expected format then fails when it is read.
+Such files are not known to be the published ones, so the data identity of an unverified load of
+MNIST, Fashion-MNIST, CIFAR-10 or SVHN holds ``content``, a fingerprint of the files it read
+(:func:`reproduce.data.checksums.content_fingerprint`): their runs never share a run folder with
+the published data's, whose identity (and folder names) stay as before. Every MD5 is computed once
+per file version and cached beside the files (:mod:`reproduce.data.checksums`), so a load of
+verified data reads no file twice.
 
 Missing data
 ------------
@@ -94,8 +100,6 @@ alike. Used by small presets.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import math
 import os
 import pickle
@@ -109,10 +113,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 from torchvision.datasets import CIFAR10, MNIST, SVHN, FashionMNIST, Imagenette
-from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
 from reproduce.config.seeds import derive_seed
+from reproduce.data.checksums import cached_md5, content_fingerprint, file_md5, gunzipped_md5  # noqa: F401
 
 __all__ = [
     "DATASETS",
@@ -514,15 +518,38 @@ def load_dataset(
             where = "" if root is None else f" --root {root}"
             raise DatasetNotFoundError(f"{error}\nThe one command that gets it (resumable, verified): "
                                        f"python -m reproduce data fetch {name}{where}") from error
+    if not verify_checksums and name in _FINGERPRINTED:
+        # files nobody verified may be anything in the right format: their contents name the data
+        identity["content"] = content_fingerprint(_data_files(name, _root_path(root)))
     bundle.identity = identity
     return bundle
+
+
+#: the datasets whose unverified files get a content fingerprint in the data identity (Imagenette's
+#: thousands of images are neither verified nor fingerprinted; digits ships inside scikit-learn)
+_FINGERPRINTED = ("mnist", "fashion-mnist", "cifar10", "svhn")
+
+
+def _root_path(root: str | Path | None) -> Path:
+    return Path(root).expanduser() if root is not None else default_root()
+
+
+def _data_files(name: str, root: Path) -> list[Path]:
+    """The files the loader of dataset ``name`` (one of :data:`_FINGERPRINTED`) reads under ``root``."""
+    if name in IDX_DATASETS:
+        cls = IDX_DATASETS[name]
+        return [root / cls.__name__ / "raw" / os.path.splitext(f)[0] for f, _ in cls.resources]
+    if name == "cifar10":
+        folder = root / CIFAR10.base_folder
+        return [folder / f for f, _ in CIFAR10.train_list + CIFAR10.test_list] + [folder / CIFAR10.meta["filename"]]
+    return [root / "SVHN" / SVHN.split_list[s][1] for s in ("train", "test")]
 
 
 def _load_torchvision(name: str, *, root: str | Path | None, download: bool, seed: int, flat: bool,
                       augment: bool, train_limit: int | None, verify_checksums: bool) -> DataBundle:
     spec = _SPECS[name]
 
-    root_path = Path(root).expanduser() if root is not None else default_root()
+    root_path = _root_path(root)
     where = "" if root is None else f" --root {root}"
     if name in IDX_DATASETS:
         train_base, test_base = _idx(name, root_path, download, verify_checksums, where)
@@ -615,31 +642,6 @@ def _idx(name: str, root: Path, download: bool, verify: bool, where: str) -> tup
     return train, test
 
 
-def file_md5(path: Path) -> str | None:
-    """Hex MD5 of a file, or None when it is not a file."""
-    if not path.is_file():
-        return None
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def gunzipped_md5(path: Path) -> str | None:
-    """Hex MD5 of what the gzip file ``path`` uncompresses to; None when it is not a file or not gzip."""
-    if not path.is_file():
-        return None
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with gzip.open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    except (OSError, EOFError):
-        return None
-    return digest.hexdigest()
-
-
 def _verify_idx(name: str, raw: Path, resources: Sequence[tuple[str, str]], where: str) -> None:
     """Check the idx files of ``raw`` against the published MD5s of their ``.gz`` (``resources``).
 
@@ -651,7 +653,7 @@ def _verify_idx(name: str, raw: Path, resources: Sequence[tuple[str, str]], wher
     for filename, md5 in resources:
         archive = raw / filename
         target = raw / filename.removesuffix(".gz")
-        found = file_md5(archive)
+        found = cached_md5(archive)
         if found is None:
             raise DatasetIntegrityError(
                 f"{name} file {target} cannot be verified: the published MD5 {md5} is that of {archive}, which is "
@@ -662,7 +664,7 @@ def _verify_idx(name: str, raw: Path, resources: Sequence[tuple[str, str]], wher
                 f"{name} file {archive} has MD5 {found}, expected the published {md5}: the file is corrupted or "
                 f"not the original. {repair}"
             )
-        expected, actual = gunzipped_md5(archive), file_md5(target)
+        expected, actual = cached_md5(archive, "gunzipped-md5"), cached_md5(target)
         if expected != actual:
             raise DatasetIntegrityError(
                 f"{name} file {target} has MD5 {actual}, expected {expected} (what {archive.name}, which has the "
@@ -681,7 +683,7 @@ def _check_files(
         )
     if verify:
         for filename, md5 in files:
-            if not check_integrity(str(folder / filename), md5):
+            if cached_md5(folder / filename) != md5:
                 raise DatasetIntegrityError(
                     f"{name} file {folder / filename} does not have the published MD5 checksum {md5}: the file is "
                     f"corrupted or not the original. Delete it and download again (download=True), or pass "
@@ -689,38 +691,38 @@ def _check_files(
                 )
 
 
+def _verifies(folder: Path, files: Sequence[tuple[str, str]], verify: bool) -> bool:
+    """Every file is there and, with ``verify``, has its MD5 (cached: :func:`reproduce.data.checksums.cached_md5`)."""
+    return all((folder / f).is_file() and (not verify or cached_md5(folder / f) == md5) for f, md5 in files)
+
+
 class _CIFAR10(CIFAR10):
-    """torchvision's CIFAR10; with ``verify=False`` its MD5 checks become presence checks."""
+    """torchvision's CIFAR10, its MD5 checks cached; with ``verify=False`` they become presence checks."""
 
     def __init__(self, *args: Any, verify: bool, **kwargs: Any) -> None:
         self._verify = verify  # read by the checks that CIFAR10.__init__ calls
         super().__init__(*args, **kwargs)
 
     def _check_integrity(self) -> bool:
-        if self._verify:
-            return super()._check_integrity()
-        folder = Path(self.root) / self.base_folder
-        return all((folder / f).is_file() for f, _ in self.train_list + self.test_list)
+        return _verifies(Path(self.root) / self.base_folder, self.train_list + self.test_list, self._verify)
 
     def _load_meta(self) -> None:
-        if self._verify:
-            return super()._load_meta()
+        if not _verifies(Path(self.root) / self.base_folder, [(self.meta["filename"], self.meta["md5"])], self._verify):
+            raise RuntimeError("Dataset metadata file not found or corrupted. You can use download=True to download it")
         with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as handle:
             self.classes = pickle.load(handle, encoding="latin1")[self.meta["key"]]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
 class _SVHN(SVHN):
-    """torchvision's SVHN; with ``verify=False`` its MD5 check becomes a presence check."""
+    """torchvision's SVHN, its MD5 check cached; with ``verify=False`` it becomes a presence check."""
 
     def __init__(self, *args: Any, verify: bool, **kwargs: Any) -> None:
         self._verify = verify
         super().__init__(*args, **kwargs)
 
     def _check_integrity(self) -> bool:
-        if self._verify:
-            return super()._check_integrity()
-        return (Path(self.root) / self.filename).is_file()
+        return _verifies(Path(self.root), [(self.filename, self.split_list[self.split][2])], self._verify)
 
 
 def _cifar10(root: Path, download: bool, verify: bool) -> tuple[Dataset, Dataset]:

@@ -71,7 +71,8 @@ from typing import Callable, Literal
 
 from torchvision.datasets import CIFAR10, SVHN, Imagenette
 
-from reproduce.data.datasets import IDX_DATASETS, IMAGENETTE_SIZES, default_root, file_md5 as _md5, gunzipped_md5
+from reproduce.data.checksums import cached_md5, file_md5 as _md5
+from reproduce.data.datasets import IDX_DATASETS, IMAGENETTE_SIZES, default_root
 
 __all__ = [
     "DATASET_NAMES",
@@ -146,9 +147,9 @@ class RemoteFile:
 
         A gunzipped file verifies when its kept archive has the published MD5 and it is what that
         archive uncompresses to (torchvision publishes the MD5 of the ``.gz`` only)."""
-        if not (all(p.exists() for p in self.provides) and all(_md5(p) == md5 for p, md5 in self.checks)):
+        if not (all(p.exists() for p in self.provides) and all(cached_md5(p) == md5 for p, md5 in self.checks)):
             return False
-        return self.unpack != "gunzip" or gunzipped_md5(self.archive) == _md5(self.target)
+        return self.unpack != "gunzip" or cached_md5(self.archive, "gunzipped-md5") == cached_md5(self.target)
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,25 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["config_hash", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "exclusive_lock", "lock_is_held",
+__all__ = ["config_hash", "HASH_OMITS_DEFAULT", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "exclusive_lock", "lock_is_held",
            "LockHeld", "remove_temporaries"]
 
 
+#: dataclass field metadata key: :func:`config_hash` leaves the field out while it has its default
+HASH_OMITS_DEFAULT = "reproduce.hash_omits_default"
+
+
 def config_hash(*parts: Any, length: int = 8) -> str:
-    """A short stable hash of JSON-able configs (dataclasses allowed), for run folder names."""
+    """A short stable hash of JSON-able configs (dataclasses allowed), for run folder names.
+
+    A dataclass field declared with ``metadata={HASH_OMITS_DEFAULT: True}`` is left out while it
+    holds its default: a field added later then keeps the names of the folders made before it."""
 
     def plain(x: Any) -> Any:
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
-            return {k: plain(v) for k, v in asdict(x).items()}
+            omitted = {f.name for f in dataclasses.fields(x) if f.metadata.get(HASH_OMITS_DEFAULT)
+                       and getattr(x, f.name) == f.default}
+            return {k: plain(v) for k, v in asdict(x).items() if k not in omitted}
         if isinstance(x, dict):
             return {str(k): plain(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)):

@@ -30,9 +30,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-from reproduce.data.datasets import DataBundle, dataset_shape, load_dataset
+from reproduce.data.datasets import DataBundle, DatasetIntegrityError, dataset_shape, load_dataset
 from reproduce.models.nets import ModelConfig
 from reproduce.files.checkpoints import file_is_truncated
+from reproduce.files.storage import HASH_OMITS_DEFAULT
 from reproduce.files.paths import run_dir as _run_dir
 from reproduce.training.loop import Callback, RunResult, TrainConfig, load_run, train
 
@@ -93,6 +94,10 @@ class DataSpec:
     seed: int = 0
     train_limit: int | None = None
     flat: bool = False
+    #: None: the published files, verified by their checksums; else the content fingerprint of
+    #: unverified files (``load_dataset(..., verify_checksums=False)``), which then name other run
+    #: folders than the published data's (left out of the folder hash while None)
+    content: str | None = field(default=None, metadata={HASH_OMITS_DEFAULT: True})
 
     @classmethod
     def of(cls, data: Any, seed: int = 0) -> "DataSpec":
@@ -100,7 +105,7 @@ class DataSpec:
         ``seed``: custom data, which only an inline run can train on)."""
         identity = getattr(data, "identity", None) or {}
         return cls(identity.get("name", data.name), int(identity.get("seed", seed)), identity.get("train_limit"),
-                   bool(identity.get("flat", False)))
+                   bool(identity.get("flat", False)), identity.get("content"))
 
     @property
     def num_classes(self) -> int:
@@ -115,7 +120,15 @@ class DataSpec:
         return dataset_shape(self.name)[2]
 
     def load(self, root: str | Path | None = None) -> DataBundle:
-        return load_dataset(self.name, root=root, seed=self.seed, flat=self.flat, train_limit=self.train_limit)
+        """The data, verified: by the published checksums, or (``content`` set) by that fingerprint."""
+        data = load_dataset(self.name, root=root, seed=self.seed, flat=self.flat, train_limit=self.train_limit,
+                            verify_checksums=self.content is None)
+        found = data.identity.get("content")
+        if found != self.content:
+            raise DatasetIntegrityError(
+                f"{self.name} files under {root or 'the default data root'} have content fingerprint {found}, but "
+                f"this run was declared on files with fingerprint {self.content}: they changed since")
+        return data
 
     def matches(self, data: Any) -> bool:
         """True when ``data`` (a loaded :class:`DataBundle`) is this data (custom data without an
@@ -124,7 +137,8 @@ class DataSpec:
         if not identity:
             return getattr(data, "name", None) == self.name
         return (identity.get("name") == self.name and identity.get("seed") == self.seed
-                and identity.get("train_limit") == self.train_limit and bool(identity.get("flat")) == self.flat)
+                and identity.get("train_limit") == self.train_limit and bool(identity.get("flat")) == self.flat
+                and identity.get("content") == self.content)
 
 
 @dataclass(frozen=True)
