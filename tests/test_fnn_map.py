@@ -327,6 +327,8 @@ def test_width_comparison_ties_and_diverged_nets():
     assert c.widths == (2, 4) and c.differences == pytest.approx((0.0, 0.45))
     assert c.lower == 1 and c.holds is False
     assert width_comparison(_width_map({(2, 1): (0.1, 1.0), (8, 1): (0.9, 0.0)})).holds is None
+    with pytest.raises(ValueError, match=r"lacks columns \['width'\]; its columns are \['seed', 'depth'"):
+        width_comparison(t.drop(columns="width"))
 
 
 def _width_row(table, seeds=None):

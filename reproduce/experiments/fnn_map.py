@@ -408,6 +408,9 @@ class WidthComparison:
 def width_comparison(table: pd.DataFrame) -> WidthComparison:
     """:class:`WidthComparison` of a map table (one seed's, or :func:`seed_mean_table`'s); the nets
     used are those of :func:`conflict_statistics` (not diverged, finite test accuracy, a^(L) measured)."""
+    missing = [c for c in ("width", "test_acc", "a_L_entropy") if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table lacks columns {missing}; its columns are {list(table.columns)}")
     t = _usable(table)
     conf = t["a_L_entropy"].astype(float) > 0
     acc = t["test_acc"].astype(float)
