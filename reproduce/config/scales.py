@@ -140,8 +140,8 @@ _SMOKE = Scale(
     autotune_baseline_depths=(4, 10),
 )
 
-# The released FNN scripts train 10 epochs of MNIST at batch 64: 60,000 / 64 = 937.5 batches, the
-# last partial one kept there, so 938 steps an epoch and 10 x 938 = 9,380 optimiser steps in all.
+# The released FNN scripts train 10 epochs of MNIST at batch 64: 60,000 / 64 = 937.5 batches,
+# counted as 938 steps an epoch, so 10 x 938 = 9,380 optimiser steps in all.
 _MNIST_TRAIN, _FNN_BATCH, _RELEASED_FNN_EPOCHS = 60_000, 64, 10
 RELEASED_FNN_STEPS = _RELEASED_FNN_EPOCHS * -(-_MNIST_TRAIN // _FNN_BATCH)  # 10 x ceil(937.5) = 9,380
 # The cpu FNNs train that many steps on digits: 1,437 training images, 1,437 // 64 = 22 full batches
