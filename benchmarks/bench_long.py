@@ -2,8 +2,8 @@
 
     python benchmarks/bench_long.py [--steps 100] [--search results/long/autotune/searches/X.json]
 
-The issue asks that ``long`` train the lesion net and one auto-tune search within 90 minutes on
-2 CPU cores. The two run side by side, one process (one core) each, as ``make reproduce
+``long``'s budget: notebooks 05 and 06 (the lesion net and one auto-tune search) within 2 h 30 min
+on 2 CPU cores, resumable, under the pinned numerics (an earlier issue asked for 90 minutes). The two run side by side, one process (one core) each, as ``make reproduce
 SCALE=long`` runs them; the search's attempts run one after another on its core.
 
 For each net a fresh subprocess times ``--steps`` optimiser steps (after 5 warm-up steps) of the
@@ -20,7 +20,7 @@ attempts pruned after 1 epoch: plain-120, then 3-1-41-3; then 3-1-2-3 trained 12
 
 Printed: seconds per step of each net, the hours of the lesion net (120 x 792 steps) and of the
 search (sum over attempts of epochs x 792 steps), the wall time of the two side by side (the
-longer), and its ratio to the 90-minute budget. Only optimiser steps are counted: the per-epoch
+longer), and its ratio to the 150-minute budget. Only optimiser steps are counted: the per-epoch
 evaluation, bundle measurements and checkpoints come on top. Nothing asserts.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from _fresh import CLEARED, ROOT, finish, start
 
-BUDGET_MIN = 90.0
+BUDGET_MIN = 150.0
 ASSUMED_ATTEMPTS = [((3, 12, 41, 3), 1), ((3, 1, 41, 3), 1), ((3, 1, 2, 3), 120)]
 
 _CHILD = """

@@ -258,18 +258,19 @@ def test_map_claims_hold_only_when_every_seed_and_the_mean_hold():
     from reproduce.experiments.fnn_map import map_claims, seed_statistics
 
     both = map_claims(_planted_map({0, 1}), dataset="toy", seeds=[0, 1])
-    assert [c.holds for c in both] == [True, True] and [c.seeds for c in both] == [2, 2]
+    # the third row (width) is not testable here: every net of widths 1, 2 conflicts, none of 4, 8
+    assert [c.holds for c in both] == [True, True, None] and [c.seeds for c in both] == [2, 2, 2]
     # 6 conflicting vs 6 clean, all lower: exact one-sided p = 1 / C(12, 6)
     assert seed_statistics(_planted_map({0, 1}))[0].p_mannwhitney == pytest.approx(1 / 924)
     assert "holds in 2 of 2 seeds (0 yes, 1 yes)" in both[0].measured
     assert "0: 6, 1: 6" in both[0].measured  # per-seed counts of conflicting nets are visible
 
     one = map_claims(_planted_map({0}), dataset="toy", seeds=[0, 1])
-    assert [c.holds for c in one] == [False, False]
+    assert [c.holds for c in one[:2]] == [False, False]
     assert "holds in 1 of 2 seeds (0 yes, 1 no)" in one[0].measured
     # a single seed: the verdict is that seed's
     only = map_claims(_planted_map({0}), dataset="toy", seeds=[0])
-    assert [c.holds for c in only] == [True, True] and only[0].seeds == 1
+    assert [c.holds for c in only[:2]] == [True, True] and only[0].seeds == 1
     with pytest.raises(ValueError, match=r"seeds \[7\] have no rows; the table has seeds \[0, 1\]"):
         map_claims(_planted_map({0}), dataset="toy", seeds=[0, 7])
 
@@ -289,3 +290,93 @@ def test_map_claims_fail_when_only_the_seed_mean_map_fails():
     claims = map_claims(_seed_table(rows), dataset="toy")
     assert "holds in 2 of 2 seeds" in claims[0].measured
     assert claims[0].holds is False and "Seed-mean map: 12 conflicting" in claims[0].measured
+
+
+# --------------------------------------------------------------------------- the width row (this project's addition)
+
+
+def _width_map(cells, seeds=(0,)):
+    """cells: {(width, depth): (test_acc, a_L_entropy)}, the same map in every seed of ``seeds``."""
+    return _seed_table([(s, w, d, acc, ent) for s in seeds for (w, d), (acc, ent) in cells.items()])
+
+
+def test_width_comparison_hand_computed():
+    from reproduce.experiments.fnn_map import width_comparison
+
+    cells = {
+        # width 2: conflicting (0.1, 0.3) mean 0.2 against clean 0.5: lower by 0.3
+        (2, 1): (0.5, 0.0), (2, 2): (0.1, 1.0), (2, 4): (0.3, 0.4),
+        # width 4: conflicting 0.6 against clean (0.4, 0.6) mean 0.5: higher by 0.1
+        (4, 1): (0.4, 0.0), (4, 2): (0.6, 0.2), (4, 4): (0.6, 0.0),
+        # width 8: every net clean, width 16: every net conflicting -- neither is compared
+        (8, 1): (0.9, 0.0), (8, 2): (0.8, 0.0), (16, 1): (0.05, 2.0), (16, 2): (0.07, 2.0),
+    }
+    c = width_comparison(_width_map(cells))
+    assert c.widths == (2, 4)
+    assert c.differences == pytest.approx((0.3, -0.1))
+    assert c.lower == 1 and c.holds is False  # 1 of 2 is not more than half
+
+
+def test_width_comparison_ties_and_diverged_nets():
+    from reproduce.experiments.fnn_map import width_comparison
+
+    # equal means (0.4 against 0.4) are not lower; a diverged net is left out, so width 8 has no clean net
+    t = _seed_table([(0, 2, 1, 0.4, 0.0), (0, 2, 2, 0.4, 1.0), (0, 8, 1, 0.9, 0.0, "diverged"),
+                     (0, 8, 2, 0.1, 1.0), (0, 4, 1, 0.7, 0.0), (0, 4, 2, 0.2, 0.5), (0, 4, 3, 0.3, 0.1)])
+    c = width_comparison(t)
+    assert c.widths == (2, 4) and c.differences == pytest.approx((0.0, 0.45))
+    assert c.lower == 1 and c.holds is False
+    assert width_comparison(_width_map({(2, 1): (0.1, 1.0), (8, 1): (0.9, 0.0)})).holds is None
+    with pytest.raises(ValueError, match=r"lacks columns \['width'\]; its columns are \['seed', 'depth'"):
+        width_comparison(t.drop(columns="width"))
+
+
+def _width_row(table, seeds=None):
+    from reproduce.experiments.fnn_map import map_claims
+
+    rows = map_claims(table, dataset="toy", seeds=seeds)
+    assert len(rows) == 3 and "this project's addition" in rows[2].claim
+    return rows[2]
+
+
+def test_width_row_holds_when_conflicting_nets_are_lower_at_most_widths_in_every_seed():
+    cells = {(2, 1): (0.5, 0.0), (2, 2): (0.1, 1.0),   # lower by 0.4
+             (4, 1): (0.7, 0.0), (4, 2): (0.3, 0.5),   # lower by 0.4
+             (8, 1): (0.6, 0.0), (8, 2): (0.8, 0.2),   # higher by 0.2
+             (16, 1): (0.9, 0.0), (16, 2): (0.95, 0.0)}
+    row = _width_row(_width_map(cells, seeds=(0, 1)))
+    assert row.holds is True and row.verdict == "holds" and row.seeds == 2  # 2 of 3 widths > half
+    assert "holds in 2 of 2 seeds" in row.measured
+    assert "seed 0: lower at 2 of 3 widths (clean minus conflicting, 2: +0.400, 4: +0.400, 8: -0.200)" in row.measured
+    assert "Seed-mean map: lower at 2 of 3 widths" in row.measured and "final-epoch" in row.measured
+
+
+def test_width_row_does_not_hold_when_any_seed_fails():
+    good = {(2, 1): (0.5, 0.0), (2, 2): (0.1, 1.0), (4, 1): (0.7, 0.0), (4, 2): (0.3, 0.5)}
+    bad = {(2, 1): (0.1, 0.0), (2, 2): (0.5, 1.0), (4, 1): (0.3, 0.0), (4, 2): (0.7, 0.5)}  # conflicting higher
+    table = pd.concat([_width_map(good, seeds=(0,)), _width_map(bad, seeds=(1,))], ignore_index=True)
+    row = _width_row(table)
+    assert row.holds is False and row.verdict == "does not hold"
+    assert "holds in 1 of 2 seeds (0 yes, 1 no)" in row.measured
+    assert "seed 1: lower at 0 of 2 widths" in row.measured
+
+
+def test_width_row_is_not_testable_without_a_width_holding_both_groups():
+    # the narrow nets conflict at every depth, the wide ones never: the boundary is all width
+    cells = {(w, d): ((0.1, 1.0) if w <= 4 else (0.9, 0.0)) for w in (2, 4, 8, 16) for d in (1, 2, 4)}
+    row = _width_row(_width_map(cells, seeds=(0, 1)))
+    assert row.holds is None and row.verdict == "not testable"
+    assert "seed 0: no width has both" in row.measured and "Seed-mean map: no width has both" in row.measured
+    # a seed without such a width and one where the rule holds: not testable, nothing failed
+    mixed = {**cells, (8, 1): (0.5, 0.3)}
+    table = pd.concat([_width_map(cells, seeds=(0,)), _width_map(mixed, seeds=(1,))], ignore_index=True)
+    row = _width_row(table)
+    assert row.holds is None and "holds in 1 of 2 seeds (0 n/a, 1 yes)" in row.measured
+
+
+def test_every_claim_6_row_says_which_entropy_it_reads():
+    from reproduce.experiments.fnn_map import map_claims
+
+    rows = map_claims(_planted_map({0, 1}), dataset="toy", seeds=[0, 1])
+    assert all("final-epoch a^(L) entropy" in r.measured for r in rows)
+    assert "not the average over training" in rows[1].measured

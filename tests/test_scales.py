@@ -90,3 +90,21 @@ def test_seeds_are_checked_in_one_place():
     assert derive_seed(2**62, 1, "epoch") == (2**62 * 1_000_003 + 7_919 + 12_345) % (2**63 - 1)
     with pytest.raises(ValueError, match="unknown seed stream 'nope'; valid choices are epoch, torchvision-epoch"):
         derive_seed(0, 0, "nope")
+
+
+def test_cpu_fnns_train_the_released_fnn_scripts_optimiser_steps():
+    """The released FNN scripts: 10 epochs of MNIST (60,000 images) at batch 64, the last partial
+    batch kept: 10 x 938 = 9,380 steps. At cpu the FNNs train the fewest whole epochs of digits
+    that are not fewer steps, counted by the training loop's own rule (drop_last, passes)."""
+    from reproduce.config.scales import RELEASED_FNN_STEPS
+    from reproduce.data.datasets import dataset_train_size
+    from reproduce.experiments.fnn_map import train_config
+
+    assert RELEASED_FNN_STEPS == 9_380  # 60,000 / 64 = 937.5 -> 938 batches, x 10 epochs
+    cpu = get_scale("cpu")
+    tcfg = train_config(cpu, seed=0)
+    per_epoch = tcfg.steps_per_epoch(dataset_train_size("digits"))
+    assert per_epoch == 22  # 1,437 // 64 full batches, the 29 left over dropped
+    assert tcfg.epochs == cpu.fnn_epochs == 427
+    assert (tcfg.epochs - 1) * per_epoch < 9_380 <= tcfg.epochs * per_epoch == 9_394
+    assert get_scale("smoke").fnn_epochs == 2  # smoke's run folders (and the round-2 fixtures) keep their names

@@ -14,7 +14,8 @@ It returns a :class:`FnnMap`: a tidy per-network table (:data:`MAP_COLUMNS`, one
 cell) and a long per-epoch table (:data:`EPOCH_COLUMNS`). :func:`seed_mean_table` aggregates the
 seeds of each cell (:data:`MEAN_COLUMNS`: the map the notebook draws). :func:`boundary_segments`
 gives the cell edges that separate conflicting from non-conflicting cells, for drawing the boundary
-on the heatmap. :func:`map_claims` holds the rule of claim 6 over seeds.
+on the heatmap. :func:`map_claims` holds the rule of claim 6 over seeds, with a row of this
+project's own (:func:`width_comparison`: conflicting against clean nets of the same width).
 
 Choices the specification leaves open (written down here):
 
@@ -70,6 +71,8 @@ __all__ = [
     "run_specs",
     "seed_mean_table",
     "seed_statistics",
+    "WidthComparison",
+    "width_comparison",
     "map_claims", "NOTEBOOK_DEFAULTS", "notebook_jobs"]
 
 #: results/<scale>/<EXPERIMENT>/ holds the runs (shared by notebooks 01 and 02)
@@ -378,18 +381,105 @@ def seed_statistics(table: pd.DataFrame, seeds: Sequence[int] | None = None) -> 
     return {s: conflict_statistics(table[table["seed"] == s]) for s in seeds}
 
 
+@dataclass(frozen=True)
+class WidthComparison:
+    """Claim 6's width row (this project's addition) on one map: conflicting against clean nets of
+    the *same* width.
+
+    ``widths``: the widths (ascending) at which the map has at least one usable conflicting net
+    (final-epoch a^(L) entropy > 0) and at least one usable clean net; ``differences``: at each of
+    them, the mean test accuracy of its clean nets minus that of its conflicting nets.
+    """
+
+    widths: tuple[int, ...]
+    differences: tuple[float, ...]
+
+    @property
+    def lower(self) -> int:
+        """At how many of :attr:`widths` the conflicting nets' mean is strictly below the clean nets'."""
+        return sum(d > 0 for d in self.differences)
+
+    @property
+    def holds(self) -> bool | None:
+        """The rule: lower at more than half of :attr:`widths`; None (not testable) without any."""
+        return None if not self.widths else self.lower > len(self.widths) / 2
+
+
+def width_comparison(table: pd.DataFrame) -> WidthComparison:
+    """:class:`WidthComparison` of a map table (one seed's, or :func:`seed_mean_table`'s); the nets
+    used are those of :func:`conflict_statistics` (not diverged, finite test accuracy, a^(L) measured)."""
+    missing = [c for c in ("width", "test_acc", "a_L_entropy") if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table lacks columns {missing}; its columns are {list(table.columns)}")
+    t = _usable(table)
+    conf = t["a_L_entropy"].astype(float) > 0
+    acc = t["test_acc"].astype(float)
+    widths, diffs = [], []
+    for w in sorted(int(v) for v in t["width"].unique()):
+        at = t["width"] == w
+        if (at & conf).any() and (at & ~conf).any():
+            widths.append(w)
+            diffs.append(float(acc[at & ~conf].mean() - acc[at & conf].mean()))
+    return WidthComparison(tuple(widths), tuple(diffs))
+
+
+def _width_text(c: WidthComparison) -> str:
+    if not c.widths:
+        return "no width has both"
+    each = ", ".join(f"{w}: {d:+.3f}" for w, d in zip(c.widths, c.differences))
+    return f"lower at {c.lower} of {len(c.widths)} widths (clean minus conflicting, {each})"
+
+
+def _width_claim(table: pd.DataFrame, seeds: list[int]) -> Claim:
+    """The width row of :func:`map_claims`."""
+    per = {s: width_comparison(table[table["seed"] == s]) for s in seeds}
+    pooled = width_comparison(seed_mean_table(table[table["seed"].isin(seeds)]))
+    outcomes = [per[s].holds for s in seeds]
+    verdict = {True: "holds", False: "fails", None: "not testable"}[pooled.holds]
+    return Claim(
+        "6 (this project's addition): at equal width, nets conflicting at a^(L) are less accurate than clean ones",
+        "not in the paper: the conflicting nets are the narrow ones, so the boundary alone does not tell a "
+        "depth (conflict) effect from a width effect",
+        f"conflicting = final-epoch a^(L) entropy > 0; mean test accuracy compared within each width that has "
+        f"both; per seed {seed_outcomes(outcomes, seeds)}; "
+        + "; ".join(f"seed {s}: {_width_text(per[s])}" for s in seeds)
+        + f". Seed-mean map: {_width_text(pooled)} ({verdict})",
+        over_seeds(outcomes, pooled.holds), seeds=len(seeds))
+
+
 def map_claims(table: pd.DataFrame, *, dataset: str, seeds: Sequence[int] | None = None) -> list[Claim]:
-    """Claim 6's two rows, decided per seed and over seeds (rules fixed before any run).
+    """Claim 6's three rows, decided per seed and over seeds (rules fixed before any run).
 
     Per seed (the map of one seed, :func:`conflict_statistics`): **boundary** holds iff both groups
     are non-empty and the test accuracy of the networks with conflicting bundles at a^(L) is lower
     than that of the others by a one-sided Mann-Whitney U test, p < 0.05; **entropy** holds iff the
     Spearman correlation of a^(L)'s bundle entropy with the test accuracy is negative with p < 0.05.
 
+    **width** (this project's addition, :func:`width_comparison`): at every width where the map has
+    both a conflicting and a clean net, compare the mean test accuracy of the two groups; the row
+    holds iff the conflicting nets' mean is strictly lower at more than half of those widths, and is
+    not testable when no width has both. Why a count over widths and not a test: a grid has few
+    widths with both groups (the conflicting nets are the narrow ones), each group holding a few
+    depths, so no per-width test has power, and one test over the nets of all those widths together
+    would compare nets of different widths again; the count asks the boundary's question once per
+    width, and the differences are shown.
+    Within a width the conflicting nets are mostly the deeper ones: the row removes the width
+    effect from the comparison, not depth.
+
+    Which entropy: every row reads a^(L)'s entropy at the **final** epoch (a net is conflicting when
+    it is > 0 then; the entropy row correlates that value), not the run's average over training
+    (the paper's "integral", which claim 2 uses and which includes the untrained net of epoch 0).
+    The paper's map is a map of trained networks, its accuracy that of the trained net (the last
+    epochs), and its boundary separates the networks that induce conflicting bundles once trained;
+    the average would mix in the start of training, which describes the initialisation. All three
+    rows use the same value so that they speak of the same nets.
+
     Rule over seeds (:func:`reproduce.experiments.claims.over_seeds`): a row holds iff its rule holds in
     every seed *and* in the pooled form, the same rule applied to the seed-mean map
     (:func:`seed_mean_table`: per network the mean test accuracy and mean a^(L) entropy of its
-    usable seeds); it does not hold if the rule fails in any seed or in the pooled form.
+    usable seeds); it does not hold if the rule fails in any seed or in the pooled form. The width
+    row is not testable when a seed has no width with both groups and no seed fails; when only the
+    seed-mean map has no such width, the seeds decide.
     """
     per = seed_statistics(table, seeds)
     seeds = list(per)
@@ -405,7 +495,8 @@ def map_claims(table: pd.DataFrame, *, dataset: str, seeds: Sequence[int] | None
         Claim(
             "6: the conflicting-bundle boundary separates low from high test accuracy",
             "map of 176 FNNs on MNIST with the boundary of networks that induce conflicting bundles",
-            f"{nets} FNNs on {dataset} per seed; per seed {seed_outcomes(sep, seeds)}; conflicting at a^(L): "
+            f"{nets} FNNs on {dataset} per seed; conflicting = final-epoch a^(L) entropy > 0; per seed "
+            f"{seed_outcomes(sep, seeds)}; conflicting at a^(L): "
             f"{vals('n_conflicting', '{:.0f}')}; mean test accuracy conflicting {vals('mean_acc_conflicting', '{:.3f}')} "
             f"vs others {vals('mean_acc_clean', '{:.3f}')}; one-sided Mann-Whitney p {vals('p_mannwhitney', '{:.2g}')}. "
             f"Seed-mean map: {pooled.n_conflicting} conflicting, mean test accuracy {pooled.mean_acc_conflicting:.3f} "
@@ -415,11 +506,13 @@ def map_claims(table: pd.DataFrame, *, dataset: str, seeds: Sequence[int] | None
         Claim(
             "6: a^(L) bundle entropy correlates negatively with test accuracy",
             "conflicting bundles go with lower test accuracy",
-            f"per seed {seed_outcomes(cor, seeds)}; Spearman rho {vals('spearman_rho', '{:.3f}')}, "
+            f"entropy = final-epoch a^(L) entropy (not the average over training); per seed "
+            f"{seed_outcomes(cor, seeds)}; Spearman rho {vals('spearman_rho', '{:.3f}')}, "
             f"p {vals('p_spearman', '{:.2g}')}. Seed-mean map: rho = {pooled.spearman_rho:.3f}, "
             f"p = {pooled.p_spearman:.2g} over {pooled.n_conflicting + pooled.n_clean} networks "
             f"({'holds' if pooled.correlates else 'fails'})",
             over_seeds(cor, pooled.correlates), seeds=len(seeds)),
+        _width_claim(table, seeds),
     ]
 
 

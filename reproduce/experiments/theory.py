@@ -31,6 +31,10 @@ Choices the specification leaves open (written down here):
   :func:`worst_case_specs` declares the intact and the collapsed net for each seed, and
   :func:`theory_claims` decides both claims per seed and over seeds
   (:func:`reproduce.experiments.claims.over_seeds`).
+* Training length: the grid's nets train the preset's ``fnn_epochs`` (at ``cpu`` 427 epochs of digits,
+  the released FNN scripts' 9,380 optimiser steps, :data:`reproduce.config.scales.RELEASED_FNN_STEPS`),
+  the worst case 3 x as many. Rule 1a quantifies over every (network, epoch) record, so a longer run
+  gives it more measurements to respect (428 per net at ``cpu``, 31 at 30 epochs); the rule is unchanged.
 * A run's history may begin with an epoch-0 record (the untrained net, measured before any
   step). The bound (1a) is checked on it too (it holds for any net); the worst case (1b) is about
   training, so its rule reads the records of epochs >= 1 only.
