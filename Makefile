@@ -10,7 +10,8 @@
 #   make compare                   # what a fresh `make reproduce` changed against the committed figures
 #   make test                      # library tests + every notebook under nbval at smoke scale
 #   make test-slurm                # tests/test_slurm.py on a one-node SLURM cluster on this machine
-#   make test-real-data            # tests/test_real_data.py: the real Fashion-MNIST (apt package)
+#   make test-real-data            # tests/test_real_data.py and a short probe run: the real Fashion-MNIST (apt package)
+#   make probe-data                # data/FashionMNIST/raw for `python -m reproduce probe` (claim 4 on a lent GPU)
 #   make data DATASETS="mnist svhn"    # download the paper's datasets into $REPRODUCE_DATA (default: all five)
 #   make TORCH=cpu test            # on a machine without a GPU: install torch/torchvision from
 #                                  # PyTorch's CPU wheel index instead of PyPI's CUDA build (a
@@ -117,11 +118,32 @@ test-slurm: $(VENV)/.installed
 # /usr/share/datasets/fashion-mnist/ is missing, so run as root or with sudo), checksums verified
 # (tests/test_real_data.py says which). REPRODUCE_REQUIRE_REAL_DATA=1 makes missing files a failure.
 REAL_DATA = /usr/share/datasets/fashion-mnist
-.PHONY: test-real-data
-test-real-data: $(VENV)/.installed
-	test -d $(REAL_DATA) || { $(if $(filter 0,$(shell id -u)),,sudo )apt-get update && \
-		$(if $(filter 0,$(shell id -u)),,sudo )apt-get install -y dataset-fashion-mnist; }
+.PHONY: test-real-data probe-data
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo )
+$(REAL_DATA):
+	$(SUDO)apt-get update && $(SUDO)apt-get install -y dataset-fashion-mnist
+
+# The real Fashion-MNIST: the loader's tests, then one short paper-shaped run through
+# `python -m reproduce probe` (a residual-50 on 4,096 real images for 320 steps, every branch
+# measured, then the lesion protocol) into a throw-away root; about 5 minutes on 2 cores.
+test-real-data: $(VENV)/.installed probe-data
 	REPRODUCE_REQUIRE_REAL_DATA=1 $(TEST_ENV) $(PY) -m pytest -m real_data tests/test_real_data.py -v -rA
+	rm -rf results/real-data-probe
+	$(TEST_ENV) $(PY) -m reproduce probe --root results/real-data-probe --data-root $(PROBE_DATA) --no-verify \
+		--device cpu --steps 320 --width 0.0625 --train-limit 4096 --draws 1
+
+# data/FashionMNIST/raw: the four idx files of Debian's dataset-fashion-mnist, checked against
+# Debian's MD5s (its .gz headers were rewritten, so not the published ones) and uncompressed: 55 MB,
+# small enough to travel with a checkout to a lent GPU (the device tool's `carry`), for
+#   python3 -m reproduce probe --no-verify --data-root data
+PROBE_DATA = data
+probe-data: | $(REAL_DATA)
+	cd / && grep 'datasets/fashion-mnist/' /var/lib/dpkg/info/dataset-fashion-mnist.md5sums | md5sum --check --quiet
+	mkdir -p $(PROBE_DATA)/FashionMNIST/raw
+	for f in $(REAL_DATA)/*-ubyte.gz; do \
+		gunzip -c $$f > $(PROBE_DATA)/FashionMNIST/raw/$$(basename $$f .gz).part && \
+		mv $(PROBE_DATA)/FashionMNIST/raw/$$(basename $$f .gz).part $(PROBE_DATA)/FashionMNIST/raw/$$(basename $$f .gz); \
+	done
 
 clean-results:
 	rm -rf results/

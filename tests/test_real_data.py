@@ -84,3 +84,25 @@ def test_real_fashion_mnist_loads_verified(real_root, monkeypatch):
     x, y = dataset_tensors(data.test, torch.arange(0, 10_000, 97))
     assert x.shape == (104, 1, 28, 28) and 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
     assert torch.equal(y, data.test.base.targets[::97].to(torch.int64))
+
+
+@pytest.mark.real_data
+def test_real_fashion_mnist_augmentation_and_fingerprint(real_root):
+    import hashlib
+
+    raw = real_root / "FashionMNIST" / "raw"
+    data = load_dataset("fashion-mnist", root=real_root, verify_checksums=False)
+    # unverified files are named by their contents: names and MD5s of the four idx files read
+    h = hashlib.sha256()
+    for f, _ in FashionMNIST.resources:
+        name = f.removesuffix(".gz")
+        h.update(f"{name}:{hashlib.md5((raw / name).read_bytes()).hexdigest()};".encode())
+    assert data.identity["content"] == h.hexdigest()[:16]
+    # the augmentation: a random shift inside a 4-pixel border (MNIST's), same image size, same label
+    torch.manual_seed(0)
+    plain, label = data.train_eval[0]
+    shifted = [data.train[0] for _ in range(8)]
+    assert all(x.shape == (1, 28, 28) and y == label for x, y in shifted)
+    assert any(not torch.equal(x, plain) for x, _ in shifted)
+    # a shift into a zero border keeps or crops ink, never adds any (no brightness change for MNIST)
+    assert all(float(x.sum()) <= float(plain.sum()) + 1e-3 for x, _ in shifted)

@@ -149,6 +149,8 @@ class LesionConfig:
     timing_batch: int = 64
     timing_repeats: int = 20
     timing_warmup: int = 3
+    #: the content fingerprint of unverified data files (``DataSpec.content``); None: the published data
+    data_content: str | None = None
 
     def __post_init__(self) -> None:
         if self.depth not in DEPTH_TABLE:
@@ -463,7 +465,7 @@ def lesion_spec(scale: Scale, config: LesionConfig) -> RunSpec:
     after every epoch at every tap (:func:`reproduce.metric.bundles.bundle_callback`) and for the
     distance to bundling of every block (:func:`distance_callback`)."""
     cfg = config
-    data = DataSpec(cfg.dataset, cfg.seed, cfg.train_limit)
+    data = DataSpec(cfg.dataset, cfg.seed, cfg.train_limit, content=cfg.data_content)
     mcfg = conv_config("residual", cfg.depth, data, width=cfg.width)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                        **scale.train_options())

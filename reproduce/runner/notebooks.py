@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m reproduce",
         description="Run the notebooks that reproduce the paper's claims.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,data,plan,sweep,status,compare}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,data,plan,sweep,status,compare,probe}")
     sub.add_parser("list", parents=[common], help="list the notebooks with their titles")
     run = sub.add_parser("run", parents=[common], help="execute notebooks with papermill")
     run.add_argument(
@@ -382,7 +382,50 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub.add_parser("status", parents=[data_root], help="which datasets are present under the data folder")
     _add_sweep_parsers(sub, common)
     _add_compare_parser(sub, common)
+    _add_probe_parser(sub, common)
     return parser
+
+
+def _add_probe_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``probe`` (see :mod:`reproduce.experiments.probe`; imported when it runs, so that the other
+    commands do not import torch to build their parser)."""
+    probe = sub.add_parser("probe", parents=[common],
+                           help="claim 4 on one residual-50 trained for the paper's steps (for a lent GPU); "
+                                "writes figures/gpu-probe/")
+    probe.add_argument("--steps", type=_positive_int, default=None,
+                       help="optimiser steps (default: the paper's 93,720 = 120 x 781)")
+    probe.add_argument("--width", type=_bounded(float, 0, strict=True, what="a width multiplier > 0"),
+                       default=None, help="width multiplier of the residual-50 (default: probe.DEFAULT_WIDTH, 0.5)")
+    probe.add_argument("--draws", type=_positive_int, default=5, help="random lesions per k (default: %(default)s)")
+    probe.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
+                       help="keep only N training images (default: all)")
+    probe.add_argument("--data-root", type=Path, default=None,
+                       help="data folder holding FashionMNIST/raw (default: $REPRODUCE_DATA or ~/.cache/reproduce/data)")
+    probe.add_argument("--no-verify", action="store_true",
+                       help="load files without their published MD5s (Debian's re-headered copies), identified by "
+                            "their content fingerprint")
+    probe.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    probe.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """``probe``: train, lesion, print the claims rows; 0 when it ran, 2 for bad input or missing data."""
+    from reproduce.data.datasets import DatasetIntegrityError, DatasetNotFoundError
+    from reproduce.experiments.probe import ProbeConfig, run_probe
+
+    if args.root is not None:
+        os.environ[ROOT_ENV] = str(args.root)
+    given = {k: v for k, v in (("steps", args.steps), ("width", args.width)) if v is not None}
+    cfg = ProbeConfig(draws=args.draws, train_limit=args.train_limit, seed=args.seed, verify=not args.no_verify,
+                      **given)
+    try:
+        result, claims = run_probe(cfg, device=args.device, data_root=args.data_root)
+    except (DatasetNotFoundError, DatasetIntegrityError, ValueError) as err:
+        print(f"python -m reproduce probe: error: {err}", file=sys.stderr)
+        return 2
+    print(result.describe())
+    print(text_table(("claim", "measured", "verdict"), [(c.claim, c.measured, c.verdict) for c in claims]))
+    return 0
 
 
 def _add_compare_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -619,6 +662,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sweep_commands(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "probe":
+        return _probe(args)
     root = (args.root or project_root()).resolve()
     available = find_notebooks(root)
 
