@@ -98,11 +98,21 @@ def test_real_fashion_mnist_augmentation_and_fingerprint(real_root):
         name = f.removesuffix(".gz")
         h.update(f"{name}:{hashlib.md5((raw / name).read_bytes()).hexdigest()};".encode())
     assert data.identity["content"] == h.hexdigest()[:16]
-    # the augmentation: a random shift inside a 4-pixel border (MNIST's), same image size, same label
+    # the augmentation (module docstring of reproduce.data.datasets): the image enlarged to 32 px, a
+    # random 28-px crop of it, plus one brightness delta in [-0.25, 0.25) over the whole image
+    from reproduce.data.datasets import ResizeWithPad
+
     torch.manual_seed(0)
     plain, label = data.train_eval[0]
-    shifted = [data.train[0] for _ in range(8)]
-    assert all(x.shape == (1, 28, 28) and y == label for x, y in shifted)
-    assert any(not torch.equal(x, plain) for x, _ in shifted)
-    # a shift into a zero border keeps or crops ink, never adds any (no brightness change for MNIST)
-    assert all(float(x.sum()) <= float(plain.sum()) + 1e-3 for x, _ in shifted)
+    big = ResizeWithPad(32)(plain)
+    offsets, deltas = set(), []
+    for _ in range(12):
+        x, y = data.train[0]
+        assert x.shape == (1, 28, 28) and y == label
+        fits = [(i, j) for i in range(5) for j in range(5)
+                if float((x - big[:, i:i + 28, j:j + 28]).std()) < 1e-5]
+        assert len(fits) >= 1, "not a crop of the enlarged image plus a constant"
+        i, j = fits[0]
+        offsets.add((i, j))
+        deltas.append(float((x - big[:, i:i + 28, j:j + 28]).mean()))
+    assert len(offsets) > 1 and all(-0.25 <= d < 0.25 for d in deltas) and len(set(deltas)) > 1
