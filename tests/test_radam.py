@@ -94,6 +94,40 @@ def test_capturable_tensor_step_is_the_same_update():
     torch.testing.assert_close(steps(True), steps(False), rtol=1e-12, atol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_capturable_step_replayed_from_a_cuda_graph_advances_like_the_eager_one():
+    """Captured once and replayed, the step counter and the update advance on the device exactly
+    as eager steps do (a counter left on the CPU would freeze at the captured step)."""
+    def make():
+        w = torch.tensor([1.0, -2.0, 0.5], device="cuda", requires_grad=True)
+        return w, RectifiedAdam([w], lr=0.05, eps=1e-6, weight_decay=0.01, capturable=True)
+
+    eager_w, eager = make()
+    for _ in range(9):
+        eager.zero_grad()
+        (eager_w**4).sum().backward()
+        eager.step()
+    w, opt = make()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        opt.zero_grad(set_to_none=False)
+        (w**4).sum().backward()
+        opt.step()  # step 1 (warm-up: creates the state)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        (w**4).sum().backward()
+        opt.step()  # recorded, not run: the state stays at step 1
+    for _ in range(8):  # steps 2..9
+        opt.zero_grad(set_to_none=False)
+        graph.replay()
+    torch.cuda.synchronize()
+    assert float(opt.state[w]["step"]) == 9.0
+    torch.testing.assert_close(w.detach(), eager_w.detach(), rtol=1e-5, atol=0)
+
+
 def test_train_config_optimizer_default_and_bad_value():
     model = torch.nn.Linear(2, 1)
     assert isinstance(make_optimizer(model, TrainConfig(epochs=1)).optimizer, RectifiedAdam)

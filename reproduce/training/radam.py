@@ -66,7 +66,10 @@ class RectifiedAdam(torch.optim.Optimizer):
             for p in params:
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    # capturable: the counter lives on the parameter's device, so a CUDA graph
+                    # captures its increment (a CPU tensor would stay put on replay)
+                    device = p.device if group["capturable"] else torch.device("cpu")
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
