@@ -143,6 +143,42 @@ def test_measurement_samples_from_training_set_deterministic():
     assert len(set(y.tolist())) > 5  # a shuffle, not the first rows of one class
 
 
+class _PlantedAugmentation(torch.utils.data.Dataset):
+    """Training view whose 'augmentation' adds uniform noise in [0, 0.5) from torch's global RNG
+    to image i, which is the constant i (so the clean image of a sample names its index)."""
+
+    def __init__(self, clean: TensorDataset):
+        self.clean = clean
+
+    def __len__(self):
+        return len(self.clean)
+
+    def __getitem__(self, i):
+        x, y = self.clean[i]
+        return x + 0.5 * torch.rand(x.shape), y
+
+
+def test_fresh_measurement_batch_without_augmentation_is_the_same_samples_clean():
+    """Released outside auto-tune: a fresh shuffled training batch read *unaugmented*. Each image
+    is the constant of its index, so the unaugmented batch must hold exact training images (whole
+    numbers, distinct), the same samples as the augmented batch of that draw, which lies in
+    [clean, clean + 0.5)."""
+    n = 40
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
+    clean = TensorDataset(images, torch.arange(n) % 4)
+    data = DataBundle("planted", _PlantedAugmentation(clean), clean, clean, 4, 1, 2)
+    xa, ya = measurement_samples(data, 16, seed=3, draw=5)
+    xu, yu = measurement_samples(data, 16, seed=3, draw=5, augment=False)
+    ids = xu[:, 0, 0, 0]
+    assert torch.equal(ids, ids.round()) and len(set(ids.tolist())) == 16
+    assert torch.equal(xu, images[ids.long()]) and torch.equal(yu, ids.long() % 4) and torch.equal(ya, yu)
+    noise = xa - xu
+    assert (noise >= 0).all() and (noise < 0.5).all() and noise.max() > 0
+    assert not torch.equal(measurement_samples(data, 16, seed=3, draw=6, augment=False)[0], xu)  # another draw
+    with pytest.raises(ValueError, match="augment must be True or False, got 'no'"):
+        measurement_samples(data, 16, seed=3, draw=5, augment="no")
+
+
 def test_measurement_samples_rejects_bad_n():
     data = load_dataset("digits", train_limit=30)
     assert measurement_samples(data, 30, seed=0)[0].shape[0] == 30

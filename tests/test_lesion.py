@@ -40,19 +40,29 @@ def test_draw_size_outside_the_set_is_rejected(k):
         lesion.draw_blocks(range(6), k, 3, seed=0)
 
 
-def test_plan_caps_k_at_the_set_size_and_skips_empty_sets():
-    sets = {"conflicting": (), "non-conflicting": (1, 3), "all": (0, 1, 2, 3)}
+def test_plan_draws_k_1_to_n_minus_1_as_released_and_skips_empty_sets():
+    """Released: k = 1..n-1 for a set of n blocks (a one-block set has no row); ``whole_set=True``
+    adds k = n (rounds 1-3, whose test pinned 1..n)."""
+    sets = {"conflicting": (), "single": (2,), "non-conflicting": (1, 3), "all": (0, 1, 2, 3)}
     plan = lesion.lesion_plan(sets, 5, seed=0)
     assert set(plan["set"]) == {"non-conflicting", "all"}
+    assert sorted(plan[plan["set"] == "all"]["k"].unique()) == [1, 2, 3]
+    assert sorted(plan[plan["set"] == "non-conflicting"]["k"].unique()) == [1]
+    whole = lesion.lesion_plan(sets, 5, seed=0, whole_set=True)
+    assert set(whole["set"]) == {"single", "non-conflicting", "all"}
+    assert sorted(whole[whole["set"] == "all"]["k"].unique()) == [1, 2, 3, 4]
+    # the rows k < n are the same draws either way
+    below = whole[(whole["set"] == "all") & (whole["k"] < 4)]
+    assert list(below["removed"]) == list(plan[plan["set"] == "all"]["removed"])
     for name, members in sets.items():
-        rows = plan[plan["set"] == name]
+        rows = whole[whole["set"] == name]
         assert sorted(rows["k"].unique()) == list(range(1, len(members) + 1))
         assert (rows.groupby("k").size() == 5).all()
         for k, removed in zip(rows["k"], rows["removed"]):
             assert len(removed) == k and set(removed) <= set(members)
     # a set's draws do not depend on which other sets are drawn
-    alone = lesion.lesion_plan({"all": (0, 1, 2, 3)}, 5, seed=0)
-    assert list(alone["removed"]) == list(plan[plan["set"] == "all"]["removed"])
+    alone = lesion.lesion_plan({"all": (0, 1, 2, 3)}, 5, seed=0, whole_set=True)
+    assert list(alone["removed"]) == list(whole[whole["set"] == "all"]["removed"])
 
 
 def test_ranked_plan_orders_blocks_by_distance():
@@ -155,10 +165,18 @@ def test_summary_and_removable_fraction_on_a_hand_made_table():
         "parameters": [1] * 8,
         "test_acc": [0.90, 0.90, 0.90, 0.88, 0.70, 0.60, 0.5, 0.7],
     })
+    # released: population std (ddof 0): 0.90, 0.88 -> 0.01; 0.5, 0.7 -> 0.1
     s = lesion.summarize(table)
     row = s[(s["set"] == "all") & (s["k"] == 2)].iloc[0]
-    assert row["mean"] == pytest.approx(0.89) and row["std"] == pytest.approx(0.02 / math.sqrt(2))
-    assert s[(s["set"] == "conflicting")]["std"].iloc[0] == pytest.approx(math.sqrt(0.02))
+    assert row["mean"] == pytest.approx(0.89) and row["std"] == pytest.approx(0.01)
+    assert s[(s["set"] == "conflicting")]["std"].iloc[0] == pytest.approx(0.1)
+    assert s[(s["set"] == "all") & (s["k"] == 1)]["std"].iloc[0] == 0.0  # equal draws
+    # ddof=1 (rounds 1-3): the sample std, sqrt(2) times larger for two draws
+    s1 = lesion.summarize(table, ddof=1)
+    assert s1[(s1["set"] == "all") & (s1["k"] == 2)]["std"].iloc[0] == pytest.approx(0.02 / math.sqrt(2))
+    assert s1[(s1["set"] == "conflicting")]["std"].iloc[0] == pytest.approx(math.sqrt(0.02))
+    with pytest.raises(ValueError, match="ddof must be 0 .* or 1, got 2"):
+        lesion.summarize(table, ddof=2)
     # full net 0.895: k=2 (mean 0.89) is within one point, k=3 (0.65) is not -> 2 of 4 blocks
     assert lesion.removable_fraction(s, 0.895, set_name="all", num_blocks=4) == (0.5, 2)
     assert lesion.removable_fraction(s, 0.905, set_name="all", num_blocks=4) == (0.25, 1)  # k=1 at 0.90
@@ -214,7 +232,7 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert set(res.sets["conflicting"]) | set(res.sets["non-conflicting"]) == {0, 1, 2, 3}
     for name, members in res.sets.items():
         rows = res.table[res.table["set"] == name]
-        assert len(rows) == 2 * len(members)  # draws x (k = 1..|set|)
+        assert len(rows) == 2 * max(len(members) - 1, 0)  # draws x (k = 1..|set|-1, as released)
     assert list(res.comparison["net"]) == ["full", "without conflicting blocks"]
     trained = res.history[res.history["epoch"] >= 1]  # an epoch-0 record (the untrained net) may precede
     assert list(trained["epoch"]) == [1] and not res.history["median_distance"].isna().any()
@@ -380,3 +398,12 @@ def test_steps_per_epoch_counts_full_batches_and_passes():
     history = [{"epoch": 2, "bundles": [{"tap": "b", "layer": 0, "role": "branch", "block": 0, "stage": 0,
                                          "num_bundles": 3, "entropy": 0.0, "max_accuracy": 1.0, "conflicting": False}]}]
     assert lesion.conflict_history(history, 792)["steps"].tolist() == [1584]
+
+
+def test_lesion_config_defaults_are_the_released_range_and_std():
+    cfg = lesion.LesionConfig("digits", 10, 1, 2, 1 / 16, 64, 1e-3, 64)
+    assert cfg.whole_set is False and cfg.std_ddof == 0
+    with pytest.raises(ValueError, match="std_ddof must be 0 .* or 1, got 2"):
+        lesion.LesionConfig("digits", 10, 1, 2, 1 / 16, 64, 1e-3, 64, std_ddof=2)
+    with pytest.raises(ValueError, match="whole_set must be True or False, got 1"):
+        lesion.LesionConfig("digits", 10, 1, 2, 1 / 16, 64, 1e-3, 64, whole_set=1)

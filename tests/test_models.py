@@ -276,3 +276,122 @@ def test_remove_blocks_of_a_net_without_blocks_says_so():
     with pytest.raises(ValueError, match="has no residual blocks to remove"):
         check_block_indices([0], 0)
     assert check_block_indices([], 0) == []
+
+
+# --- the released settings of round 4 (branch tap order, padding, FNN output layer) ----------------
+
+@pytest.mark.parametrize("field, bad", [("branch_tap", "exact"), ("padding", "valid"), ("fnn_head_init", "zeros")])
+def test_unknown_released_setting_names_the_value_and_the_choices(field, bad):
+    with pytest.raises(ValueError, match=rf"unknown {field} '{bad}'; valid choices are .*, "):
+        ModelConfig("residual", 10, **{field: bad})
+
+
+def test_keras_same_padding_puts_the_odd_row_and_column_after():
+    from reproduce.models.nets import same_padding
+
+    # pad_total = max((ceil(n / s) - 1) * s + k - n, 0), before = total // 2
+    assert same_padding(4, 3, 2) == (0, 1)
+    assert same_padding(5, 3, 2) == (1, 1)
+    assert same_padding(8, 7, 2) == (2, 3)
+    assert same_padding(7, 7, 2) == (3, 3)
+    assert same_padding(4, 1, 2) == (0, 0)
+    assert same_padding(3, 3, 1) == (1, 1)
+
+
+def _ones_conv(padding):
+    """The stride-2 3x3 conv of a block of a net with ``padding``, weights all ones, no bias."""
+    block = ConvBlock(1, 1, stride=2, residual=True, config=ModelConfig("residual", 1, conv_bias=False,
+                                                                        padding=padding))
+    with torch.no_grad():
+        block.conv1.weight.fill_(1.0)
+    return block.conv1
+
+
+def test_stride2_conv_padded_as_keras_same_on_a_hand_made_input():
+    """x[r, c] = 4r + c on a 4x4 input, a 3x3 kernel of ones, stride 2. Keras' 'same' pads one row
+    at the bottom and one column at the right: the windows are rows/cols {0,1,2} and {2,3}:
+    sum_{r,c}(4r + c) = 45, 39, 66, 50. Symmetric padding of 1 (rounds 1-3): windows {-1,0,1} and
+    {1,2,3}: 10, 24, 51, 90."""
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    same = _ones_conv("same")
+    assert type(same).__name__ == "SameConv2d" and isinstance(same, nn.Conv2d)
+    assert same(x).squeeze().tolist() == [[45.0, 39.0], [66.0, 50.0]]
+    assert _ones_conv("symmetric")(x).squeeze().tolist() == [[10.0, 24.0], [51.0, 90.0]]
+
+
+def test_only_stride2_convolutions_get_same_padding_and_the_parameters_keep_their_names():
+    from reproduce.models.nets import SameConv2d
+
+    torch.manual_seed(0)
+    released, legacy = (build_model(replace(conv_cfg(size=9), padding=p)) for p in ("same", "symmetric"))
+    same = {n for n, m in released.named_modules() if isinstance(m, SameConv2d)}
+    strided = {n for n, m in released.named_modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)}
+    assert same == strided and "stem.0" in same and "layer2.0.conv1" in same and "layer2.0.shortcut.0" in same
+    assert not any(isinstance(m, SameConv2d) for m in legacy.modules())
+    assert list(released.state_dict()) == list(legacy.state_dict())
+    x = torch.randn(2, 1, 9, 9)
+    assert released(x).shape == legacy(x).shape == (2, 10)
+
+
+def test_fnn_output_layer_is_glorot_uniform_and_hidden_layers_he_uniform():
+    """16 hidden units, 200 classes: the Glorot bound sqrt(6 / (16 + 200)) = 0.167 is far from the
+    He-uniform bound sqrt(6 / 16) = 0.612; with 3,200 weights the largest |w| is within 1 % of
+    the bound and the std within 5 % of bound / sqrt(3)."""
+    def bound_of(w):
+        return w.abs().max().item(), w.std().item() * 3**0.5
+
+    torch.manual_seed(0)
+    cfg = ModelConfig("fnn", 200, 1, 8, fnn_width=16, fnn_depth=2)
+    net = build_model(cfg)
+    glorot, he = (6 / (16 + 200)) ** 0.5, (6 / 16) ** 0.5
+    top, from_std = bound_of(net.head.weight)
+    assert 0.99 * glorot <= top <= glorot and from_std == pytest.approx(glorot, rel=0.05)
+    assert net.head.bias.abs().max().item() == 0.0
+    top, _ = bound_of(net.hidden[0].weight)  # 64 inputs: He-uniform sqrt(6 / 64)
+    assert 0.95 * (6 / 64) ** 0.5 <= top <= (6 / 64) ** 0.5
+    top, from_std = bound_of(build_model(replace(cfg, fnn_head_init="he-uniform")).head.weight)
+    assert 0.99 * he <= top <= he and from_std == pytest.approx(he, rel=0.05)
+
+
+def _branch_parts(block, x):
+    """conv1, conv2 and bn2 outputs of ``block`` on ``x`` (forward hooks) and its branch tap."""
+    seen = {}
+    hooks = [getattr(block, n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o.detach().clone()))
+             for n in ("conv1", "conv2", "bn2")]
+    with torch.no_grad():
+        _, tap = block.forward_with_branch(x)
+    for h in hooks:
+        h.remove()
+    return seen["conv1"], seen["conv2"], seen["bn2"], tap
+
+
+def test_branch_tap_is_the_released_float32_order_bit_for_bit():
+    """The released tap is (z * s2) * s1 with s = 1 / sqrt(var + 1e-6), every op in float32. The
+    expected values are computed with numpy float32 from the block's own conv outputs (the
+    variance, shared by both orders, taken from torch); on an input where z * (s1 * s2) differs
+    from them in some element (found by search), the released order matches every bit and the
+    rounds 1-3 order ('rsqrt') does not."""
+    import numpy as np
+
+    def expected(z1, z2, z):
+        eps = np.float32(1e-6)
+        s1 = np.float32(1) / np.sqrt(np.float32(z1.var(unbiased=False).item()) + eps)
+        s2 = np.float32(1) / np.sqrt(np.float32(z2.var(unbiased=False).item()) + eps)
+        zn = z.numpy()
+        return (zn * s2) * s1, zn * (s1 * s2)
+
+    for seed in range(20):
+        torch.manual_seed(seed)
+        block = ConvBlock(4, 4, stride=1, residual=True, config=ModelConfig("residual", 1)).eval()
+        x = torch.randn(8, 4, 6, 6)
+        z1, z2, z, tap = _branch_parts(block, x)
+        released, other_order = expected(z1, z2, z)
+        if not np.array_equal(released, other_order):
+            break
+    else:
+        pytest.fail("no input found on which the two orders differ")
+    assert tap.dtype == torch.float32 and np.array_equal(tap.numpy(), released)
+    legacy = ConvBlock(4, 4, stride=1, residual=True, config=ModelConfig("residual", 1, branch_tap="rsqrt")).eval()
+    legacy.load_state_dict(block.state_dict())
+    assert not np.array_equal(_branch_parts(legacy, x)[3].numpy(), released)
+    torch.testing.assert_close(_branch_parts(legacy, x)[3], tap)  # the same value up to rounding

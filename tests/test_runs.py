@@ -1,5 +1,6 @@
 """Runs declared as data: specs are plain, picklable values; training one equals training by hand."""
 
+import dataclasses
 import json
 import platform
 import pickle
@@ -120,9 +121,29 @@ def test_every_hook_the_experiments_name_is_registered_and_resolves_where_it_liv
         assert f"{fn.__module__}:{fn.__qualname__}" == location
 
 
+#: the settings of round 4's fields that round 2 trained with (their defaults are the released ones now)
+ROUND2_MODEL = dict(branch_tap="rsqrt", padding="symmetric", fnn_head_init="he-uniform")
+ROUND2_TRAIN = dict(optimizer="radam-torch")
+
+
 def _round2_specs():
+    """Today's specs of the fixture's runs, with the values round 2 trained with for the fields added
+    since (today's defaults are other models and name other folders)."""
     smoke = get_scale("smoke")
-    return [theory.worst_case_spec(smoke, collapse=1, epochs=3), lesion.run_specs(smoke, seeds=[0])[0]]
+    specs = [theory.worst_case_spec(smoke, collapse=1, epochs=3), lesion.run_specs(smoke, seeds=[0])[0]]
+    return [dataclasses.replace(s, model=dataclasses.replace(s.model, **ROUND2_MODEL),
+                                train=dataclasses.replace(s.train, **ROUND2_TRAIN)) for s in specs]
+
+
+def test_todays_default_specs_of_the_round2_runs_are_other_runs():
+    """The released defaults of round 4 (branch tap order, padding, FNN head, optimiser) make
+    today's default specs other models than the fixture's: they name other folders, and the
+    specs with round 2's values name the fixture's (checked in the test below)."""
+    smoke = get_scale("smoke")
+    default = [theory.worst_case_spec(smoke, collapse=1, epochs=3), lesion.run_specs(smoke, seeds=[0])[0]]
+    made = {p.parent.relative_to(ROUND2 / "results").name for p in (ROUND2 / "results").rglob("checkpoint.pt")}
+    assert made and not made & {s.run_dir.name for s in default}
+    assert made == {s.run_dir.name for s in _round2_specs()}
 
 
 def test_run_folders_made_by_the_round2_code_are_found_and_resumed(tmp_path, monkeypatch):
@@ -178,3 +199,40 @@ def test_a_finished_run_with_a_truncated_checkpoint_is_not_done(results_root):
     assert run_state(spec) == "missing"
     ckpt.write_bytes(b"")
     assert run_state(spec) == "missing"
+
+
+def test_a_field_at_its_legacy_value_is_left_out_of_the_folder_hash():
+    """A field added with ``legacy_field`` keeps the folder names of configs made before it: at its
+    legacy value the config hashes as the config without the field; at any other value (its
+    default, the released setting) it names another folder."""
+    from reproduce.files.storage import config_hash, legacy_field
+
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        a: int = 1
+
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        a: int = 1
+        b: str = legacy_field("released", "old")
+
+    assert After().b == "released"
+    assert config_hash(After(b="old")) == config_hash(Before()) == config_hash({"a": 1})
+    assert config_hash(After()) != config_hash(Before())
+    assert config_hash([After(b="old"), 2]) == config_hash([Before(), 2])  # also nested
+
+
+def test_configs_written_before_round4_load_with_the_behaviour_they_were_trained_with():
+    """A checkpoint's configs without round 4's fields come back with their legacy values (torch's
+    RAdam, the rsqrt tap order, symmetric padding, a He-uniform FNN head); the round-2 fields keep
+    their own legacy values."""
+    from reproduce.training.loop import _model_config_from_dict, _train_config_from_dict
+
+    stored = json.loads(next((ROUND2 / "results").rglob("residual-*/run.json")).read_text())
+    model = _model_config_from_dict(dict(stored["model_config"]))
+    assert (model.branch_tap, model.padding, model.fnn_head_init) == ("rsqrt", "symmetric", "he-uniform")
+    assert model.bn_eps == 1e-3  # written by round 2: its own value
+    assert _train_config_from_dict(dict(stored["train_config"])).optimizer == "radam-torch"
+    old = _model_config_from_dict({"kind": "residual", "num_classes": 10, "blocks": [1, 1, 1, 1]})  # round 1
+    assert (old.bn_eps, old.init, old.padding) == (1e-5, "he-uniform", "symmetric")
+    assert TrainConfig(epochs=1).optimizer == "radam-tfa"

@@ -116,13 +116,19 @@ def test_bad_train_config():
 
 
 def test_radam_decoupled_weight_decay_is_used():
+    """``optimizer="radam-torch"`` (round 1-3's optimiser; since round 4 not the default) is torch's
+    RAdam with decoupled weight decay; the default is TF-Addons' (test_radam.py)."""
     from reproduce.training.loop import make_optimizer
+    from reproduce.training.radam import RectifiedAdam
 
     model = torch.nn.Linear(2, 2)
-    opt = make_optimizer(model, TrainConfig(epochs=1))
+    opt = make_optimizer(model, TrainConfig(epochs=1, optimizer="radam-torch"))
     group = opt.param_groups[0]
     assert isinstance(opt.optimizer, torch.optim.RAdam)
     assert group["decoupled_weight_decay"] and group["weight_decay"] == 1e-2 and group["eps"] == 1e-6
+    released = make_optimizer(model, TrainConfig(epochs=1)).optimizer
+    assert isinstance(released, RectifiedAdam)
+    assert released.param_groups[0]["weight_decay"] == 1e-2 and released.param_groups[0]["eps"] == 1e-6
 
 
 def test_numpy_values_from_callbacks_survive_resume(tmp_path, toy_data):

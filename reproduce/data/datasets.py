@@ -425,7 +425,7 @@ def _check_train_limit(train_limit: int | None, available: int) -> None:
 MEASUREMENT_SAMPLES = ("fresh", "fixed")
 
 
-def measurement_samples(data: DataBundle, n: int, seed: int, *, draw: int | None = None
+def measurement_samples(data: DataBundle, n: int, seed: int, *, draw: int | None = None, augment: bool = True
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples to measure bundles on (``docs/method.md#measurement``), ``x`` float32 ``[n, ...]`` and ``y`` int64 ``[n]``.
 
@@ -437,7 +437,10 @@ def measurement_samples(data: DataBundle, n: int, seed: int, *, draw: int | None
       ``(seed, k)``, read through ``data.train``, i.e. *with* the training augmentation where the
       dataset has one (digits has none); the augmentation's random draws come from the same seed,
       inside ``torch.random.fork_rng`` so the training RNG is untouched. Different ``k`` give
-      different batches; the same ``(seed, k)`` always the same one.
+      different batches; the same ``(seed, k)`` always the same one. ``augment=False`` gives the
+      same samples read through ``data.train_eval``, without augmentation: what the released code
+      measures outside auto-tune (its evaluate.py and lesion.py); its auto-tune checks see
+      augmented batches (the default here, which the auto-tune search uses).
 
     ``n`` must be in ``[1, len(data.train_eval)]``.
     """
@@ -450,9 +453,13 @@ def measurement_samples(data: DataBundle, n: int, seed: int, *, draw: int | None
         return dataset_tensors(source, torch.randperm(available, generator=generator)[: int(n)])
     if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
         raise ValueError(f"draw must be None (the fixed set) or an int >= 0 (a fresh batch), got {draw!r}")
+    if not isinstance(augment, bool):
+        raise ValueError(f"augment must be True or False, got {augment!r}")
     mixed = derive_seed(seed, draw, "measurement")
     generator = torch.Generator().manual_seed(mixed)
     index = torch.randperm(len(data.train), generator=generator)[: int(n)]
+    if not augment:
+        return dataset_tensors(source, index)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(mixed)
         return dataset_tensors(data.train, index)

@@ -25,8 +25,10 @@ Choices the specification leaves open (written down here):
   one ``k`` are independent of each other (two draws may coincide, e.g. always when ``k`` is the
   set size). The generator of set ``s`` and size ``k`` is ``numpy.random.default_rng([seed,
   crc32(s), k])``, so a draw does not depend on which other sets or sizes are drawn.
-* The table has ``k >= 1`` only; the full net is reported separately (``full_accuracy``).
-* Standard deviations are over draws with ``ddof = 1`` (0 for a single draw).
+* The table has ``k = 1..n-1`` for a set of ``n`` blocks, as released (``LesionConfig.whole_set``
+  adds ``k = n``, rounds 1-3); the full net is reported separately (``full_accuracy``).
+* Standard deviations are over draws with ``ddof = 0``, as released (``LesionConfig.std_ddof``;
+  rounds 1-3: 1, and 0 for a single draw).
 * Largest removable fraction: the largest ``k / num_blocks`` whose *mean* accuracy over the draws
   stays within ``tolerance`` (1 point) of the full net, ``mean >= full - tolerance`` (the largest
   such ``k``, whether or not every smaller ``k`` also qualifies). It is taken over the
@@ -151,8 +153,16 @@ class LesionConfig:
     timing_warmup: int = 3
     #: the content fingerprint of unverified data files (``DataSpec.content``); None: the published data
     data_content: str | None = None
+    #: also remove a whole set, ``k = n`` (rounds 1-3); the released study stops at ``k = n - 1``
+    whole_set: bool = False
+    #: delta degrees of freedom of the standard deviation over draws (released: 0, ``np.std``)
+    std_ddof: int = 0
 
     def __post_init__(self) -> None:
+        if self.std_ddof not in (0, 1) or isinstance(self.std_ddof, bool):
+            raise ValueError(f"std_ddof must be 0 (released) or 1, got {self.std_ddof!r}")
+        if not isinstance(self.whole_set, bool):
+            raise ValueError(f"whole_set must be True or False, got {self.whole_set!r}")
         if self.depth not in DEPTH_TABLE:
             raise ValueError(f"unknown depth {self.depth!r}; valid depths are {', '.join(map(str, DEPTH_TABLE))}")
         for name in ("epochs", "draws", "batch_size", "sample_size", "timing_batch", "timing_repeats"):
@@ -203,15 +213,18 @@ def draw_blocks(candidates: Iterable[int], k: int, draws: int, *, seed: int, str
     return [tuple(int(i) for i in np.sort(rng.choice(pool, size=int(k), replace=False))) for _ in range(int(draws))]
 
 
-def lesion_plan(sets: Mapping[str, Sequence[int]], draws: int, *, seed: int) -> pd.DataFrame:
-    """Rows ``set, k, draw, removed`` for ``k = 1..len(set)`` and ``draws`` draws per ``k``.
+def lesion_plan(sets: Mapping[str, Sequence[int]], draws: int, *, seed: int, whole_set: bool = False
+                ) -> pd.DataFrame:
+    """Rows ``set, k, draw, removed`` for ``k = 1..n-1`` (a set of ``n`` blocks; as released) and
+    ``draws`` draws per ``k``; ``whole_set=True`` adds ``k = n`` (rounds 1-3).
 
-    An empty set contributes no rows. ``removed`` holds tuples of block indices.
+    An empty set (and, without ``whole_set``, a set of one block) contributes no rows. ``removed``
+    holds tuples of block indices.
     """
     rows = []
     for name, members in sets.items():
         members = sorted(set(int(m) for m in members))
-        for k in range(1, len(members) + 1):
+        for k in range(1, len(members) + (1 if whole_set else 0)):
             for d, removed in enumerate(draw_blocks(members, k, draws, seed=seed, stream=_stream(name))):
                 rows.append({"set": name, "k": k, "draw": d, "removed": removed})
     return pd.DataFrame(rows, columns=["set", "k", "draw", "removed"])
@@ -260,14 +273,17 @@ def evaluate_lesions(model: ConvNet, test: Dataset, plan: pd.DataFrame, *, progr
     return table[list(TABLE_COLUMNS)].reset_index(drop=True)
 
 
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Per ``set`` and ``k``: ``fraction``, ``mean``, ``std`` (ddof 1; 0 for one draw), ``draws``."""
+def summarize(table: pd.DataFrame, *, ddof: int = 0) -> pd.DataFrame:
+    """Per ``set`` and ``k``: ``fraction``, ``mean``, ``std`` (over the draws with ``ddof``: 0 as
+    released; with 1, 0 for one draw), ``draws``."""
     cols = ["set", "k", "fraction", "mean", "std", "draws"]
+    if ddof not in (0, 1) or isinstance(ddof, bool):
+        raise ValueError(f"ddof must be 0 (released) or 1, got {ddof!r}")
     if table.empty:
         return pd.DataFrame(columns=cols)
     g = table.groupby(["set", "k"], sort=False)
-    out = g.agg(fraction=("fraction", "first"), mean=("test_acc", "mean"), std=("test_acc", "std"),
-                draws=("test_acc", "size")).reset_index()
+    out = g.agg(fraction=("fraction", "first"), mean=("test_acc", "mean"),
+                std=("test_acc", lambda acc: acc.std(ddof=ddof)), draws=("test_acc", "size")).reset_index()
     out["std"] = out["std"].fillna(0.0)
     return out[cols]
 
@@ -520,17 +536,17 @@ def run_lesion_study(scale: Scale, *, seed: int = 0, dataset: str | None = None,
     if not conflicting:
         notes.append("no block is conflicting at the final epoch: set 'conflicting' is empty and has no curve")
 
-    plan = lesion_plan(sets, cfg.draws, seed=cfg.seed)
+    plan = lesion_plan(sets, cfg.draws, seed=cfg.seed, whole_set=cfg.whole_set)
 
     key = config_hash({"draws": cfg.draws, "seed": cfg.seed, "sets": sets})
     table = _cached_evaluation(folder / f"lesion-{key}.csv", model, data.test, plan, progress=progress,
                                desc="random lesions")
-    summary = summarize(table)
+    summary = summarize(table, ddof=cfg.std_ddof)
     rplan = ranked_plan(dict(zip(blocks["block"], blocks["distance"])))
     rkey = config_hash({"ranked": list(rplan["removed"])})
     ranked = _cached_evaluation(folder / f"ranked-{rkey}.csv", model, data.test, rplan, progress=progress,
                                 desc="ranked lesions")
-    ranked_summary = summarize(ranked)
+    ranked_summary = summarize(ranked, ddof=cfg.std_ddof)
 
     used = "conflicting" if conflicting else "all"
     frac, k = removable_fraction(summary, full_acc, set_name=used, num_blocks=len(every), tolerance=cfg.tolerance)

@@ -15,31 +15,35 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["config_hash", "HASH_OMITS_DEFAULT", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "exclusive_lock", "lock_is_held",
+__all__ = ["config_hash", "LEGACY_VALUE", "legacy_field", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "exclusive_lock", "lock_is_held",
            "LockHeld", "remove_temporaries"]
 
 
-#: dataclass field metadata key: :func:`config_hash` leaves the field out while it has its default
-HASH_OMITS_DEFAULT = "reproduce.hash_omits_default"
+#: dataclass field metadata key: the value the field's behaviour had before the field existed
+LEGACY_VALUE = "reproduce.legacy_value"
+
+
+def legacy_field(default: Any, legacy: Any) -> Any:
+    """A dataclass field added after run folders existed: ``default`` (the released setting) for
+    new configs, ``legacy`` the behaviour of configs written before it. :func:`config_hash`
+    leaves the field out while it holds ``legacy``, so those folders keep their names."""
+    return dataclasses.field(default=default, metadata={LEGACY_VALUE: legacy})
 
 
 def config_hash(*parts: Any, length: int = 8) -> str:
     """A short stable hash of JSON-able configs (dataclasses allowed), for run folder names.
 
-    A dataclass field declared with ``metadata={HASH_OMITS_DEFAULT: True}`` is left out while it
-    holds its default: a field added later then keeps the names of the folders made before it."""
+    A field declared with :func:`legacy_field` is left out while it holds its legacy value."""
 
     def plain(x: Any) -> Any:
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
-            omitted = {f.name for f in dataclasses.fields(x) if f.metadata.get(HASH_OMITS_DEFAULT)
-                       and getattr(x, f.name) == f.default}
-            return {k: plain(v) for k, v in asdict(x).items() if k not in omitted}
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)
+                    if not (LEGACY_VALUE in f.metadata and getattr(x, f.name) == f.metadata[LEGACY_VALUE])}
         if isinstance(x, dict):
             return {str(k): plain(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)):

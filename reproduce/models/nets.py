@@ -24,9 +24,18 @@ values as defaults (``docs/method.md#released-settings``):
 * ``init="released"``: conv nets get He-normal block convolutions (Keras' ``he_normal``: a normal of
   std ``sqrt(2 / fan_in) / 0.8796`` truncated at two std, shortcut projections included) and a
   Glorot-uniform stem convolution and classifier; ``init="he-uniform"`` (round 1's choice) gives
-  every conv and dense weight He-uniform (bound ``sqrt(6 / fan_in)``). The FNN is He-uniform in both
-  (as released). Biases start at 0, batch-norm scales at 1 and shifts at 0;
+  every conv and dense weight He-uniform (bound ``sqrt(6 / fan_in)``). ``init`` does not apply to
+  the FNN (``fnn_head_init``). Biases start at 0, batch-norm scales at 1 and shifts at 0;
 * ``conv_bias=True``: convolutions have a bias (released), also those followed by a batch norm.
+* ``branch_tap="released"``: the branch tap is computed in the released float32 order,
+  ``(z * s2) * s1`` with ``s = 1 / sqrt(.)`` (``"rsqrt"``: ``z * (s1 * s2)`` with ``torch.rsqrt``,
+  rounds 1-3; the two differ in the last bit of some values).
+* ``padding="same"``: stride-2 convolutions are padded as Keras' ``same`` (:class:`SameConv2d`: for
+  an even input and an odd kernel the extra row and column go at the bottom and right);
+  ``"symmetric"`` pads ``kernel // 2`` on every side (rounds 1-3). The stem's max-pool keeps
+  PyTorch's symmetric padding of 1.
+* ``fnn_head_init="glorot-uniform"``: the FNN's output layer has Keras' default Glorot-uniform
+  weights, its hidden layers He-uniform (``"he-uniform"``: every layer He-uniform, rounds 1-3).
 * Width multiplier: a stage of ``f`` filters gets ``max(1, round(f * width))`` filters.
 * Residual branch tap: ``s_k = 1 / sqrt(var(z_k) + 1e-6)`` uses the population variance (divide
   by the number of elements), as ``tf.math.reduce_variance`` does.
@@ -51,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reproduce.files.storage import legacy_field
+
 __all__ = [
     "DEPTH_TABLE",
     "MODEL_KINDS",
@@ -58,11 +69,16 @@ __all__ = [
     "STAGE_FILTERS",
     "TAP_ROLES",
     "INITS",
+    "BRANCH_TAPS",
+    "PADDINGS",
+    "FNN_HEAD_INITS",
     "ModelConfig",
     "Tap",
     "FNN",
     "ConvNet",
     "ConvBlock",
+    "SameConv2d",
+    "same_padding",
     "check_block_indices",
     "RemovedBlock",
     "blocks_for_depth",
@@ -95,6 +111,14 @@ CONV_KINDS = ("plain", "residual")
 TAP_ROLES = ("hidden", "branch", "output", "stem")
 #: weight initialisations of the conv nets (``ModelConfig.init``): the released one, round 1's
 INITS = ("released", "he-uniform")
+#: how the branch tap multiplies by its scales (``ModelConfig.branch_tap``): the released float32
+#: order ``(z * s2) * s1`` with ``s = 1 / sqrt(.)``, or round 1-3's ``z * (s1 * s2)`` with ``rsqrt``
+BRANCH_TAPS = ("released", "rsqrt")
+#: padding of the stride-2 convolutions (``ModelConfig.padding``): Keras' ``same`` (the extra row and
+#: column at the bottom and right), or ``symmetric`` (``kernel // 2`` on every side, rounds 1-3)
+PADDINGS = ("same", "symmetric")
+#: the FNN's output layer weights (``ModelConfig.fnn_head_init``): Keras' default, or rounds 1-3's
+FNN_HEAD_INITS = ("glorot-uniform", "he-uniform")
 #: Keras' truncated normal divides the std by the std of a unit normal truncated at +-2
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 STAGE_FILTERS = (64, 128, 256, 512)
@@ -166,8 +190,9 @@ class ModelConfig:
     ``kind`` is ``fnn``, ``plain`` or ``residual``. Conv nets use ``blocks`` (per stage) and
     ``width`` (multiplier); the FNN uses ``fnn_width`` units in each of ``fnn_depth`` hidden layers.
     ``removed`` lists the (global) indices of residual blocks replaced by their shortcut.
-    ``bn_momentum``, ``bn_eps``, ``init`` and ``conv_bias`` are the released implementation's
-    settings (module docstring); change them to study their effect.
+    ``bn_momentum``, ``bn_eps``, ``init``, ``conv_bias``, ``branch_tap``, ``padding`` and
+    ``fnn_head_init`` are the released implementation's settings (module docstring); change them to
+    study their effect.
     """
 
     kind: str
@@ -184,10 +209,17 @@ class ModelConfig:
     bn_eps: float = 1e-3
     init: str = "released"
     conv_bias: bool = True
+    #: added in round 4 with the released value as default; a config without them (written before)
+    #: has the legacy value, and while a field holds it, it is left out of the run folder hash
+    branch_tap: str = legacy_field("released", "rsqrt")
+    padding: str = legacy_field("same", "symmetric")
+    fnn_head_init: str = legacy_field("glorot-uniform", "he-uniform")
 
     def __post_init__(self) -> None:
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; valid choices are {', '.join(INITS)}")
+        for name, choices in (("init", INITS), ("branch_tap", BRANCH_TAPS), ("padding", PADDINGS),
+                              ("fnn_head_init", FNN_HEAD_INITS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid choices are {', '.join(choices)}")
         if not 0 < self.bn_momentum <= 1 or not self.bn_eps > 0:
             raise ValueError(f"bn_momentum must be in (0, 1] and bn_eps > 0, got {self.bn_momentum!r}, {self.bn_eps!r}")
         if not isinstance(self.conv_bias, bool):
@@ -317,7 +349,12 @@ class FNN(nn.Module):
         sizes = [in_features] + [config.fnn_width] * config.fnn_depth
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], config.num_classes)
-        _he_uniform(self)
+        _he_uniform(self.hidden)
+        if config.fnn_head_init == "glorot-uniform":
+            nn.init.xavier_uniform_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        else:
+            _he_uniform(self.head)
 
     def iter_taps(self, x: torch.Tensor) -> Iterator[Tap]:
         """Yield every hidden layer's output (after ReLU); the logits are not tapped."""
@@ -334,9 +371,42 @@ class FNN(nn.Module):
         return self.head(self.features(x))
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Keras' ``same`` padding of one spatial dimension: ``(before, after)``, the odd one after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """A convolution padded as Keras' ``padding="same"``: ``ceil(n / stride)`` outputs, and when the
+    padding is odd the extra row and column go at the bottom and right (an ``nn.Conv2d`` with
+    ``padding=0`` after ``F.pad``, so its parameters and their names are those of ``nn.Conv2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        top, bottom = same_padding(x.shape[-2], kh, sh)
+        left, right = same_padding(x.shape[-1], kw, sw)
+        return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, config: ModelConfig) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=config.conv_bias),
-            nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum)]
+    """Conv and batch norm; a stride-2 conv is :class:`SameConv2d` with ``padding="same"`` (for stride 1
+    and an odd kernel, ``kernel // 2`` on every side is the same padding)."""
+    if stride > 1 and config.padding == "same":
+        conv: nn.Conv2d = SameConv2d(cin, cout, kernel, stride, 0, bias=config.conv_bias)
+    else:
+        conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=config.conv_bias)
+    return [conv, nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum)]
+
+
+def _rsqrt_scale(z: torch.Tensor) -> torch.Tensor:
+    """The same scale with ``torch.rsqrt`` (``ModelConfig.branch_tap="rsqrt"``, rounds 1-3)."""
+    return torch.rsqrt(z.var(unbiased=False) + BRANCH_VAR_EPS)
+
+
+def _branch_scale(z: torch.Tensor) -> torch.Tensor:
+    """``1 / sqrt(var(z) + 1e-6)`` as the released code computes it (a division, not ``rsqrt``)."""
+    return torch.reciprocal(torch.sqrt(z.var(unbiased=False) + BRANCH_VAR_EPS))
 
 
 class ConvBlock(nn.Module):
@@ -346,6 +416,7 @@ class ConvBlock(nn.Module):
         """``config`` supplies the batch-norm and bias settings (default: the released ones)."""
         super().__init__()
         config = config or ModelConfig("plain", 1)
+        self.branch_tap = config.branch_tap
         self.conv1, self.bn1 = _conv_bn(cin, cout, 3, stride, config)
         self.conv2, self.bn2 = _conv_bn(cout, cout, 3, 1, config)
         self.shortcut: nn.Module | None = None
@@ -361,22 +432,27 @@ class ConvBlock(nn.Module):
 
         The branch tap is the residual branch after its second batch norm, before the addition,
         multiplied by ``s1 * s2`` with ``s_k = 1 / sqrt(var(z_k) + 1e-6)``, ``z_k`` the output of the
-        k-th convolution (population variance over the whole batch tensor).
+        k-th convolution (population variance over the whole batch tensor). ``ModelConfig.branch_tap``
+        says in which float32 order: ``"released"`` ``(z * s2) * s1`` with ``1 / sqrt``,
+        ``"rsqrt"`` ``z * (s1 * s2)`` with ``torch.rsqrt``.
         """
         # one statement per op, rebinding z: every intermediate is freed as soon as the next op has
         # read it, so the plain forward holds no more memory than the nested expression would
         tap = branch_tap and self.shortcut is not None
+        released = self.branch_tap == "released"
+        scale = _branch_scale if released else _rsqrt_scale
         z = self.conv1(x)
-        scale = torch.rsqrt(z.var(unbiased=False) + BRANCH_VAR_EPS) if tap else None
+        s1 = scale(z) if tap else None
         z = self.bn1(z)
         z = F.relu(z)
         z = self.conv2(z)
-        if tap:
-            scale = scale * torch.rsqrt(z.var(unbiased=False) + BRANCH_VAR_EPS)
+        s2 = scale(z) if tap else None
         z = self.bn2(z)
         if self.shortcut is None:
             return F.relu(z), None
-        branch = z * scale if tap else None
+        branch = None
+        if tap:
+            branch = (z * s2) * s1 if released else z * (s1 * s2)
         z = z + self.shortcut(x)  # rebind: the branch output is freed before the ReLU
         return F.relu(z), branch
 

@@ -72,8 +72,9 @@ from reproduce.files.checkpoints import CheckpointError, load_checkpoint, save_c
 from reproduce.data.device_data import DeviceSplit, device_bundle
 from reproduce.models.nets import ModelConfig, build_model, eval_mode, model_device
 from reproduce.models.torchvision import TorchvisionResNet
+from reproduce.training.radam import RectifiedAdam
 from reproduce.files.progress import progress_bar
-from reproduce.files.storage import LockHeld, atomic_write_text, exclusive_lock, remove_temporaries
+from reproduce.files.storage import LEGACY_VALUE, LockHeld, atomic_write_text, exclusive_lock, legacy_field, remove_temporaries
 
 __all__ = [
     "TrainConfig",
@@ -138,8 +139,16 @@ class TrainConfig:
     #: call) is this many shuffled passes; the ``long`` preset uses it to give digits the
     #: paper's optimiser steps per epoch (CIFAR-10: 781)
     passes: int = 1
+    #: the inner optimiser (added in round 4; a config written before it trained with
+    #: ``"radam-torch"``): ``"radam-tfa"`` TF-Addons' RectifiedAdam as released
+    #: (:class:`reproduce.training.radam.RectifiedAdam`: eps added to the bias-corrected sqrt(v_hat),
+    #: rectified when rho_t >= 5), ``"radam-torch"`` ``torch.optim.RAdam`` (eps added to sqrt(v)
+    #: before the bias correction, rectified when rho_t > 5)
+    optimizer: str = legacy_field("radam-tfa", "radam-torch")
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
         if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 1:
             raise ValueError(f"passes must be an int >= 1, got {self.passes!r}")
         if self.epochs < 1:
@@ -169,17 +178,25 @@ class TrainConfig:
         return self.device_data or self.compile is not None or self.precision == "bf16-mixed"
 
 
+def _legacy_values(cls: type) -> dict[str, Any]:
+    """The legacy values of ``cls``'s fields declared with :func:`reproduce.files.storage.legacy_field`:
+    what a config written before such a field existed was trained with."""
+    return {f.name: f.metadata[LEGACY_VALUE] for f in dataclasses.fields(cls) if LEGACY_VALUE in f.metadata}
+
+
 #: the defaults of TrainConfig's fields (a checkpoint written before a field existed had its default) ...
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 #: ... except the fields whose default changed to the released setting when they were added: a
 #: checkpoint without them was trained with the earlier behaviour
 _TRAIN_DEFAULTS.update(drop_last=False, measure_start=False)
+_TRAIN_DEFAULTS.update(_legacy_values(TrainConfig))
 #: the same for ModelConfig: checkpoints written before these fields used PyTorch's batch norm
 #: defaults, He-uniform weights and no conv bias
 _MODEL_BEFORE_FIELDS = {"bn_momentum": 0.1, "bn_eps": 1e-5, "init": "he-uniform", "conv_bias": False}
 
-#: the choices of ``TrainConfig.compile`` and ``TrainConfig.precision``
+#: the choices of ``TrainConfig.compile``, ``TrainConfig.precision`` and ``TrainConfig.optimizer``
 COMPILE_MODES = (None, "reduce-overhead", "cuda-graph")
+OPTIMIZERS = ("radam-tfa", "radam-torch")
 PRECISIONS = ("float32", "tf32", "bf16-mixed")
 
 
@@ -236,10 +253,14 @@ class Lookahead:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> Lookahead:
-    """RAdam with decoupled weight decay inside Lookahead (``docs/method.md#training``)."""
-    inner = torch.optim.RAdam(
-        model.parameters(), lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, decoupled_weight_decay=True
-    )
+    """RAdam with decoupled weight decay inside Lookahead (``docs/method.md#training``): TF-Addons'
+    (``cfg.optimizer="radam-tfa"``) or torch's (``"radam-torch"``)."""
+    if cfg.optimizer == "radam-tfa":
+        inner: torch.optim.Optimizer = RectifiedAdam(model.parameters(), lr=cfg.lr, eps=cfg.eps,
+                                                     weight_decay=cfg.weight_decay)
+    else:
+        inner = torch.optim.RAdam(model.parameters(), lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                  decoupled_weight_decay=True)
     return Lookahead(inner, k=cfg.lookahead_k, alpha=cfg.lookahead_alpha)
 
 
@@ -427,7 +448,7 @@ def _build(config: AnyModelConfig) -> nn.Module:
 def _model_config_from_dict(d: dict) -> AnyModelConfig:
     if d.get("kind") == "torchvision":
         return TorchvisionResNet(**d)
-    d = {**(_MODEL_BEFORE_FIELDS if d.get("kind") != "fnn" else {}), **d}
+    d = {**(_MODEL_BEFORE_FIELDS if d.get("kind") != "fnn" else {}), **_legacy_values(ModelConfig), **d}
     d["blocks"] = tuple(d.get("blocks", ()))
     d["removed"] = tuple(d.get("removed", ()))
     return ModelConfig(**d)

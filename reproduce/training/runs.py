@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 from reproduce.data.datasets import DataBundle, DatasetIntegrityError, dataset_shape, load_dataset
 from reproduce.models.nets import ModelConfig
 from reproduce.files.checkpoints import file_is_truncated
-from reproduce.files.storage import HASH_OMITS_DEFAULT
+from reproduce.files.storage import legacy_field
 from reproduce.files.paths import run_dir as _run_dir
 from reproduce.training.loop import Callback, RunResult, TrainConfig, load_run, train
 
@@ -97,7 +97,7 @@ class DataSpec:
     #: None: the published files, verified by their checksums; else the content fingerprint of
     #: unverified files (``load_dataset(..., verify_checksums=False)``), which then name other run
     #: folders than the published data's (left out of the folder hash while None)
-    content: str | None = field(default=None, metadata={HASH_OMITS_DEFAULT: True})
+    content: str | None = legacy_field(None, None)
 
     @classmethod
     def of(cls, data: Any, seed: int = 0) -> "DataSpec":
