@@ -336,6 +336,17 @@ def test_4b_over_seeds_is_decided_per_seed():
     assert mixed["4b"].verdict == "does not hold" and "0: 0.600, 1: 0.820" in mixed["4b"].measured
 
 
+def test_4b_compares_at_the_largest_k_both_sets_have_under_the_released_range():
+    # released lesion: k = 1..n-1, so sets of 2 and 2 blocks have rows k = 1 only; k* = 1, not 2
+    hurts = {"conflicting": [(0.85, 0.05)], "non-conflicting": [(0.60, 0.02)]}
+    v = verdicts([planted(0, conflicting=(0, 1), extra=hurts)])["4b"]
+    assert v.verdict == "holds" and "at k* = 1" in v.measured
+    # a set of one block has no row at all (k = 1..0): nothing to compare, not testable
+    lone = {"non-conflicting": [(0.60, 0.02), (0.4, 0.0)]}
+    v = verdicts([planted(0, conflicting=(0,), extra=lone)])["4b"]
+    assert v.verdict == "not testable" and "no k" in v.measured
+
+
 def test_4c_holds_in_every_seed_but_not_on_the_seed_mean_curve():
     # seed 0 keeps the accuracy at k = 2 only, seed 1 at k = 3 only: each seed removes >= half of
     # the blocks, but the seed-mean curve (0.5, 0.7, 0.7, 0.1) never comes within a point of 0.9

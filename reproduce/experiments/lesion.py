@@ -704,11 +704,18 @@ def _rule_4a(r: LesionResult) -> tuple[bool | None, float]:
 
 
 def _rule_4b(r: LesionResult) -> tuple[bool | None, dict[str, float]]:
-    """(outcome, {k, non, conf, spread}) at ``k* = min(|conflicting|, |non-conflicting|)``."""
+    """(outcome, {k, non, conf, spread}) at ``k*``, the largest ``k`` both sets were lesioned at:
+    ``min(|conflicting|, |non-conflicting|)`` with ``whole_set``, one less under the released
+    ``k = 1..n-1``; not testable when a set is empty or no ``k`` is common (a set of one block)."""
     conf, non = r.sets["conflicting"], r.sets["non-conflicting"]
+    nothing = {"k": math.nan, "non": math.nan, "conf": math.nan, "spread": math.nan}
     if not conf or not non:
-        return None, {"k": math.nan, "non": math.nan, "conf": math.nan, "spread": math.nan}
-    k = min(len(conf), len(non))
+        return None, nothing
+    common = (set(r.summary.loc[r.summary["set"] == "conflicting", "k"])
+              & set(r.summary.loc[r.summary["set"] == "non-conflicting", "k"]))
+    if not common:
+        return None, {**nothing, "k": 0.0}
+    k = int(max(common))
     v = {"k": float(k), "non": _at(r.summary, "non-conflicting", k), "conf": _at(r.summary, "conflicting", k),
          "spread": max(_at(r.summary, "conflicting", k, "std"), _at(r.summary, "non-conflicting", k, "std"))}
     return bool(v["non"] < v["conf"] - v["spread"]), v
@@ -738,8 +745,9 @@ def lesion_claims_over_seeds(studies: LesionStudies) -> list[Claim]:
     * **4a** holds iff at least half of the blocks are conflicting and the net without *all*
       conflicting blocks keeps test accuracy ``>= full - tolerance``; not testable when no block
       is conflicting.
-    * **4b** holds iff both sets are non-empty and, at ``k* = min(|conflicting|,
-      |non-conflicting|)``, the mean accuracy after removing ``k*`` non-conflicting blocks is
+    * **4b** holds iff both sets are non-empty and, at ``k*``, the largest lesion size both sets
+      were lesioned at (``min(|conflicting|, |non-conflicting|)``, one less under the released
+      ``k = 1..n-1``: adapted to that range before any of its numbers was seen), the mean accuracy after removing ``k*`` non-conflicting blocks is
       lower than after removing ``k*`` conflicting ones by more than the larger of the two stds;
       not testable unless both sets are non-empty.
     * **4c (any blocks; this project's proxy)** holds iff removing at least half of all blocks
@@ -801,7 +809,8 @@ def _claim_4b(studies: LesionStudies) -> Claim:
         sizes = ", ".join(f"{s}: {len(r.sets['conflicting'])}/{len(r.sets['non-conflicting'])}"
                           for s, r in zip(seeds, rs))
         measured = (f"not testable: conflicting/non-conflicting blocks per seed {sizes} "
-                    f"(both sets must be non-empty)")
+                    f"(both sets must be non-empty, and have a lesion size in common: no k when a set holds "
+                    f"one block, since k runs to n-1)")
     return Claim("4b: removing non-conflicting blocks hurts more than removing conflicting ones",
                  "removing non-conflicting layers hurts", measured, over_seeds(per_b), seeds=len(rs))
 
