@@ -11,7 +11,9 @@ so every stored result stays reproducible:
   which was trained with its own offset from the start;
 * ``measurement``: a fresh measurement batch (counter: the draw), :func:`reproduce.data.measurement_samples`;
 * ``device-augmentation``: the device generator of a pass's augmentation (counter 0; the seed is
-  that of the pass's shuffling generator), :mod:`reproduce.data.device_data`.
+  that of the pass's shuffling generator), :mod:`reproduce.data.device_data`;
+* ``autotune-attempt``: the training seed (initialisation, shuffling) and measurement seed of
+  attempt ``i >= 1`` of an auto-tune search (counter: the attempt), :mod:`reproduce.experiments.autotune`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ STREAMS: Mapping[str, tuple[int, int, int]] = MappingProxyType({
     "torchvision-epoch": (1_000_003, 7_919, 4_242),
     "measurement": (1_000_003, 104_729, 7),
     "device-augmentation": (2_654_435_761, 0, 97),
+    "autotune-attempt": (1_000_003, 15_485_863, 31),
 })
 
 
