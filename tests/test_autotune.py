@@ -26,6 +26,12 @@ def tiny_preset(**changes):
     return get_scale("smoke").replace(**values)
 
 
+def revised(P, kind="plain"):
+    """The search config of the ``revised`` variant (9c0b9b5): checks after epochs 1..W, the first
+    conflicting stage cut -- what the tests written before ``variant`` existed pin."""
+    return at.AutotuneConfig.from_scale(P, kind, variant="revised")
+
+
 # --------------------------------------------------------------------------- the pruning rule
 
 
@@ -132,7 +138,7 @@ def test_search_restarts_once_and_logs_the_restart(results_root, monkeypatch):
     P = tiny_preset()
     # blocks 0 | 1 2 | 3 4 | 5 by stage; stage 1: block 1 clean, block 2 conflicting -> (1, 1, 2, 1)
     plant(monkeypatch, {2: 0.7, 3: 0.9, 4: 0.9, 5: 1.0})
-    res = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    res = at.search(P, "plain", seed=0, config=revised(P), progress=False, device="cpu")
     assert res.status == "found"
     assert res.blocks == (1, 1, 2, 1)
     assert res.depth == 2 * 5 + 2
@@ -156,18 +162,18 @@ def test_search_restarts_once_and_logs_the_restart(results_root, monkeypatch):
 def test_interrupted_search_resumes_without_redoing_attempts(results_root, monkeypatch):
     P = tiny_preset()
     calls = plant(monkeypatch, {1: 0.2, 2: 0.2, 3: 0.3, 4: 0.3, 5: 0.3})
-    part = at.search(P, "plain", seed=0, max_attempts=1, progress=False, device="cpu")
+    part = at.search(P, "plain", seed=0, config=revised(P), max_attempts=1, progress=False, device="cpu")
     assert part.status == "incomplete" and "max_attempts" in part.reason
     assert len(part.attempts) == 1 and part.attempts[0]["blocks_after"] == [1, 0, 2, 1]
     assert calls == {"last": 1, "model": 1}
-    full = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    full = at.search(P, "plain", seed=0, config=revised(P), progress=False, device="cpu")
     assert full.status == "found" and full.blocks == (1, 0, 2, 1)
     # attempt 0 came back from its run folder (no new measurement); attempt 1 was checked once
     # (check_epochs = 1) and found clean
     assert calls == {"last": 2, "model": 1}
     assert full.attempts[0]["run_dir"] == part.attempts[0]["run_dir"]
     # a third call trains nothing at all
-    again = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    again = at.search(P, "plain", seed=0, config=revised(P), progress=False, device="cpu")
     assert again.blocks == (1, 0, 2, 1) and calls == {"last": 2, "model": 1}
 
 

@@ -1,18 +1,32 @@
 """Auto-tune (claim 5): a search that removes conflicting layers at the start of training.
 
-The paper's algorithm (``docs/method.md#autotune``), implemented exactly by :func:`search` with
-``kind="plain"``::
+The paper's algorithm (``docs/method.md#autotune``), as :func:`search` with ``kind="plain"``. The
+authors' repository holds two versions of it, and ``AutotuneConfig.variant`` picks one:
 
-    blocks = start blocks ([3, 12, 41, 3] = 120 layers); plain network (no skips)
-    repeat:
-        build a fresh network with `blocks`; train it epoch by epoch
-        after each of the first `check_epochs` epochs:
-            if H(a^(L)) > 0:
-                measure H of every block
-                s = first stage holding a block with H > 0
-                blocks[s] = number of blocks of stage s with H == 0
-                restart (from scratch) with the new blocks
-    until a network trains for all epochs with no conflict found in its first `check_epochs` epochs
+* ``"paper"`` (the default): the code of commit 8690359 (2021-02-21), the last one before the paper
+  (arXiv v1, 2021-03-07)::
+
+      blocks = start blocks ([3, 12, 41, 3] = 120 layers); plain network (no skips)
+      repeat:
+          build a network with `blocks` from a new random initialisation
+          for epoch e = 0 .. epochs-1:
+              if e < check_epochs and H(a^(L)) > 0 on a fresh training batch:  # e = 0: untrained net
+                  measure H of every block on another fresh batch
+                  for every stage s: blocks[s] = number of blocks of stage s with H == 0
+                  restart with the new blocks
+              train epoch e
+      until a network trains for all epochs with no conflict found
+
+  In this project's loop (``TrainConfig.measure_start``) "before training epoch e" is the record
+  of epoch ``e`` (the state after ``e`` trained epochs), so records ``0 .. check_epochs-1`` are
+  checked (:func:`prune_all_stages`).
+* ``"revised"``: the repository's HEAD, commit 9c0b9b5 (2022-05-09), written after the paper: the
+  checks come after training each of epochs ``1 .. check_epochs`` and only the first stage
+  holding a conflicting block is cut, ``blocks[s]`` = its number of blocks with ``H == 0``; the
+  other stages keep their counts (:func:`prune_blocks`).
+
+This is our reading of those two versions (their TensorFlow code is not ours); the choices the
+specification leaves open are listed below.
 
 Each attempt is one :func:`reproduce.training.train` call with its own run folder
 (``results/<scale>/autotune/<dataset>-<kind>-s<seed>-try<i>-<blocks>-<hash>``) and a
@@ -31,14 +45,21 @@ Choices the specification leaves open (written down here):
   method says (in a
   plain net bundles never split, so this equals the index of the first conflicting block of the
   stage); later stages keep their counts; a stage may drop to 0 blocks.
-* Seeds: attempt ``i`` of the search with seed ``seed`` trains with ``TrainConfig(seed=seed)`` (a
-  restart from scratch re-initialises with the same seed), on
+* Seeds: every attempt starts from a new initialisation and measures new batches, as the
+  released code does (TensorFlow draws new weights). Attempt ``i`` trains with
+  ``TrainConfig(seed=s_i)`` and measures with ``measurement_samples(data, n, s_i, ...)``, where
+  ``s_0 = seed`` and ``s_i = derive_seed(seed, i, "autotune-attempt")`` for ``i >= 1``
+  (:mod:`reproduce.config.seeds`); the data split is always
   ``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)`` (as the fixed-depth baselines of
-  :mod:`reproduce.experiments.depth_study`), measuring on ``measurement_samples(data, scale.sample_size, seed)``.
-* The search stops, with the reason in the log, when an attempt diverges (non-finite loss); when a
-  conflict is found but no block is conflicting (possible only at the stem of an empty network, or
-  in the residual variant below); when pruning would leave a network without blocks; or after
-  ``max_attempts`` attempts (default 20; the search then resumes when called with a larger cap).
+  :mod:`reproduce.experiments.depth_study`).
+* When a conflict is found but the pruning pass finds no conflicting block (every block has
+  ``H == 0``, or pruning changes nothing), the release trains the same blocks again from new
+  weights: so does the search (attempt outcome ``retry-no-conflicting-block``), under the attempt cap.
+* Every attempt logs a machine-readable ``outcome`` (:data:`ATTEMPT_OUTCOMES`) and the search a
+  ``stop_reason`` (:data:`STOP_REASONS`) next to the readable ``reason``: ``found``;
+  ``diverged`` (non-finite loss); ``empty-net`` (pruning would leave no block); ``attempt-cap``
+  (``max_attempts`` attempts, default 20; the search resumes when called with a larger cap);
+  ``unknown-stop`` (a run stopped for another reason).
 * The found network's **test accuracy** is the mean over its last ``scale.last_epochs`` epochs (as for
   every run of this project).
 
@@ -46,9 +67,9 @@ Choices the specification leaves open (written down here):
 same loop on residual nets, where a block is conflicting when its *branch tap* has ``H > 0``
 (``docs/method.md#taps``). A residual net's a^(L) carries the identity path and rarely bundles, so the trigger is
 different: after each check epoch every tap is measured, and a conflict is found when some block's
-branch tap has ``H > 0`` (trigger ``"branch"``). Pruning uses the same stage-wise rule on the branch
-entropies: ``s`` = first stage with a conflicting branch, ``blocks[s]`` = number of blocks of stage
-``s`` whose branch has ``H == 0``. (Branches may split again after a conflict, so unlike the plain
+branch tap has ``H > 0`` (trigger ``"branch"``). Pruning uses the variant's stage-wise rule on the branch
+entropies (``revised``: ``s`` = first stage with a conflicting branch, ``blocks[s]`` = number of blocks
+of stage ``s`` whose branch has ``H == 0``; ``paper``: the same count for every stage). (Branches may split again after a conflict, so unlike the plain
 case this is not the index of the first conflicting block.) ``trigger="a_L"`` runs the residual
 search with the paper's trigger instead.
 """
@@ -76,6 +97,7 @@ from reproduce.training.runs import RunSpec, train_spec
 from reproduce.config.scales import Scale
 from reproduce.files.storage import atomic_write_text, config_hash
 from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy, train
+from reproduce.config.seeds import derive_seed
 
 __all__ = [
     "EXPERIMENT",
@@ -92,6 +114,11 @@ __all__ = [
     "search_specs",
     "autotune_claims",
     "prune_blocks",
+    "prune_all_stages",
+    "VARIANTS",
+    "ATTEMPT_OUTCOMES",
+    "STOP_REASONS",
+    "attempt_seed",
     "search",
     "search_log_path",
     "load_search_log",
@@ -115,6 +142,12 @@ TRIGGERS = ("a_L", "branch")
 #: ``found``: a net trained to the end without conflict; ``stopped``: the search gave up (reason
 #: logged); ``incomplete``: the attempt cap was reached (resumable with a larger cap)
 SEARCH_STATUSES = ("found", "stopped", "incomplete")
+#: ``paper``: the authors' code before the paper (8690359); ``revised``: their HEAD (9c0b9b5)
+VARIANTS = ("paper", "revised")
+#: what one attempt led to (``outcome`` of its log entry)
+ATTEMPT_OUTCOMES = ("found", "pruned", "retry-no-conflicting-block", "diverged", "empty-net", "unknown-stop")
+#: why a search ended (``stop_reason`` of its log)
+STOP_REASONS = ("found", "attempt-cap", "diverged", "empty-net", "unknown-stop")
 DEFAULT_MAX_ATTEMPTS = 20
 STOP_REASON = "conflict"
 #: columns of :func:`comparison_table` (``latency_ms`` and ``cuda_peak_mb`` are measured on this machine;
@@ -134,7 +167,9 @@ class AutotuneConfig:
     """What one search does (everything but the dataset, the seed and the attempt cap).
 
     ``trigger`` defaults by kind: ``a_L`` (paper) for plain nets, ``branch`` for residual nets
-    (module docstring).
+    (module docstring). ``variant`` (:data:`VARIANTS`): ``paper`` (8690359, the default: checks on
+    records ``0 .. check_epochs-1``, every stage pruned) or ``revised`` (9c0b9b5: checks after
+    epochs ``1 .. check_epochs``, the first conflicting stage pruned).
     """
 
     kind: str = "plain"
@@ -150,8 +185,12 @@ class AutotuneConfig:
     #: "fresh": every check measures a new seeded training batch and its pruning pass another one
     #: (as released); "fixed": one measurement set for the whole search
     measurement: str = "fresh"
+    #: which released version of the search (module docstring); "paper" = 8690359
+    variant: str = "paper"
 
     def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown auto-tune variant {self.variant!r}; valid choices are {', '.join(VARIANTS)}")
         if self.measurement not in MEASUREMENT_SAMPLES:
             raise ValueError(f"unknown measurement {self.measurement!r}; valid choices are "
                              f"{', '.join(MEASUREMENT_SAMPLES)}")
@@ -185,6 +224,11 @@ class AutotuneConfig:
                            **scale.train_options())
 
     @property
+    def first_check_epoch(self) -> int:
+        """The first checked record: 0 (the untrained net, ``paper``) or 1 (``revised``)."""
+        return 0 if self.variant == "paper" else 1
+
+    @property
     def is_paper(self) -> bool:
         """True for the paper's algorithm (plain nets, a^(L) trigger); False for the addition."""
         return self.kind == "plain" and self.trigger == "a_L"
@@ -216,6 +260,32 @@ def prune_blocks(blocks: Sequence[int], stages: Sequence[int], entropies: Sequen
     number of blocks of stage ``s`` with ``H == 0``; the other stages are unchanged. Without a
     conflicting block the blocks come back unchanged with ``s = None``.
     """
+    blocks, stages, entropies = _prune_input(blocks, stages, entropies)
+    conflicting = [s for s, h in zip(stages, entropies) if h > 0]
+    if not conflicting:
+        return blocks, None
+    s = conflicting[0]
+    new = list(blocks)
+    new[s] = sum(1 for st, h in zip(stages, entropies) if st == s and h == 0)
+    return tuple(new), s  # type: ignore[return-value]
+
+
+def prune_all_stages(blocks: Sequence[int], stages: Sequence[int], entropies: Sequence[float]
+                     ) -> tuple[tuple[int, int, int, int], list[int]]:
+    """The ``paper`` variant's pruning step: ``(new_blocks, changed_stages)``.
+
+    Same inputs as :func:`prune_blocks`. Every stage ``s`` at once gets ``new_blocks[s]`` = the
+    number of its blocks with ``H == 0``; ``changed_stages`` lists the stages whose count dropped
+    (empty, with the blocks unchanged, when no block is conflicting).
+    """
+    blocks, stages, entropies = _prune_input(blocks, stages, entropies)
+    new = tuple(sum(1 for st, h in zip(stages, entropies) if st == s and h == 0) for s in range(4))
+    return new, [s for s in range(4) if new[s] != blocks[s]]  # type: ignore[return-value]
+
+
+def _prune_input(blocks: Sequence[int], stages: Sequence[int], entropies: Sequence[float]
+                 ) -> tuple[tuple[int, int, int, int], list[int], list[float]]:
+    """The checked inputs of the pruning rules (ValueError naming what does not match)."""
     blocks = as_blocks(blocks)
     stages = [int(s) for s in stages]
     entropies = [float(h) for h in entropies]
@@ -226,13 +296,7 @@ def prune_blocks(blocks: Sequence[int], stages: Sequence[int], entropies: Sequen
         raise ValueError(f"per-block stages {stages} do not match blocks {list(blocks)}")
     if any(not math.isfinite(h) or h < 0 for h in entropies):
         raise ValueError(f"entropies must be finite and >= 0, got {entropies}")
-    conflicting = [s for s, h in zip(stages, entropies) if h > 0]
-    if not conflicting:
-        return blocks, None
-    s = conflicting[0]
-    new = list(blocks)
-    new[s] = sum(1 for st, h in zip(stages, entropies) if st == s and h == 0)
-    return tuple(new), s  # type: ignore[return-value]
+    return blocks, stages, entropies
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,9 +304,12 @@ def prune_blocks(blocks: Sequence[int], stages: Sequence[int], entropies: Sequen
 
 
 class ConflictCheck:
-    """Training callback: after each of the first ``check_epochs`` epochs look for a conflict.
+    """Training callback: at each of ``check_epochs`` records look for a conflict.
 
-    Epochs ``1..check_epochs`` are checked; an epoch-0 record (the untrained net) never is.
+    Records ``first_epoch .. first_epoch + check_epochs - 1`` are checked: with ``first_epoch=1``
+    (``revised``) the epochs ``1..check_epochs``, never the epoch-0 record (the untrained net);
+    with ``first_epoch=0`` (``paper``) the untrained net and the states before training epochs
+    ``1..check_epochs-1``.
     Trigger ``a_L``: measure H(a^(L)); if it is > 0, measure every tap. Trigger ``branch``: measure
     every tap; a conflict is a branch tap with ``H > 0``. On a conflict the per-block entropies go
     to ``record["autotune_blocks"]`` and ``record["stop"] = "conflict"`` ends the attempt. Every
@@ -256,7 +323,7 @@ class ConflictCheck:
 
     def __init__(self, x: torch.Tensor | None, y: torch.Tensor | None, *, kind: str, trigger: str,
                  num_classes: int, lr: float, batch_size: int, check_epochs: int,
-                 draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None):
+                 draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None, first_epoch: int = 1):
         if trigger not in TRIGGERS:
             raise ValueError(f"unknown trigger {trigger!r}; valid triggers are {', '.join(TRIGGERS)}")
         if kind not in AUTOTUNE_KINDS:
@@ -265,11 +332,13 @@ class ConflictCheck:
         self.kind, self.trigger = kind, trigger
         self.kw = dict(num_classes=int(num_classes), lr=float(lr), batch_size=int(batch_size))
         self.check_epochs = int(check_epochs)
+        if first_epoch not in (0, 1):
+            raise ValueError(f"first_epoch must be 0 (paper) or 1 (revised), got {first_epoch!r}")
+        self.first_epoch = int(first_epoch)
 
     def __call__(self, model: nn.Module, epoch: int, record: dict) -> None:
-        # epoch 0 (the untrained net, when training records it) is not checked: the search checks
-        # after each of the first `check_epochs` *training* epochs
-        if epoch < 1 or epoch > self.check_epochs:
+        # revised: epoch 0 (the untrained net) is not checked; paper: records 0..check_epochs-1
+        if not self.first_epoch <= epoch < self.first_epoch + self.check_epochs:
             return
         (x, y), prune = self._samples(2 * epoch), lambda: self._samples(2 * epoch + 1)
         if self.trigger == "a_L":
@@ -316,6 +385,8 @@ class SearchResult:
     log_path: Path
     config: AutotuneConfig
     last_epochs: int = 1
+    #: machine-readable reason the search ended (:data:`STOP_REASONS`)
+    stop_reason: str = ""
 
     @property
     def depth(self) -> int | None:
@@ -364,11 +435,52 @@ def _attempt_entry(i: int, run: RunResult, blocks: tuple[int, ...], last_epochs:
         "block_entropies": None if conflict_rec is None else conflict_rec.get("autotune_blocks"),
         "conflicting_blocks": (None if conflict_rec is None else
                                [b["block"] for b in conflict_rec.get("autotune_blocks") or [] if b["entropy"] > 0]),
+        "outcome": None,
         "pruned_stage": None,
+        "pruned_stages": None,
         "blocks_after": None,
         "test_acc": final_test_accuracy(hist, last_epochs) if run.status == "finished" else None,
         "seconds": float(sum(r.get("seconds", 0.0) or 0.0 for r in hist)),
     }
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The training and measurement seed of attempt ``attempt`` of the search seeded ``seed``:
+    ``seed`` itself for attempt 0, ``derive_seed(seed, attempt, "autotune-attempt")`` after it."""
+    if int(attempt) < 0:
+        raise ValueError(f"attempt must be >= 0, got {attempt!r}")
+    return int(seed) if int(attempt) == 0 else derive_seed(seed, attempt, "autotune-attempt")
+
+
+def _attempt_check(cfg: AutotuneConfig, data: DataBundle, seed_i: int) -> ConflictCheck:
+    """The conflict check of one attempt: its batches drawn from ``seed_i``."""
+    n = min(cfg.sample_size, len(data.train_eval))
+    if cfg.measurement == "fresh":
+        x = y = None
+        draw = lambda k: measurement_samples(data, n, seed_i, draw=k)  # noqa: E731
+    else:
+        (x, y), draw = measurement_samples(data, n, seed_i), None
+    return ConflictCheck(x, y, kind=cfg.kind, trigger=cfg.trigger, num_classes=data.num_classes, lr=cfg.lr,
+                         batch_size=cfg.batch_size, check_epochs=cfg.check_epochs, draw=draw,
+                         first_epoch=cfg.first_check_epoch)
+
+
+def _next_blocks(cfg: AutotuneConfig, blocks: tuple[int, int, int, int], entry: dict) -> tuple[int, int, int, int]:
+    """After a conflict: the variant's pruning of ``blocks``; fills ``entry``'s ``outcome``,
+    ``pruned_stage`` (first changed stage), ``pruned_stages`` and ``blocks_after``."""
+    per_block = entry["block_entropies"] or []
+    stages, hs = [b["stage"] for b in per_block], [b["entropy"] for b in per_block]
+    if cfg.variant == "paper":
+        new, changed = prune_all_stages(blocks, stages, hs)
+    else:
+        new, s = prune_blocks(blocks, stages, hs)
+        changed = [] if s is None or new == blocks else [s]
+    if not changed:
+        entry["outcome"] = "retry-no-conflicting-block"
+        return blocks
+    entry.update(pruned_stage=changed[0], pruned_stages=changed, blocks_after=list(new))
+    entry["outcome"] = "empty-net" if sum(new) == 0 else "pruned"
+    return new
 
 
 def search(
@@ -387,12 +499,13 @@ def search(
 
     ``config`` defaults to ``AutotuneConfig.from_scale(scale, kind)``. ``data`` may pass the loaded
     dataset (``load_dataset(dataset, seed=seed, train_limit=scale.train_limit)``). The log (a JSON
-    object with the config, ``attempts``, ``status``, ``reason`` and ``blocks``) is rewritten
-    atomically after every attempt; each attempt entry holds ``attempt``, ``blocks`` (before),
-    ``depth``, ``run_dir``, ``status`` of the run, ``epochs_done``, ``detection_epoch``,
-    ``a_L_entropy`` (at detection), ``a_L_entropies`` (every checked epoch), ``block_entropies``
-    (per block at detection: ``block``, ``stage``, ``tap``, ``entropy``, ``num_bundles``),
-    ``conflicting_blocks``, ``pruned_stage``, ``blocks_after``, ``test_acc`` and ``seconds``.
+    object with the config, ``attempts``, ``status``, ``reason``, ``stop_reason`` and ``blocks``) is
+    rewritten atomically after every attempt; each attempt entry holds ``attempt``, ``seed`` (its
+    :func:`attempt_seed`), ``blocks`` (before), ``depth``, ``run_dir``, ``status`` of the run,
+    ``outcome``, ``epochs_done``, ``detection_epoch``, ``a_L_entropy`` (at detection),
+    ``a_L_entropies`` (every checked epoch), ``block_entropies`` (per block at detection: ``block``,
+    ``stage``, ``tap``, ``entropy``, ``num_bundles``), ``conflicting_blocks``, ``pruned_stage``,
+    ``pruned_stages``, ``blocks_after``, ``test_acc`` and ``seconds``.
     """
     cfg = config or AutotuneConfig.from_scale(scale, kind)
     if config is not None and config.kind != kind:
@@ -404,60 +517,77 @@ def search(
         data = load_dataset(dataset, seed=seed, train_limit=cfg.train_limit)
     elif data.name != dataset:
         raise ValueError(f"data holds dataset {data.name!r} but dataset={dataset!r} was asked for")
-    n = min(cfg.sample_size, len(data.train_eval))
-    if cfg.measurement == "fresh":
-        x = y = None
-        draw = lambda k: measurement_samples(data, n, seed, draw=k)  # noqa: E731
-    else:
-        (x, y), draw = measurement_samples(data, n, seed), None
-    check = ConflictCheck(x, y, kind=cfg.kind, trigger=cfg.trigger, num_classes=data.num_classes, lr=cfg.lr,
-                          batch_size=cfg.batch_size, check_epochs=cfg.check_epochs, draw=draw)
-    tcfg = cfg.train_config(scale, seed)
-    measure = {"dataset": dataset, "train_limit": cfg.train_limit, "sample_size": cfg.sample_size,
-               "check_epochs": cfg.check_epochs, "trigger": cfg.trigger, "measurement": cfg.measurement}
-    log_path = search_log_path(scale, cfg, dataset=dataset, seed=seed)
-    log: dict[str, Any] = {"dataset": dataset, "kind": cfg.kind, "seed": seed, "config": asdict(cfg),
-                           "paper_algorithm": cfg.is_paper, "attempts": [], "status": "running",
-                           "reason": "", "blocks": None}
-
-    def finish(status: str, reason: str, blocks: tuple[int, ...] | None, final: RunResult | None) -> SearchResult:
-        log.update(status=status, reason=reason, blocks=None if blocks is None else list(blocks))
-        atomic_write_text(log_path, json.dumps(log, indent=1) + "\n")
-        return SearchResult(dataset, cfg.kind, seed, status, reason,
-                            None if blocks is None else as_blocks(blocks), log["attempts"], final,
-                            log_path, cfg, scale.last_epochs)
-
-    blocks = cfg.start_blocks
-    run: RunResult | None = None
+    if cfg.variant == "paper" and not cfg.train_config(scale, seed).measure_start:
+        raise ValueError("variant 'paper' checks the untrained net: it needs TrainConfig.measure_start=True")
+    log = _SearchLog(scale, cfg, dataset, seed)
+    blocks, run = cfg.start_blocks, None
     for i in range(int(max_attempts)):
+        seed_i = attempt_seed(seed, i)
+        tcfg = cfg.train_config(scale, seed_i)
         mcfg = conv_config(cfg.kind, blocks, data, width=cfg.width)
         label = f"{dataset}-{cfg.kind}-s{seed}-try{i}-{_blocks_label(blocks)}"
-        folder = run_dir(scale, EXPERIMENT, label, mcfg, tcfg, measure)
-        run = train(mcfg, data, tcfg, folder, callbacks=[check], device=device, progress=progress, desc=label)
+        folder = run_dir(scale, EXPERIMENT, label, mcfg, tcfg, _measure_key(cfg, dataset))
+        run = train(mcfg, data, tcfg, folder, callbacks=[_attempt_check(cfg, data, seed_i)], device=device,
+                    progress=progress, desc=label)
         entry = _attempt_entry(i, run, blocks, scale.last_epochs)
-        log["attempts"].append(entry)
+        entry["seed"] = seed_i
+        log.attempts.append(entry)
         if run.status == "finished":
-            return finish("found", f"{mcfg.label} trained {cfg.epochs} epochs without conflict "
-                                   f"in its first {cfg.check_epochs}", blocks, run)
-        if run.status == "diverged":
-            return finish("stopped", f"attempt {i} ({_blocks_label(blocks)}) diverged at epoch "
-                                     f"{run.diverged_epoch}", None, run)
-        if run.stop_reason != STOP_REASON:
-            return finish("stopped", f"attempt {i} stopped for an unknown reason {run.stop_reason!r}", None, run)
-        per_block = entry["block_entropies"] or []
-        new, s = prune_blocks(blocks, [b["stage"] for b in per_block], [b["entropy"] for b in per_block])
-        if s is None or new == blocks:
-            return finish("stopped", f"attempt {i}: conflict at epoch {entry['detection_epoch']} but no "
-                                     f"conflicting block to prune", None, run)
-        entry["pruned_stage"], entry["blocks_after"] = s, list(new)
-        if sum(new) == 0:
-            return finish("stopped", f"attempt {i}: pruning stage {s} would leave no block", None, run)
-        atomic_write_text(log_path, json.dumps(log, indent=1) + "\n")
-        blocks = new
-        del run
-        run = None
-    return finish("incomplete", f"attempt limit ({int(max_attempts)}) reached before a net trained without "
-                                f"conflict; call again with a larger max_attempts to continue", None, run)
+            entry["outcome"] = "found"
+            return log.finish("found", "found", f"{mcfg.label} trained {cfg.epochs} epochs without conflict "
+                                                f"in its checks", blocks, run)
+        if run.status == "diverged" or run.stop_reason != STOP_REASON:
+            code = "diverged" if run.status == "diverged" else "unknown-stop"
+            entry["outcome"] = code
+            why = (f"diverged at epoch {run.diverged_epoch}" if code == "diverged"
+                   else f"stopped for an unknown reason {run.stop_reason!r}")
+            return log.finish("stopped", code, f"attempt {i} ({_blocks_label(blocks)}) {why}", None, run)
+        new = _next_blocks(cfg, blocks, entry)
+        if entry["outcome"] == "empty-net":
+            return log.finish("stopped", "empty-net", f"attempt {i}: pruning stages "
+                                                      f"{entry['pruned_stages']} would leave no block", None, run)
+        log.write()
+        blocks, run = new, None
+    return log.finish("incomplete", "attempt-cap", f"attempt limit ({int(max_attempts)}) reached before a net "
+                                                   f"trained without conflict; call again with a larger "
+                                                   f"max_attempts to continue", None, run)
+
+
+def _measure_key(cfg: AutotuneConfig, dataset: str) -> dict[str, Any]:
+    """What the checks of an attempt add to its run folder's hash. ``variant`` is left out at
+    ``revised`` (the behaviour before the field existed), so those folders keep their names."""
+    key = {"dataset": dataset, "train_limit": cfg.train_limit, "sample_size": cfg.sample_size,
+           "check_epochs": cfg.check_epochs, "trigger": cfg.trigger, "measurement": cfg.measurement}
+    if cfg.variant != "revised":
+        key["variant"] = cfg.variant
+    return key
+
+
+class _SearchLog:
+    """The search log of :func:`search`, written atomically to :func:`search_log_path`."""
+
+    def __init__(self, scale: Scale, cfg: AutotuneConfig, dataset: str, seed: int):
+        self.scale, self.cfg, self.dataset, self.seed = scale, cfg, dataset, seed
+        self.path = search_log_path(scale, cfg, dataset=dataset, seed=seed)
+        self.attempts: list[dict] = []
+        self.data: dict[str, Any] = {"dataset": dataset, "kind": cfg.kind, "seed": seed, "config": asdict(cfg),
+                                     "paper_algorithm": cfg.is_paper, "variant": cfg.variant,
+                                     "attempts": self.attempts, "status": "running", "reason": "",
+                                     "stop_reason": None, "blocks": None}
+
+    def write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
+
+    def finish(self, status: str, code: str, reason: str, blocks: tuple[int, ...] | None,
+               final: RunResult | None) -> SearchResult:
+        if code not in STOP_REASONS:
+            raise ValueError(f"unknown stop reason {code!r}; valid choices are {', '.join(STOP_REASONS)}")
+        self.data.update(status=status, reason=reason, stop_reason=code,
+                         blocks=None if blocks is None else list(blocks))
+        self.write()
+        return SearchResult(self.dataset, self.cfg.kind, self.seed, status, reason,
+                            None if blocks is None else as_blocks(blocks), self.attempts, final, self.path,
+                            self.cfg, self.scale.last_epochs, stop_reason=code)
 
 
 def run_searches(scale: Scale, kinds: Sequence[str] = ("plain",), *, datasets: Sequence[str] | None = None,
