@@ -395,3 +395,189 @@ def test_fresh_checks_measure_a_new_batch_and_prune_on_another():
     assert calls == [4, 5] and record["stop"] and record["autotune_conflict"]
     with pytest.raises(ValueError, match="unknown measurement 'once'.*fresh, fixed"):
         AutotuneConfig(measurement="once")
+
+
+# --------------------------------------------------------------------------- variants (paper 8690359 / revised 9c0b9b5)
+
+
+def test_variant_defaults_to_the_paper_code_and_names_the_valid_choices():
+    assert at.AutotuneConfig().variant == "paper"
+    assert at.AutotuneConfig.from_scale(tiny_preset()).variant == "paper"
+    assert at.AutotuneConfig().first_check_epoch == 0 and revised(tiny_preset()).first_check_epoch == 1
+    with pytest.raises(ValueError, match="unknown auto-tune variant 'head'; valid choices are paper, revised"):
+        at.AutotuneConfig(variant="head")
+
+
+def test_prune_all_stages_cuts_every_stage_at_once():
+    # blocks (2, 3, 1, 2): stage 0 = H 0, .5 -> 1; stage 1 = 0, .3, 0 -> 2; stage 2 = 0 -> 1; stage 3 = .1, .2 -> 0
+    stages, hs = [0, 0, 1, 1, 1, 2, 3, 3], [0.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.1, 0.2]
+    assert at.prune_all_stages((2, 3, 1, 2), stages, hs) == ((1, 2, 1, 0), [0, 1, 3])
+    # the revised rule on the same entropies cuts stage 0 only
+    assert at.prune_blocks((2, 3, 1, 2), stages, hs) == ((1, 3, 1, 2), 0)
+    assert at.prune_all_stages((2, 3, 1, 2), stages, [0.0] * 8) == ((2, 3, 1, 2), [])
+    with pytest.raises(ValueError, match="do not match blocks"):
+        at.prune_all_stages((2, 3, 1, 2), stages[:-1], hs[:-1])
+
+
+def _silence(block):
+    """Zero the block's last batch norm: its branch (conv-BN) is 0 for every input."""
+    with torch.no_grad():
+        block.bn2.weight.zero_()
+        block.bn2.bias.zero_()
+
+
+def _digits_batch():
+    from reproduce.data.datasets import load_dataset, measurement_samples
+    data = load_dataset("digits", seed=0, train_limit=128)
+    return measurement_samples(data, 64, 0)
+
+
+@pytest.mark.parametrize("kind, silenced, paper, rev", [
+    # plain: block 2 (the second of stage 1) outputs 0, so blocks 2..5 are constant -> H > 0 there;
+    # by hand: stage 0 keeps 1, stage 1 keeps 1 (block 1), stages 2, 3 keep 0
+    ("plain", (2,), (1, 1, 0, 0), (1, 1, 2, 1)),
+    # residual: the branches of block 1 (stage 1) and block 4 (stage 2) are 0; the others see a
+    # varying input. By hand: stage 1 keeps block 2, stage 2 keeps block 3 -> (1, 1, 1, 1)
+    ("residual", (1, 4), (1, 1, 1, 1), (1, 1, 2, 1)),
+])
+def test_paper_check_on_the_untrained_net_prunes_every_planted_stage(kind, silenced, paper, rev):
+    x, y = _digits_batch()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind, 10, 1, 8, START, width=1 / 4))
+    for i in silenced:
+        _silence(model.blocks[i])
+    check = at.ConflictCheck(x, y, kind=kind, trigger="a_L" if kind == "plain" else "branch", num_classes=10,
+                             lr=1e-3, batch_size=64, check_epochs=1, first_epoch=0)
+    record = {}
+    check(model, 0, record)  # paper: the untrained net (record 0) is checked
+    assert record["stop"] == "conflict"
+    per = record["autotune_blocks"]
+    conflicting = [b["block"] for b in per if b["entropy"] > 0]
+    assert conflicting == ([2, 3, 4, 5] if kind == "plain" else [1, 4])
+    stages, hs = [b["stage"] for b in per], [b["entropy"] for b in per]
+    assert at.prune_all_stages(START, stages, hs)[0] == paper
+    assert at.prune_blocks(START, stages, hs)[0] == rev
+
+
+def test_paper_checks_records_0_to_w_minus_1():
+    calls = []
+
+    def draw(k):
+        calls.append(k)
+        return torch.zeros(8, 1, 8, 8), torch.arange(8) % 2
+
+    check = at.ConflictCheck(None, None, kind="plain", trigger="a_L", num_classes=10, lr=1e-3, batch_size=64,
+                             check_epochs=2, draw=draw, first_epoch=0)
+    torch.manual_seed(0)
+    net = build_model(ModelConfig("plain", 10, 1, 8, (1, 0, 0, 0), width=1 / 16))
+    for epoch in range(4):
+        check(net, epoch, {})
+    # records 0 and 1 checked (a constant input conflicts: a check and a pruning batch each); 2, 3 not
+    assert calls == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="first_epoch must be 0 .* or 1"):
+        at.ConflictCheck(None, None, kind="plain", trigger="a_L", num_classes=10, lr=1e-3, batch_size=64,
+                         check_epochs=2, draw=draw, first_epoch=2)
+
+
+def _plant_clean_blocks(monkeypatch, conflicted_checks):
+    """a^(L) conflicts at the first ``conflicted_checks`` checks but no block is conflicting.
+    Records every check's (first weight of the net, labels measured)."""
+    seen = []
+
+    def fake_last(model, x, y, **kw):
+        seen.append((next(model.parameters()).detach().clone(), y.clone()))
+        h = 0.5 if len(seen) <= conflicted_checks else 0.0
+        return types.SimpleNamespace(entropy=h, num_bundles=2 if h else 64)
+
+    def fake_model(model, x, y, **kw):
+        return pd.DataFrame([{"tap": f"b{i}.out", "layer": i, "role": "output", "block": i, "stage": s,
+                              "num_bundles": 64, "entropy": 0.0} for i, s in enumerate(model.block_stage)])
+
+    monkeypatch.setattr(bundles, "measure_last_layer", fake_last)
+    monkeypatch.setattr(bundles, "measure_model", fake_model)
+    return seen
+
+
+def test_attempts_draw_new_weights_and_new_batches_and_retry_without_a_conflicting_block(results_root, monkeypatch):
+    P = tiny_preset()
+    seen = _plant_clean_blocks(monkeypatch, conflicted_checks=10)
+    res = at.search(P, "plain", seed=3, max_attempts=2, progress=False, device="cpu")
+    # both attempts: a^(L) conflicted on the untrained net, no block conflicting -> the same blocks again
+    assert [a["blocks"] for a in res.attempts] == [list(START), list(START)]
+    assert [a["outcome"] for a in res.attempts] == ["retry-no-conflicting-block"] * 2
+    assert [a["detection_epoch"] for a in res.attempts] == [0, 0]
+    assert res.status == "incomplete" and res.stop_reason == "attempt-cap"
+    assert json.loads(res.log_path.read_text())["stop_reason"] == "attempt-cap"
+    assert res.attempts[0]["seed"] == 3 and res.attempts[1]["seed"] != 3
+    assert res.attempts[0]["run_dir"] != res.attempts[1]["run_dir"]
+    (w0, y0), (w1, y1) = seen
+    assert not torch.equal(w0, w1), "attempt 1 must start from a new initialisation"
+    assert not torch.equal(y0, y1), "attempt 1 must measure another batch"
+
+
+def test_a_retry_that_trains_clean_is_found(results_root, monkeypatch):
+    P = tiny_preset()
+    _plant_clean_blocks(monkeypatch, conflicted_checks=1)
+    res = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    assert res.status == "found" and res.stop_reason == "found" and res.blocks == START
+    assert [a["outcome"] for a in res.attempts] == ["retry-no-conflicting-block", "found"]
+    assert res.restarts == 0  # a retry is not a pruning restart
+
+
+def test_revised_attempt_0_keeps_its_run_folder_and_paper_gets_another(results_root, monkeypatch):
+    P = tiny_preset()
+    plant(monkeypatch, {})
+    rev = at.search(P, "plain", seed=0, config=revised(P), max_attempts=1, progress=False, device="cpu")
+    pap = at.search(P, "plain", seed=0, max_attempts=1, progress=False, device="cpu")
+    # the measurement key of a folder made before `variant` existed: no variant entry
+    key = {"dataset": "digits", "train_limit": 128, "sample_size": P.sample_size, "check_epochs": 1,
+           "trigger": "a_L", "measurement": P.measurement}
+    assert at._measure_key(revised(P), "digits") == key
+    assert at._measure_key(at.AutotuneConfig.from_scale(P), "digits") == {**key, "variant": "paper"}
+    assert rev.attempts[0]["run_dir"] != pap.attempts[0]["run_dir"]
+    assert rev.log_path != pap.log_path
+
+
+def _larger_baselines():
+    # plain-10: 1000 MACs, mean accuracy 0.94, 1.5 MB; residual-10: 1200 MACs, 0.85, 2.0 MB
+    return [_row(m, s, status="finished", depth=10, acc=acc, mem=mem, macs=macs)
+            for m, acc, mem, macs in (("plain-10", 0.94, 1.5, 1000), ("residual-10", 0.85, 2.0, 1200))
+            for s in (0, 1)]
+
+
+def test_row_5_prime_compares_with_the_nets_that_have_more_macs():
+    row = at.LARGER_ROW
+    # 900 MACs: reference = both nets; best accuracy 0.94 -> threshold 0.92; memory below 1.5 and 2.0
+    c = _claims([_row("auto-tune plain", s, acc=0.93, mem=1.0, macs=900) for s in (0, 1)] + _larger_baselines())
+    assert c[row].holds is True and "plain-10,residual-10" in c[row].measured
+    # memory 1.8: below residual-10's 2.0 but not plain-10's 1.5 -> must be below every one: fails
+    c = _claims([_row("auto-tune plain", s, acc=0.93, mem=1.8, macs=900) for s in (0, 1)] + _larger_baselines())
+    assert c[row].holds is False
+    # 1100 MACs: reference = residual-10 alone (threshold 0.85 - 0.02 = 0.83): 0.84 and 1.0 MB hold,
+    # although the strict row (vs the most accurate net, plain-10: 0.92) does not
+    c = _claims([_row("auto-tune plain", s, acc=0.84, mem=1.0, macs=1100) for s in (0, 1)] + _larger_baselines())
+    assert c[row].holds is True and "reference" in c[row].measured and "residual-10;" in c[row].measured
+    assert c["competitive accuracy"].holds is False
+    # ... and 0.82 < 0.83 fails in that seed
+    rows = [_row("auto-tune plain", 0, acc=0.84, mem=1.0, macs=1100),
+            _row("auto-tune plain", 1, acc=0.82, mem=1.0, macs=1100)]
+    assert _claims(rows + _larger_baselines())[row].holds is False
+    # 1300 MACs: no fixed net has more -> not testable in that seed; nothing failed -> not testable
+    rows = [_row("auto-tune plain", 0, acc=0.93, mem=1.0, macs=900),
+            _row("auto-tune plain", 1, acc=0.93, mem=1.0, macs=1300)]
+    c = _claims(rows + _larger_baselines())
+    assert c[row].holds is None and "none" in c[row].measured and "1 n/a" in c[row].measured
+    # without baselines at all: not testable
+    assert _claims([_row("auto-tune plain", 0)])[row].holds is None
+
+
+def test_larger_net_rule_by_hand():
+    fixed = pd.DataFrame({"model": ["a", "b", "c"], "test_acc": [0.9, 0.8, float("nan")],
+                          "memory_mb": [3.0, 2.0, 0.1], "macs": [50.0, 200.0, 300.0]})
+    # macs 100: reference = b (c has no accuracy); 0.79 >= 0.78 and 1.0 < 2.0
+    holds, ref = at.larger_net_rule(0.79, 1.0, 100, fixed)
+    assert holds is True and ref["model"].tolist() == ["b"]
+    assert at.larger_net_rule(0.77, 1.0, 100, fixed)[0] is False
+    assert at.larger_net_rule(0.79, 2.0, 100, fixed)[0] is False  # not strictly lower
+    assert at.larger_net_rule(0.99, 1.0, 250, fixed)[0] is None  # no net with more MACs and an accuracy
+    assert at.larger_net_rule(float("nan"), 1.0, 100, fixed)[0] is None
