@@ -600,7 +600,8 @@ def run_searches(scale: Scale, kinds: Sequence[str] = ("plain",), *, datasets: S
     dataset, kind, seed).
 
     Returns the results and a tidy log with one row per attempt (dataset, kind, seed, attempt,
-    blocks, detection_epoch, a_L_entropy, conflicting (count), pruned_stage (1..4), blocks_after, status).
+    blocks, detection_epoch, a_L_entropy, conflicting (count), pruned_stage (1..4), blocks_after, outcome,
+    search_status, stop_reason).
     """
     datasets = tuple(datasets or scale.datasets)
     seeds = tuple(range(scale.autotune_seeds)) if seeds is None else tuple(seeds)
@@ -621,7 +622,7 @@ def run_searches(scale: Scale, kinds: Sequence[str] = ("plain",), *, datasets: S
                         # stages are numbered 1..4 in every table and figure (the log keeps 0..3)
                         "pruned_stage": None if a["pruned_stage"] is None else a["pruned_stage"] + 1,
                         "blocks_after": None if a["blocks_after"] is None else _blocks_label(a["blocks_after"]),
-                        "search_status": res.status,
+                        "outcome": a.get("outcome"), "search_status": res.status, "stop_reason": res.stop_reason,
                     })
     return results, pd.DataFrame(rows)
 
