@@ -581,3 +581,20 @@ def test_larger_net_rule_by_hand():
     assert at.larger_net_rule(0.79, 2.0, 100, fixed)[0] is False  # not strictly lower
     assert at.larger_net_rule(0.99, 1.0, 250, fixed)[0] is None  # no net with more MACs and an accuracy
     assert at.larger_net_rule(float("nan"), 1.0, 100, fixed)[0] is None
+
+
+def test_revised_logs_keep_their_names_and_an_old_log_is_resumed(results_root, monkeypatch):
+    import dataclasses
+    from reproduce.files.storage import config_hash
+
+    P = tiny_preset()
+    cfg = revised(P)
+    # a log name from before `variant` existed: the hash of the config without the field
+    old = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "variant"}
+    assert at.search_log_path(P, cfg, dataset="digits", seed=0).name == f"digits-plain-s0-{config_hash(old, 'digits')}.json"
+    spec = at.SearchSpec(P, "plain", "digits", 0)
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    spec.log_path.write_text(json.dumps({"attempts": [], "status": "found", "reason": "", "blocks": [1, 1, 1, 1]}))
+    assert spec.state() == "partial"  # written before attempts drew their own seeds
+    spec.log_path.write_text(json.dumps({"attempts": [], "status": "found", "stop_reason": "found"}))
+    assert spec.state() == "finished"

@@ -95,7 +95,7 @@ from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_
 from reproduce.files.paths import results_dir, run_dir
 from reproduce.training.runs import RunSpec, train_spec
 from reproduce.config.scales import Scale
-from reproduce.files.storage import atomic_write_text, config_hash
+from reproduce.files.storage import atomic_write_text, config_hash, legacy_field
 from reproduce.training.loop import RunResult, TrainConfig, final_test_accuracy, train
 from reproduce.config.seeds import derive_seed
 
@@ -188,8 +188,9 @@ class AutotuneConfig:
     #: "fresh": every check measures a new seeded training batch and its pruning pass another one
     #: (as released); "fixed": one measurement set for the whole search
     measurement: str = "fresh"
-    #: which released version of the search (module docstring); "paper" = 8690359
-    variant: str = "paper"
+    #: which released version of the search (module docstring); "paper" = 8690359. Configs
+    #: written before the field were "revised" (left out of the hash there: their names stay)
+    variant: str = legacy_field("paper", "revised")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -683,10 +684,14 @@ class SearchSpec:
 
     def state(self) -> str:
         """``missing`` (no log), ``partial`` (running or resumable), ``finished`` (a net was found) or
-        ``stopped`` (the search gave up), from the search log."""
+        ``stopped`` (the search gave up), from the search log. A log without ``stop_reason`` was
+        written before every attempt drew its own seed: ``partial`` (its attempts >= 1 are redone)."""
         log = load_search_log(self.log_path)
         if log is None:
             return "missing"
+        if "stop_reason" not in log:
+            # written before attempts drew their own seeds: its attempts >= 1 are to be redone
+            return "partial"
         return {"found": "finished", "stopped": "stopped"}.get(log.get("status"), "partial")
 
     def run(self, *, device: Any = "auto", progress: bool = True) -> SearchResult:
