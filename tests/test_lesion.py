@@ -219,6 +219,12 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     trained = res.history[res.history["epoch"] >= 1]  # an epoch-0 record (the untrained net) may precede
     assert list(trained["epoch"]) == [1] and not res.history["median_distance"].isna().any()
     assert (tmp_path / "results" / "smoke" / "lesion").is_dir()
+    # the claim-4 diagnostics of the last epoch describe the final weights the study acts on
+    diag = studies.diagnostics
+    last = diag[(diag["seed"] == 0) & (diag["epoch"] == 1)].iloc[0]
+    assert last.w_max == bundles.weight_amplitude(res.run.model)
+    assert last.gamma_abs_mean == pytest.approx(lesion.branch_gammas(res.run.model)["gamma_abs_mean"].mean())
+    assert 0 <= last.conflicting_sensitivity <= 4 and last.sensitivity_samples > P.sample_size
     claims = lesion.lesion_claims(res)
     conf, non = res.sets["conflicting"], res.sets["non-conflicting"]
     assert len(claims) == 4

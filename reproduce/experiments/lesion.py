@@ -740,6 +740,14 @@ class LesionStudies:
         return self._stack("history")
 
     @property
+    def diagnostics(self) -> pd.DataFrame:
+        """Claim-4 diagnostics per seed and epoch (:func:`diagnostics_history` of each run; empty
+        columns for runs trained without them)."""
+        frames = [diagnostics_history(r.run.history).assign(seed=r.config.seed) for r in self.results]
+        out = pd.concat(frames, ignore_index=True)
+        return out[["seed", *[c for c in out.columns if c != "seed"]]]
+
+    @property
     def removable(self) -> pd.DataFrame:
         """Per seed: ``full_accuracy``, the set sizes and the largest removable fractions."""
         rows = [{"seed": r.config.seed, "full_accuracy": r.full_accuracy, "blocks": r.num_blocks,
