@@ -15,8 +15,13 @@
 * :func:`layer_epoch_matrix` (:func:`seed_mean_matrix` over seeds), :func:`conflicting_in`,
   :func:`first_detection_epoch` and :func:`detection_curve` read a run's per-epoch, per-tap
   measurements for claim 3; :func:`detection_summary` sums them up per network and seed.
-* :func:`depth_claims` (claim 2) and :func:`early_detection_claims` (claim 3) are the claims
-  tables' rules, fixed before any number was seen. Each rule is decided per seed, then over seeds
+* :func:`claim3_claims` is claim 3 as the paper states it (rules 3a-3c: detectable by the auto-tune
+  window, clean early stays clean, the early per-block set on a second batch against the final set;
+  :func:`final_state`, :func:`first_conflict`, :func:`clean_early`, :func:`later_fraction`,
+  :func:`final_blocks`, :func:`layer_match`, :func:`pruning_decision`); :func:`second_batch_callback`
+  records the second-batch per-block rows it needs.
+* :func:`depth_claims` (claim 2), :func:`claim3_claims` and :func:`early_detection_claims` (claim 3's
+  stability rows, stricter than the paper) are the claims tables' rules, fixed before any number was seen. Each rule is decided per seed, then over seeds
   by :func:`reproduce.experiments.claims.over_seeds` (every seed, and the pooled form where there is one).
 
 Choices the specification leaves open (written down here):
@@ -35,8 +40,9 @@ Choices the specification leaves open (written down here):
 * A block is **conflicting** by the rule of :func:`reproduce.metric.bundles.layer_rows` (a residual
   block by its branch tap, a plain block by its output tap, an FNN layer by its hidden tap).
   "Layers" in claim 3 are these taps, named by their tap names.
-* The **detection horizon** of claim 3 is the first quarter of training
-  (:func:`detection_horizon`: ``ceil(epochs / 4)``).
+* The **detection horizon** of claim 3's stability rows is the first quarter of training
+  (:func:`detection_horizon`: ``ceil(epochs / 4)``); rules 3a-3c use the auto-tune window
+  ``Scale.autotune_check_epochs`` instead (``docs/method.md#claim3``).
 * **First detection epoch** (claim 3): the first epoch ``e`` such that at ``e`` *and every later
   measured epoch* the set of conflicting layers contains the set of conflicting layers of the
   final epoch. Containment (not equality) is used because a detector that flags a superset early
