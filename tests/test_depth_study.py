@@ -499,6 +499,9 @@ def test_rule_3b_clean_early_stays_clean_within_five_percent():
     assert rows(_a_l_history([0, 0] + [0.0] * 36)).verdict == "holds"      # never conflicting
     # not clean early (conflicts at epoch 1) -> nothing to test; an unmeasured epoch <= W -> not clean early
     assert rows(_a_l_history([0.1] + [0.0] * 10)).verdict == "not testable"
+    # too short to read the end (the smoke scale: 2 epochs, W = 1): not testable, not a failure
+    assert rows(_a_l_history([0, 0, 0])).verdict == "not testable"
+    assert ds.claim3_claims({("plain", 0): _a_l_history([0, 0])}, window=1, depth=10)[1].verdict == "not testable"
     gap = [_rec(1, 0.0)] + _a_l_history([0.0] * 8, start=3)
     assert ds.clean_early(gap, w) is None and rows(gap).verdict == "not testable"
 

@@ -866,8 +866,10 @@ def _rule_3a(histories: Sequence[Sequence[dict]], window: int) -> bool | None:
 
 
 def _rule_3b(histories: Sequence[Sequence[dict]], window: int) -> bool | None:
-    """3b on one seed's nets; None when no net is clean at every epoch 1..window."""
-    clean = [h for h in histories if clean_early(h, window) is True]
+    """3b on one seed's nets; None when no net is clean at every epoch 1..window with its end
+    readable (at least ``FINAL_RECORDS`` trained records, some after the window)."""
+    clean = [h for h in histories if clean_early(h, window) is True and final_state(h) is not None
+             and not math.isnan(later_fraction(h, window))]
     if not clean:
         return None
     return all(later_fraction(h, window) <= LATER_TOLERANCE and final_state(h) == "clean" for h in clean)
@@ -925,7 +927,8 @@ def claim3_claims(runs: dict[tuple[str, int], Any], *, window: int, depth: int) 
       trained epoch <= W. Not testable when no net of the seed ends conflicting.
     * 3b, clean early means clean later (auto-tune's stopping premise): every net with H(a^(L)) = 0
       at all epochs 1..W has H > 0 in at most 5 % of its later records and ends clean. Not testable
-      when no net of the seed is clean at all of 1..W.
+      when no net of the seed is clean at all of 1..W (a net whose end cannot be read, with fewer
+      than 4 trained records or none after W, is left out).
     * 3c, the layers: for every net where a^(L) conflicts at some epoch <= W, take the first such
       epoch e*, the per-block conflicting set S measured there on a second batch
       (:func:`second_batch_callback`) and the final set F (blocks conflicting in at least 3 of the
