@@ -437,3 +437,168 @@ def test_cooks_distance_by_hand():
     assert np.isinf(lone[3]) and np.isfinite(lone[:3]).all()
     with pytest.raises(ValueError, match="more than one x value"):
         ds.cooks_distance([1, 1, 1], [0, 1, 2])
+
+
+# --------------------------------------------------------------------------- claim 3 as the paper states it
+
+
+def _rec(epoch, a_l, blocks=None, second=None, stages=None):
+    """One hand-built epoch record: H(a^(L)) ``a_l``; per-block entropies ``blocks`` (first batch)
+    and ``second`` (second batch); block ``i`` lies in stage ``stages[i]`` (default all 0)."""
+    def rows(hs):
+        st = stages or [0] * len(hs)
+        return [{**r, "stage": s} for r, s in zip(_rows(hs), st)]
+    r = {"epoch": epoch, "a_L_entropy": a_l, "bundles": rows(blocks if blocks is not None else [a_l])}
+    if second is not None:
+        r[ds.SECOND_KEY] = rows(second)
+    return r
+
+
+def _a_l_history(values, start=1):
+    return [_rec(e, h) for e, h in enumerate(values, start=start)]
+
+
+def test_final_state_reads_three_of_the_last_four_trained_records():
+    assert ds.final_state(_a_l_history([0, 0, 0.1, 0.1, 0, 0.1])) == "conflicting"
+    assert ds.final_state(_a_l_history([0.5, 0.5, 0, 0.1, 0, 0])) == "clean"
+    assert ds.final_state(_a_l_history([0, 0.1, 0.1, 0, 0])) == "mixed"       # 2 of 4 either way
+    assert ds.final_state(_a_l_history([0.1, 0.1, 0.1])) is None                # fewer than 4 records
+    # the untrained epoch-0 record is not one of the last trained records
+    assert ds.final_state([_rec(0, 0.9)] + _a_l_history([0.1, 0.1, 0.1])) is None
+
+
+def test_rule_3a_detectable_early_holds_fails_and_not_testable():
+    w = 2
+    early = _a_l_history([0, 0.2, 0.3, 0.3, 0.3, 0.3])       # conflicts at 2 <= W, ends conflicting
+    late = _a_l_history([0, 0, 0.3, 0.3, 0.3, 0.3])          # ends conflicting, nothing by W
+    clean = _a_l_history([0, 0, 0, 0, 0, 0])
+    untrained_only = [_rec(0, 0.4)] + late                    # epoch 0 does not count as "trained <= W"
+    assert ds.first_conflict(early, w) == 2 and ds.first_conflict(untrained_only, w) is None
+    runs = {("plain", 0): early, ("residual", 0): clean, ("plain", 1): late, ("residual", 1): clean,
+            ("plain", 2): clean, ("residual", 2): clean}
+    a = ds.claim3_claims(runs, window=w, depth=10)[0]
+    assert "3a" in a.claim and "(0 yes, 1 no, 2 n/a)" in a.measured and a.verdict == "does not hold"
+    only_good = ds.claim3_claims({("plain", 0): early, ("plain", 2): clean}, window=w, depth=10)[0]
+    # a seed with nothing to test makes the row not testable over seeds (over_seeds), not "holds"
+    assert only_good.verdict == "not testable" and "(0 yes, 2 n/a)" in only_good.measured
+    assert ds.claim3_claims({("plain", 0): early, ("residual", 0): clean}, window=w, depth=10)[0].verdict == "holds"
+    assert ds.claim3_claims({("plain", 2): clean}, window=w, depth=10)[0].verdict == "not testable"
+
+
+def test_rule_3b_clean_early_stays_clean_within_five_percent():
+    w = 2
+    later = [0.0] * 20
+    one = _a_l_history([0, 0] + [0.1] + later[1:])            # 1 of 20 later records conflicting: 5 %
+    two = _a_l_history([0, 0] + [0.1, 0.1] + later[2:])       # 2 of 20: 10 %
+    ends_bad = _a_l_history([0, 0] + later[:16] + [0.1, 0.1, 0.1, 0])   # 3 of 20 (15 %) and ends conflicting
+    assert ds.clean_early(one, w) is True and ds.later_fraction(one, w) == pytest.approx(0.05)
+    assert ds.later_fraction(two, w) == pytest.approx(0.10)
+    rows = lambda h: ds.claim3_claims({("residual", 0): h}, window=w, depth=10)[1]  # noqa: E731
+    assert rows(one).verdict == "holds"
+    assert rows(two).verdict == "does not hold" and rows(ends_bad).verdict == "does not hold"
+    assert rows(_a_l_history([0, 0] + [0.0] * 36)).verdict == "holds"      # never conflicting
+    # not clean early (conflicts at epoch 1) -> nothing to test; an unmeasured epoch <= W -> not clean early
+    assert rows(_a_l_history([0.1] + [0.0] * 10)).verdict == "not testable"
+    # too short to read the end (the smoke scale: 2 epochs, W = 1): not testable, not a failure
+    assert rows(_a_l_history([0, 0, 0])).verdict == "not testable"
+    assert ds.claim3_claims({("plain", 0): _a_l_history([0, 0])}, window=1, depth=10)[1].verdict == "not testable"
+    gap = [_rec(1, 0.0)] + _a_l_history([0.0] * 8, start=3)
+    assert ds.clean_early(gap, w) is None and rows(gap).verdict == "not testable"
+
+
+def test_rule_3b_fails_when_clean_early_net_ends_conflicting_below_the_tolerance():
+    # 3 of 40 later records (7.5 %), the last ones: over the tolerance and ends conflicting -> fails;
+    # 2 of 40 (5 %, within the tolerance) as 2 of the last 4: the end is "mixed", not clean -> fails
+    w = 2
+    ends = _a_l_history([0, 0] + [0.0] * 37 + [0.1, 0.1, 0.1])
+    assert ds.final_state(ends) == "conflicting"
+    assert ds.claim3_claims({("plain", 0): ends}, window=w, depth=10)[1].verdict == "does not hold"
+    mild = _a_l_history([0, 0] + [0.0] * 38 + [0.1, 0.1])
+    assert ds.final_state(mild) == "mixed"
+    assert ds.claim3_claims({("plain", 0): mild}, window=w, depth=10)[1].verdict == "does not hold"
+
+
+def _layer_history(second, final_blocks, w_first=2):
+    """a^(L) clean at epoch 1, conflicting from ``w_first`` on; ``second`` is the second-batch
+    per-block set at e* = ``w_first``; the last 4 records plant the final per-block entropies."""
+    recs = [_rec(1, 0.0, blocks=[0.0] * 5, second=[0.0] * 5)]
+    recs.append(_rec(w_first, 0.3, blocks=[0.1] * 5, second=second))
+    recs += [_rec(w_first + 1 + i, 0.3, blocks=b) for i, b in enumerate(final_blocks)]
+    return recs
+
+
+#: last 4 records: b0 conflicting in 2 of them (not in F), b1..b4 in 3 or 4 (in F)
+_FINAL = [[0.1, 0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.0, 0.1, 0.1], [0.0, 0.1, 0.1, 0.0, 0.1], [0.0, 0.0, 0.1, 0.1, 0.1]]
+
+
+def test_rule_3c_overlap_of_the_early_second_batch_set_and_the_final_set():
+    assert ds.final_blocks(_layer_history([0.0] * 5, _FINAL)) == {"b1", "b2", "b3", "b4"}
+    # S = all five: recall 4/4, precision 4/5 = 0.8 -> holds (at the boundary)
+    m = ds.layer_match(_layer_history([0.1] * 5, _FINAL), window=2)
+    assert (m["epoch"], m["early"], m["final"]) == (2, 5, 4)
+    assert m["recall"] == 1.0 and m["precision"] == pytest.approx(0.8) and m["holds"] is True
+    # S = {b1, b2, b3}: recall 3/4 < 0.8 -> fails
+    low = ds.layer_match(_layer_history([0.0, 0.1, 0.1, 0.1, 0.0], _FINAL), window=2)
+    assert low["recall"] == pytest.approx(0.75) and low["precision"] == 1.0 and low["holds"] is False
+    # S is read from the SECOND batch: the first-batch rows at e* (all five conflicting) do not matter
+    runs = {("plain", 0): _layer_history([0.1] * 5, _FINAL), ("plain", 1): _layer_history([0.0, 0.1, 0.1, 0.1, 0.0], _FINAL)}
+    c = ds.claim3_claims(runs, window=2, depth=10)[2]
+    assert "3c" in c.claim and "(0 yes, 1 no)" in c.measured and c.verdict == "does not hold"
+    # not testable: a^(L) first conflicts after W; no second-batch record at e*; F empty
+    assert ds.layer_match(_layer_history([0.1] * 5, _FINAL, w_first=3), window=2) is None
+    no_second = _layer_history([0.1] * 5, _FINAL)
+    del no_second[1][ds.SECOND_KEY]
+    assert ds.layer_match(no_second, window=2) is None
+    assert ds.layer_match(_layer_history([0.1] * 5, [[0.0] * 5] * 4), window=2) is None
+    assert ds.claim3_claims({("plain", 0): no_second}, window=2, depth=10)[2].verdict == "not testable"
+
+
+def test_pruning_decision_paper_and_revised_rules_by_hand():
+    rows = [{**r, "stage": s} for r, s in zip(_rows([0.0] * 5), [0, 0, 1, 1, 1])]
+    # b1 (stage 0) and b3 (stage 1) conflict: paper keeps the clean blocks of every stage -> (1, 2);
+    # revised cuts only stage 0 (the first holding a conflict) -> (1, 3)
+    assert ds.pruning_decision(rows, {"b1", "b3"}, "paper") == (1, 2)
+    assert ds.pruning_decision(rows, {"b1", "b3"}, "revised") == (1, 3)
+    assert ds.pruning_decision(rows, {"b3"}, "revised") == (2, 2)
+    assert ds.pruning_decision(rows, set(), "paper") == (2, 3)
+    with pytest.raises(ValueError, match="valid rules are paper, revised"):
+        ds.pruning_decision(rows, {"b1"}, "both")
+    with pytest.raises(ValueError, match="b9"):
+        ds.pruning_decision(rows, {"b9"}, "paper")
+    # reported by 3c: S = {b0..b4} vs F = {b1..b4} in one stage -> paper (0) vs (1) differ
+    m = ds.layer_match(_layer_history([0.1] * 5, _FINAL), window=2)
+    assert m["same_paper"] is False and m["same_revised"] is False
+    same = ds.layer_match(_layer_history([0.0, 0.1, 0.1, 0.1, 0.1], _FINAL), window=2)
+    assert same["same_paper"] is True and same["holds"] is True
+
+
+def test_stability_rows_are_labelled_stricter_than_the_paper():
+    rows = [{"kind": "plain", "seed": 0, "conflicting_final": 1, "first_detection": 1,
+             "a_L_entropy_horizon": 0.5, "a_L_entropy_final": 0.4}]
+    claims = ds.early_detection_claims(_summary(rows), horizon=2, depth=10)
+    assert all(c.claim.startswith("stability (stricter than the paper)") for c in claims)
+
+
+def test_second_batch_callback_measures_another_batch_only_within_the_window(toy_data):
+    from types import SimpleNamespace
+    from reproduce.data.datasets import measurement_samples
+    from reproduce.metric.bundles import measure_model
+    data = toy_data(n=96)
+    model = build_model(ModelConfig("plain", 10, 1, 3, (1, 0, 0, 0), width=1 / 16))
+    spec = SimpleNamespace(train=TrainConfig(epochs=3, lr=0.1, batch_size=8))
+    cb = ds.second_batch_callback(data, spec, sample_size=16, seed=4, window=1)
+    records = [{"epoch": e} for e in range(3)]
+    for e, r in enumerate(records):
+        cb(model, e, r)
+    assert [ds.SECOND_KEY in r for r in records] == [True, True, False]
+    for e in (0, 1):  # the rows are those of draw SECOND_BATCH_DRAW + e, not of the first batch (draw e)
+        x, y = measurement_samples(data, 16, 4, draw=ds.SECOND_BATCH_DRAW + e)
+        assert not torch.equal(x, measurement_samples(data, 16, 4, draw=e)[0])
+        want = measure_model(model, x, y, num_classes=3, lr=0.1, batch_size=8)
+        assert [r["entropy"] for r in records[e][ds.SECOND_KEY]] == pytest.approx(list(want["entropy"]))
+    with pytest.raises(ValueError, match="window"):
+        ds.second_batch_callback(data, spec, sample_size=16, seed=4, window=-1)
+    # the depth-study runs declare it with the scale's auto-tune window
+    P = tiny_preset()
+    hooks = {h.target: dict(h.kwargs) for h in ds.conv_spec(P, "plain", 4).callbacks}
+    assert hooks["reproduce.depth_study:second_batch_callback"]["window"] == P.autotune_check_epochs

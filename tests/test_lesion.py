@@ -237,6 +237,12 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     trained = res.history[res.history["epoch"] >= 1]  # an epoch-0 record (the untrained net) may precede
     assert list(trained["epoch"]) == [1] and not res.history["median_distance"].isna().any()
     assert (tmp_path / "results" / "smoke" / "lesion").is_dir()
+    # the claim-4 diagnostics of the last epoch describe the final weights the study acts on
+    diag = studies.diagnostics
+    last = diag[(diag["seed"] == 0) & (diag["epoch"] == 1)].iloc[0]
+    assert last.w_max == bundles.weight_amplitude(res.run.model)
+    assert last.gamma_abs_mean == pytest.approx(lesion.branch_gammas(res.run.model)["gamma_abs_mean"].mean())
+    assert 0 <= last.conflicting_sensitivity <= 4 and last.sensitivity_samples > P.sample_size
     claims = lesion.lesion_claims(res)
     conf, non = res.sets["conflicting"], res.sets["non-conflicting"]
     assert len(claims) == 4
@@ -418,3 +424,93 @@ def test_lesion_config_defaults_are_the_released_range_and_std():
         lesion.LesionConfig("digits", 10, 1, 2, 1 / 16, 64, 1e-3, 64, std_ddof=2)
     with pytest.raises(ValueError, match="whole_set must be True or False, got 1"):
         lesion.LesionConfig("digits", 10, 1, 2, 1 / 16, 64, 1e-3, 64, whole_set=1)
+
+
+# --------------------------------------------------------------------------- claim-4 diagnostics
+
+
+def test_branch_gammas_reads_planted_second_batch_norm_weights():
+    model = build_model(TINY)
+    bn = model.blocks[1].bn2
+    n = bn.weight.numel()
+    with torch.no_grad():  # |gamma| = 0.1, 0.2, ..., n/10 with alternating signs
+        bn.weight.copy_(torch.tensor([(-1) ** i * (i + 1) / 10 for i in range(n)]))
+        model.blocks[3].bn2.weight.fill_(-2.0)
+    g = lesion.branch_gammas(model).set_index("block")
+    assert list(g.index) == [0, 1, 2, 3] and list(g["stage"]) == [0, 1, 1, 2]
+    assert g.loc[1, "gamma_abs_mean"] == pytest.approx((n + 1) / 20)
+    assert g.loc[1, "gamma_abs_min"] == pytest.approx(0.1) and g.loc[1, "gamma_abs_max"] == pytest.approx(n / 10)
+    assert g.loc[3, ["gamma_abs_mean", "gamma_abs_min", "gamma_abs_max"]].tolist() == [2.0, 2.0, 2.0]
+    # a removed block has no branch, so no row
+    assert list(lesion.branch_gammas(remove_blocks(model, [1]))["block"]) == [0, 2, 3]
+    with pytest.raises(ValueError, match="ConvNet"):
+        lesion.branch_gammas(torch.nn.Linear(2, 2))
+
+
+def _constant_branches(model, blocks):
+    with torch.no_grad():  # gamma = beta = 0: the branch outputs 0 for every input
+        for b in blocks:
+            model.blocks[b].bn2.weight.zero_()
+            model.blocks[b].bn2.bias.zero_()
+    return model
+
+
+def test_conflicting_branches_at_512_samples_are_the_planted_constant_ones():
+    torch.manual_seed(0)
+    model = _constant_branches(build_model(TINY), [1, 3])
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(512, 1, 8, 8, generator=g), torch.arange(512) % 3
+    assert lesion.conflicting_branches(model, x, y, num_classes=3, lr=LR, batch_size=BS) == [1, 3]
+    # one label only: a constant branch is one bundle, but not a conflicting one
+    same = torch.zeros(512, dtype=torch.long)
+    assert lesion.conflicting_branches(model, x, same, num_classes=3, lr=LR, batch_size=BS) == []
+
+
+def test_diagnostics_callback_records_w_max_gammas_and_the_512_count(toy_data):
+    from types import SimpleNamespace
+    from reproduce.training.loop import TrainConfig
+    torch.manual_seed(0)
+    model = _constant_branches(build_model(TINY), [2])
+    data = toy_data(n=600)
+    spec = SimpleNamespace(train=TrainConfig(epochs=1, lr=LR, batch_size=BS))
+    record = {"epoch": 1}
+    lesion.diagnostics_callback(data, spec, sample_size=512, seed=0)(model, 1, record)
+    assert record["sensitivity_samples"] == 512 and record["sensitivity_conflicting"] == [2]
+    assert [r["gamma_abs_max"] for r in record["branch_gamma"]][2] == 0.0
+    with torch.no_grad():  # the largest |parameter| is w_max (it also coarsens the resolution: count not checked)
+        model.blocks[0].conv1.weight[0, 0, 0, 0] = 7.5
+    lesion.diagnostics_callback(data, spec, sample_size=512, seed=0)(model, 1, record)
+    assert record["w_max"] == 7.5
+    small = {"epoch": 1}
+    lesion.diagnostics_callback(toy_data(n=96), spec, sample_size=512, seed=0)(model, 1, small)
+    assert small["sensitivity_samples"] == 96  # capped at the training set
+    with pytest.raises(ValueError, match="valid choices are fresh, fixed"):
+        lesion.diagnostics_callback(data, spec, sample_size=512, seed=0, samples="both")
+
+
+def test_diagnostics_history_on_hand_made_records():
+    branch = lambda hs: [{"tap": f"b{i}", "role": "branch", "entropy": h} for i, h in enumerate(hs)]  # noqa: E731
+    gam = lambda *g: [{"block": i, "gamma_abs_mean": m, "gamma_abs_min": lo, "gamma_abs_max": hi}  # noqa: E731
+                      for i, (m, lo, hi) in enumerate(g)]
+    history = [
+        {"epoch": 0, "bundles": branch([0.0, 0.0])},  # no diagnostics recorded: no row
+        {"epoch": 1, "w_max": 2.0, "bundles": branch([0.0, 0.3]), "branch_gamma": gam((1.0, 0.5, 1.5), (0.2, 0.0, 0.4)),
+         "sensitivity_conflicting": [0, 1], "sensitivity_samples": 512},
+    ]
+    t = lesion.diagnostics_history(history)
+    assert list(t["epoch"]) == [1]
+    row = t.iloc[0]
+    assert (row.w_max, row.gamma_abs_mean, row.gamma_abs_min, row.gamma_abs_max_min) == (2.0, 0.6, 0.0, 0.4)
+    assert (row.conflicting, row.conflicting_sensitivity, row.sensitivity_samples) == (1, 2, 512)
+
+
+def test_lesion_spec_declares_the_diagnostics_hook_unless_switched_off():
+    smoke = get_scale("smoke")
+    on = lesion.lesion_spec(smoke, lesion.LesionConfig.from_scale(smoke))
+    off = lesion.lesion_spec(smoke, lesion.LesionConfig.from_scale(smoke, diagnostics=False))
+    hooks = {h.target: dict(h.kwargs) for h in on.callbacks}
+    assert hooks["reproduce.lesion:diagnostics_callback"]["sample_size"] == 512
+    assert [h.target for h in off.callbacks] == ["reproduce.bundles:bundle_callback", "reproduce.lesion:distance_callback"]
+    assert on.run_dir != off.run_dir
+    with pytest.raises(ValueError, match="sensitivity_samples"):
+        lesion.LesionConfig.from_scale(smoke, sensitivity_samples=0)

@@ -130,7 +130,7 @@ def _round2_specs():
     """Today's specs of the fixture's runs, with the values round 2 trained with for the fields added
     since (today's defaults are other models and name other folders)."""
     smoke = get_scale("smoke")
-    specs = [theory.worst_case_spec(smoke, collapse=1, epochs=3), lesion.run_specs(smoke, seeds=[0])[0]]
+    specs = [theory.worst_case_spec(smoke, collapse=1, epochs=3), lesion.run_specs(smoke, seeds=[0], diagnostics=False)[0]]
     return [dataclasses.replace(s, model=dataclasses.replace(s.model, **ROUND2_MODEL),
                                 train=dataclasses.replace(s.train, **ROUND2_TRAIN)) for s in specs]
 

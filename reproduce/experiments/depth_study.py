@@ -15,8 +15,13 @@
 * :func:`layer_epoch_matrix` (:func:`seed_mean_matrix` over seeds), :func:`conflicting_in`,
   :func:`first_detection_epoch` and :func:`detection_curve` read a run's per-epoch, per-tap
   measurements for claim 3; :func:`detection_summary` sums them up per network and seed.
-* :func:`depth_claims` (claim 2) and :func:`early_detection_claims` (claim 3) are the claims
-  tables' rules, fixed before any number was seen. Each rule is decided per seed, then over seeds
+* :func:`claim3_claims` is claim 3 as the paper states it (rules 3a-3c: detectable by the auto-tune
+  window, clean early stays clean, the early per-block set on a second batch against the final set;
+  :func:`final_state`, :func:`first_conflict`, :func:`clean_early`, :func:`later_fraction`,
+  :func:`final_blocks`, :func:`layer_match`, :func:`pruning_decision`); :func:`second_batch_callback`
+  records the second-batch per-block rows it needs.
+* :func:`depth_claims` (claim 2), :func:`claim3_claims` and :func:`early_detection_claims` (claim 3's
+  stability rows, stricter than the paper) are the claims tables' rules, fixed before any number was seen. Each rule is decided per seed, then over seeds
   by :func:`reproduce.experiments.claims.over_seeds` (every seed, and the pooled form where there is one).
 
 Choices the specification leaves open (written down here):
@@ -35,8 +40,9 @@ Choices the specification leaves open (written down here):
 * A block is **conflicting** by the rule of :func:`reproduce.metric.bundles.layer_rows` (a residual
   block by its branch tap, a plain block by its output tap, an FNN layer by its hidden tap).
   "Layers" in claim 3 are these taps, named by their tap names.
-* The **detection horizon** of claim 3 is the first quarter of training
-  (:func:`detection_horizon`: ``ceil(epochs / 4)``).
+* The **detection horizon** of claim 3's stability rows is the first quarter of training
+  (:func:`detection_horizon`: ``ceil(epochs / 4)``); rules 3a-3c use the auto-tune window
+  ``Scale.autotune_check_epochs`` instead (``docs/method.md#claim3``).
 * **First detection epoch** (claim 3): the first epoch ``e`` such that at ``e`` *and every later
   measured epoch* the set of conflicting layers contains the set of conflicting layers of the
   final epoch. Containment (not equality) is used because a detector that flags a superset early
@@ -60,7 +66,7 @@ import pandas as pd
 
 from reproduce.metric import bundles
 from reproduce.config.seeds import check_seeds
-from reproduce.data.datasets import DataBundle
+from reproduce.data.datasets import DataBundle, measurement_samples
 from reproduce.models.nets import CONV_KINDS, DEPTH_TABLE, ModelConfig, blocks_for_depth, check_conv_kind, conv_config, depth_for_blocks
 from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes, seed_values
 from reproduce.training.runs import DataSpec, Hook, RunSpec, train_spec
@@ -93,7 +99,10 @@ __all__ = [
     "detection_horizon",
     "detection_summary",
     "depth_claims",
-    "early_detection_claims", "NOTEBOOK_DEFAULTS", "notebook_jobs"]
+    "early_detection_claims", "NOTEBOOK_DEFAULTS", "notebook_jobs",
+    "FINAL_RECORDS", "FINAL_MIN", "LATER_TOLERANCE", "LAYER_OVERLAP", "SECOND_BATCH_DRAW", "SECOND_KEY",
+    "STABILITY", "SecondBatchCallback", "second_batch_callback", "final_state", "first_conflict", "clean_early",
+    "later_fraction", "final_blocks", "pruning_decision", "layer_match", "claim3_claims"]
 
 #: experiment folder under ``results/<scale>/``
 EXPERIMENT = "depth"
@@ -119,6 +128,8 @@ SUMMARY_COLUMNS = (
     "conflicting_epoch0", "found_epoch0", "a_L_entropy_horizon", "a_L_entropy_final",
 )
 _DETECTION_MODES = ("contains", "equal")
+#: the label of the claim-3 rows stricter than the paper (:func:`early_detection_claims`)
+STABILITY = "stability (stricter than the paper)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,14 +159,19 @@ def conv_spec(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], *, 
     defaults to ``scale.dataset``. After every epoch the bundle metric is measured on
     ``measurement_samples(data, scale.sample_size, seed)`` at every tap (or only at a^(L) with
     ``every_tap=False``), adding ``bundles``, ``a_L_entropy`` and ``a_L_num_bundles`` to the
-    history. The run lives in ``results/<scale>/depth/``.
+    history. With ``every_tap`` it also measures every tap on a second batch at epochs
+    ``0..scale.autotune_check_epochs`` (:func:`second_batch_callback`, ``bundles_second``: claim 3c);
+    that hook is part of the folder hash, so runs from before it name other folders and are
+    retrained. The run lives in ``results/<scale>/depth/``.
     """
     data = DataSpec(dataset or scale.dataset, int(seed), scale.train_limit)
     mcfg, tcfg = conv_configs(scale, kind, blocks_or_depth, data, seed)
     measure = Hook.to("reproduce.bundles:bundle_callback", sample_size=scale.sample_size, seed=int(seed),
                       every_tap=bool(every_tap), samples=scale.measurement)
+    second = Hook.to("reproduce.depth_study:second_batch_callback", sample_size=scale.sample_size, seed=int(seed),
+                     window=int(scale.autotune_check_epochs))
     return RunSpec(scale.name, EXPERIMENT, _run_label(data.name, kind, mcfg.blocks, seed), mcfg, tcfg, data,
-                   (measure,))
+                   (measure, second) if every_tap else (measure,))
 
 
 def run_specs(scale: Scale, *, datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
@@ -647,7 +663,8 @@ def _number(v: Any) -> float:
 
 
 def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -> list[Claim]:
-    """Claim 3 from :func:`detection_summary`'s summary (one row per net and seed).
+    """The stability rows of claim 3 (labelled :data:`STABILITY`: stricter than the paper, whose
+    rules are :func:`claim3_claims`), from :func:`detection_summary`'s summary (one row per net and seed).
 
     Per seed:
 
@@ -694,7 +711,7 @@ def _claim_visible_early(summary: pd.DataFrame, horizon: int, depth: int) -> Cla
     zero = [_number(None if plain[s] is None else plain[s].found_epoch0) for s in seeds]
     if any(not math.isnan(v) for v in zero):
         text += f"; untrained net (epoch 0, not counted): {seed_values(zero, fmt='{:.3g}', seeds=seeds)} of them conflicting"
-    return Claim(f"plain depth {depth}: conflicting layers visible early",
+    return Claim(f"{STABILITY}: plain depth {depth}, conflicting layers visible early",
                  "conflicting layers can be detected in the first epochs",
                  f"{text}; {seed_outcomes(visible, seeds)}", over_seeds(visible), seeds=len(seeds))
 
@@ -715,9 +732,253 @@ def _claim_horizon_predicts(summary: pd.DataFrame, horizon: int, depth: int) -> 
         hf = [_number(None if r is None else r.a_L_entropy_final) for r in at]
         parts.append(f"{k}: H(a^(L)) {seed_values(hh, seeds=seeds)} at epoch {horizon}, "
                      f"{seed_values(hf, seeds=seeds)} at the end")
-    return Claim(f"depth {depth}: a^(L) conflict at epoch {horizon} predicts the final one",
+    return Claim(f"{STABILITY}: depth {depth}, a^(L) conflict at epoch {horizon} predicts the final one",
                  "conflicts are visible at the start of training",
                  "; ".join(parts) + f"; {seed_outcomes(agree, seeds)}", over_seeds(agree), seeds=len(seeds))
+
+
+# --------------------------------------------------------------------------------------------
+# claim 3 as the paper states it (rules 3a, 3b, 3c; written before any number was computed)
+
+#: the final state of a net: the last ``FINAL_RECORDS`` trained records, of which at least
+#: ``FINAL_MIN`` must agree (rules 3a, 3b and the final set F of 3c)
+FINAL_RECORDS, FINAL_MIN = 4, 3
+#: rule 3b: a net clean early may conflict in at most this fraction of its records after the window
+LATER_TOLERANCE = 0.05
+#: rule 3c: the early set S must cover this share of F, and this share of S must be in F
+LAYER_OVERLAP = 0.8
+#: the draw of :func:`reproduce.data.measurement_samples` of the second batch at epoch ``e`` is
+#: ``SECOND_BATCH_DRAW + e``: a batch no epoch's first measurement (``draw=e``) uses
+SECOND_BATCH_DRAW = 1_000_000
+#: the history key of the second-batch per-block measurement (:func:`second_batch_callback`)
+SECOND_KEY = "bundles_second"
+_PRUNE_RULES = ("paper", "revised")
+
+
+class SecondBatchCallback:
+    """Callback ``(model, epoch, record)``: at epochs ``0..window`` measures every tap on another
+    fresh batch, ``measurement_samples(data, n, seed, draw=SECOND_BATCH_DRAW + epoch)``, and stores
+    the tap rows under ``record["bundles_second"]`` (the per-block pass auto-tune makes after an
+    a^(L) trigger, on a second batch). Later epochs are left alone (nothing measured)."""
+
+    def __init__(self, data: Any, *, n: int, seed: int, window: int, num_classes: int, lr: float,
+                 batch_size: int):
+        self.window = int(window)
+        self.measure = bundles.BundleCallback(
+            None, None, num_classes=num_classes, lr=lr, batch_size=batch_size, every_tap=True,
+            draw=lambda epoch: measurement_samples(data, int(n), int(seed), draw=SECOND_BATCH_DRAW + epoch))
+
+    def __call__(self, model: Any, epoch: int, record: dict) -> None:
+        if int(epoch) > self.window:
+            return
+        scratch: dict = {"epoch": int(epoch)}
+        self.measure(model, int(epoch), scratch)
+        record[SECOND_KEY] = scratch["bundles"]
+
+
+def second_batch_callback(data: Any, spec: Any, *, sample_size: int, seed: int, window: int) -> SecondBatchCallback:
+    """The :class:`SecondBatchCallback` a depth-study run declares (hook name
+    ``reproduce.depth_study:second_batch_callback``), measuring ``min(sample_size, training set)`` samples
+    at epochs ``0..window`` (``Scale.autotune_check_epochs``)."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"window must be an int >= 0 (the auto-tune check window), got {window!r}")
+    n = min(int(sample_size), len(data.train_eval))
+    return SecondBatchCallback(data, n=n, seed=seed, window=window, num_classes=data.num_classes,
+                               lr=spec.train.lr, batch_size=spec.train.batch_size)
+
+
+def _a_l(history: Sequence[dict]) -> list[tuple[int, float]]:
+    """``(epoch, H(a^(L)))`` of the measured trained records, in epoch order."""
+    return [(_epoch(r), float(r["a_L_entropy"])) for r in trained_records(_measured(history))]
+
+
+def final_state(history: Sequence[dict]) -> str | None:
+    """``"conflicting"`` when H(a^(L)) > 0 in at least ``FINAL_MIN`` of the last ``FINAL_RECORDS``
+    measured trained records, ``"clean"`` when H = 0 in at least that many, else ``"mixed"``; None
+    (not testable) with fewer than ``FINAL_RECORDS`` such records."""
+    tail = [h for _, h in _a_l(history)][-FINAL_RECORDS:]
+    if len(tail) < FINAL_RECORDS:
+        return None
+    positive = sum(h > 0 for h in tail)
+    return "conflicting" if positive >= FINAL_MIN else ("clean" if len(tail) - positive >= FINAL_MIN else "mixed")
+
+
+def first_conflict(history: Sequence[dict], window: int) -> int | None:
+    """The first trained epoch ``1..window`` with H(a^(L)) > 0 (None if there is none)."""
+    return next((e for e, h in _a_l(history) if 1 <= e <= window and h > 0), None)
+
+
+def clean_early(history: Sequence[dict], window: int) -> bool | None:
+    """True when H(a^(L)) = 0 at every epoch ``1..window``, False when it is > 0 at one of them,
+    None when some epoch of ``1..window`` was not measured (and none of the measured ones conflicts)."""
+    early = {e: h for e, h in _a_l(history) if 1 <= e <= window}
+    if any(h > 0 for h in early.values()):
+        return False
+    return True if set(early) == set(range(1, window + 1)) else None
+
+
+def later_fraction(history: Sequence[dict], window: int) -> float:
+    """The fraction of the measured trained records after epoch ``window`` with H(a^(L)) > 0 (NaN if none)."""
+    later = [h for e, h in _a_l(history) if e > window]
+    return sum(h > 0 for h in later) / len(later) if later else math.nan
+
+
+def final_blocks(history: Sequence[dict]) -> frozenset[str] | None:
+    """F of rule 3c: the blocks conflicting in at least ``FINAL_MIN`` of the last ``FINAL_RECORDS``
+    measured trained records (first-batch per-block rows); None with fewer records."""
+    tail = trained_records(_history(history))[-FINAL_RECORDS:]
+    if len(tail) < FINAL_RECORDS:
+        return None
+    sets = [conflicting_in(r) for r in tail]
+    return frozenset(t for t in frozenset().union(*sets) if sum(t in s for s in sets) >= FINAL_MIN)
+
+
+def pruning_decision(rows: Sequence[dict], conflicting: Iterable[str], rule: str) -> tuple[int, ...]:
+    """The blocks per stage a pruning pass would keep, given the per-block tap ``rows`` of one
+    measurement (their ``stage`` tells each block's stage) and the tap names judged ``conflicting``.
+
+    ``rule="paper"``: every stage keeps its non-conflicting blocks; ``rule="revised"``: only the
+    first stage holding a conflicting block is cut to its non-conflicting blocks, the others keep
+    all theirs. (A local copy of auto-tune's step, on tap sets instead of entropies.)
+    """
+    if rule not in _PRUNE_RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid rules are {', '.join(_PRUNE_RULES)}")
+    blocks = [r for r in bundles.layer_rows(rows) if r.get("stage") is not None]
+    if not blocks:
+        raise ValueError("the rows hold no block with a stage (an FNN or a stem-only net has no stages to prune)")
+    bad = set(conflicting) - {str(r["tap"]) for r in blocks}
+    if bad:
+        raise ValueError(f"conflicting taps {sorted(bad)} are not blocks of these rows")
+    stages = sorted({int(r["stage"]) for r in blocks})
+    hit = [(int(r["stage"]), str(r["tap"]) in set(conflicting)) for r in blocks]
+    total = {s: sum(1 for st, _ in hit if st == s) for s in stages}
+    kept = {s: sum(1 for st, c in hit if st == s and not c) for s in stages}
+    first = next((st for st, c in hit if c), None)
+    if rule == "paper":
+        return tuple(kept[s] for s in stages)
+    return tuple(kept[s] if s == first else total[s] for s in stages)
+
+
+def _rule_3a(histories: Sequence[Sequence[dict]], window: int) -> bool | None:
+    """3a on one seed's nets; None when no net ends conflicting."""
+    ending = [h for h in histories if final_state(h) == "conflicting"]
+    return all(first_conflict(h, window) is not None for h in ending) if ending else None
+
+
+def _rule_3b(histories: Sequence[Sequence[dict]], window: int) -> bool | None:
+    """3b on one seed's nets; None when no net is clean at every epoch 1..window with its end
+    readable (at least ``FINAL_RECORDS`` trained records, some after the window)."""
+    clean = [h for h in histories if clean_early(h, window) is True and final_state(h) is not None
+             and not math.isnan(later_fraction(h, window))]
+    if not clean:
+        return None
+    return all(later_fraction(h, window) <= LATER_TOLERANCE and final_state(h) == "clean" for h in clean)
+
+
+def layer_match(history: Sequence[dict], window: int) -> dict[str, Any] | None:
+    """Rule 3c on one net: S (second-batch per-block set at e*, the first epoch <= ``window`` where
+    a^(L) conflicts) against F (:func:`final_blocks`). None (not testable) when a^(L) never conflicts
+    at 1..window, when e* has no second-batch record, or when F is undefined or empty. Else a dict:
+    ``epoch``, ``early``/``final`` (|S|, |F|), ``recall`` = |S∩F|/|F|, ``precision`` = |S∩F|/|S|
+    (0 when S is empty), ``holds`` (both >= ``LAYER_OVERLAP``) and ``same_paper``/``same_revised``
+    (whether :func:`pruning_decision` from S equals the one from F)."""
+    e = first_conflict(history, window)
+    record = next((r for r in history if e is not None and _epoch(r) == e and r.get(SECOND_KEY)), None)
+    final = final_blocks(history)
+    if record is None or not final:
+        return None
+    rows = record[SECOND_KEY]
+    early = bundles.conflicting_layers(rows)
+    common = len(early & final)
+    recall, precision = common / len(final), (common / len(early) if early else 0.0)
+    same = {f"same_{rule}": pruning_decision(rows, early, rule) == pruning_decision(rows, final, rule)
+            for rule in _PRUNE_RULES}
+    return {"epoch": e, "early": len(early), "final": len(final), "recall": recall, "precision": precision,
+            "holds": recall >= LAYER_OVERLAP and precision >= LAYER_OVERLAP, **same}
+
+
+def _rule_3c(histories: Sequence[Sequence[dict]], window: int) -> tuple[bool | None, list[dict]]:
+    """3c on one seed's nets: holds iff it holds for every testable net; None when none is testable."""
+    matches = [m for m in (layer_match(h, window) for h in histories) if m is not None]
+    return (all(m["holds"] for m in matches) if matches else None), matches
+
+
+def _by_seed(runs: dict[Any, Any]) -> dict[int, dict[str, list[dict]]]:
+    """``{seed: {kind: history}}`` from runs keyed by ``(kind, seed)`` (a RunResult or a history each)."""
+    out: dict[int, dict[str, list[dict]]] = {}
+    for key, run in runs.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str)):
+            raise ValueError(f"runs must be keyed by (kind, seed), got key {key!r}")
+        history = list(run.history if hasattr(run, "history") else run)
+        out.setdefault(int(key[1]), {})[key[0]] = history
+    if not out:
+        raise ValueError("claim 3 needs at least one run")
+    return dict(sorted(out.items()))
+
+
+def claim3_claims(runs: dict[tuple[str, int], Any], *, window: int, depth: int) -> list[Claim]:
+    """Claim 3 as the paper states it ("conflicting layers are detected at the beginning of
+    training"), from the depth-study runs keyed by ``(kind, seed)``; ``window`` is W =
+    ``Scale.autotune_check_epochs``. Rules, fixed before any number was computed; "ends conflicting"
+    means H(a^(L)) > 0 in at least 3 of the last 4 measured trained records, "ends clean" H = 0 in
+    at least 3 of them (:func:`final_state`). Per seed:
+
+    * 3a, detectable early: every net of the seed that ends conflicting has H(a^(L)) > 0 at some
+      trained epoch <= W. Not testable when no net of the seed ends conflicting.
+    * 3b, clean early means clean later (auto-tune's stopping premise): every net with H(a^(L)) = 0
+      at all epochs 1..W has H > 0 in at most 5 % of its later records and ends clean. Not testable
+      when no net of the seed is clean at all of 1..W (a net whose end cannot be read, with fewer
+      than 4 trained records or none after W, is left out).
+    * 3c, the layers: for every net where a^(L) conflicts at some epoch <= W, take the first such
+      epoch e*, the per-block conflicting set S measured there on a second batch
+      (:func:`second_batch_callback`) and the final set F (blocks conflicting in at least 3 of the
+      last 4 records); the net passes iff |S∩F|/|F| >= 0.8 and |S∩F|/|S| >= 0.8. The seed passes iff
+      every such net passes. Not testable when no net of the seed has one (a^(L) never conflicts
+      <= W, no second-batch record at e*, or F empty). Reported beside it, deciding nothing: whether
+      the pruning decision from S equals the one from F (:func:`pruning_decision`, "paper" and
+      "revised" rules).
+
+    Over seeds: :func:`reproduce.experiments.claims.over_seeds` (no pooled form).
+    """
+    seeds = _by_seed(runs)
+    order = list(seeds)
+    out = []
+    a = [_rule_3a(list(nets.values()), window) for nets in seeds.values()]
+    firsts = "; ".join(f"{k}: {'/'.join(str(first_conflict(seeds[s][k], window)) for s in order if k in seeds[s])}"
+                       for k in dict.fromkeys(k for nets in seeds.values() for k in nets))
+    ends = "; ".join(f"seed {s}: " + ", ".join(f"{k} {final_state(h)}" for k, h in nets.items())
+                     for s, nets in seeds.items())
+    out.append(Claim(f"depth {depth}, 3a: conflicts detectable by epoch {window}",
+                     "conflicting layers are detected at the beginning of training",
+                     f"first epoch <= {window} with H(a^(L)) > 0 per seed, {firsts}; end states {ends}; "
+                     f"{seed_outcomes(a, order)}", over_seeds(a), seeds=len(order)))
+    b = [_rule_3b(list(nets.values()), window) for nets in seeds.values()]
+    later = "; ".join(f"seed {s}: " + ", ".join(f"{k} clean early {clean_early(h, window)}, later conflicting "
+                                                   f"{later_fraction(h, window):.0%}" for k, h in nets.items())
+                      for s, nets in seeds.items())
+    out.append(Claim(f"depth {depth}, 3b: clean by epoch {window} stays clean",
+                     "a net without conflicts at the start trains without them (auto-tune's premise)",
+                     f"{later}; {seed_outcomes(b, order)}", over_seeds(b), seeds=len(order)))
+    out.append(_claim_3c(seeds, window, depth))
+    return out
+
+
+def _claim_3c(seeds: dict[int, dict[str, list[dict]]], window: int, depth: int) -> Claim:
+    """Row 3c of :func:`claim3_claims`."""
+    outcomes, parts = [], []
+    for s, nets in seeds.items():
+        holds, _ = _rule_3c(list(nets.values()), window)
+        outcomes.append(holds)
+        for k, h in nets.items():
+            m = layer_match(h, window)
+            parts.append(f"seed {s} {k}: n/a" if m is None else
+                         f"seed {s} {k}: e*={m['epoch']}, |S|={m['early']}, |F|={m['final']}, "
+                         f"recall {m['recall']:.2f}, precision {m['precision']:.2f}, same pruning "
+                         f"paper {m['same_paper']} / revised {m['same_revised']}")
+    return Claim(f"depth {depth}, 3c: early per-block set matches the final one",
+                 "the conflicting layers themselves are found early",
+                 "; ".join(parts) + f"; {seed_outcomes(outcomes, list(seeds))}", over_seeds(outcomes),
+                 seeds=len(seeds))
 
 
 def notebook_jobs(stem: str, scale: Scale, seed: int) -> list[RunSpec]:

@@ -99,6 +99,7 @@ __all__ = [
     "summarize",
     "removable_fraction",
     "branch_distances",
+    "branch_gammas", "conflicting_branches", "DiagnosticsCallback", "diagnostics_callback", "diagnostics_history",
     "block_diagnostics",
     "BranchDistanceCallback",
     "distance_callback",
@@ -157,6 +158,12 @@ class LesionConfig:
     whole_set: bool = False
     #: delta degrees of freedom of the standard deviation over draws (released: 0, ``np.std``)
     std_ddof: int = 0
+    #: claim-4 diagnostics after every epoch (:func:`diagnostics_callback`: ``w_max``, |gamma| of every
+    #: branch's second batch norm, conflicting branches at ``sensitivity_samples`` samples); False
+    #: declares the run as before they existed (its folder name then is the old one)
+    diagnostics: bool = True
+    #: the larger sample set of the sensitivity count beside the released 64 (this project's addition)
+    sensitivity_samples: int = 512
 
     def __post_init__(self) -> None:
         if self.std_ddof not in (0, 1) or isinstance(self.std_ddof, bool):
@@ -165,7 +172,8 @@ class LesionConfig:
             raise ValueError(f"whole_set must be True or False, got {self.whole_set!r}")
         if self.depth not in DEPTH_TABLE:
             raise ValueError(f"unknown depth {self.depth!r}; valid depths are {', '.join(map(str, DEPTH_TABLE))}")
-        for name in ("epochs", "draws", "batch_size", "sample_size", "timing_batch", "timing_repeats"):
+        for name in ("epochs", "draws", "batch_size", "sample_size", "timing_batch", "timing_repeats",
+                     "sensitivity_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.seed < 0:
@@ -382,6 +390,92 @@ def conflict_history(history: Sequence[dict], steps_per_epoch: int | None = None
                                        "min_distance", "test_acc"])
 
 
+# --------------------------------------------------------------------------- claim-4 diagnostics
+
+
+def branch_gammas(model: ConvNet) -> pd.DataFrame:
+    """|gamma| of the second batch norm of every residual branch: one row per residual block with
+    ``block, stage, gamma_abs_mean, gamma_abs_min, gamma_abs_max`` (over its channels). The branch
+    ends in ``bn2``: with every gamma 0 it outputs the constant beta, the branch is constant and can
+    be bundled; ``max`` says whether *all* channels are near 0, ``min`` finds the first one, ``mean``
+    the trend. Removed blocks and plain blocks have no branch and no row."""
+    if not isinstance(model, ConvNet):
+        raise ValueError(f"branch_gammas needs a ConvNet, got {type(model).__name__}")
+    rows = []
+    for i, (block, stage) in enumerate(zip(model.blocks, model.block_stage)):
+        bn = getattr(block, "bn2", None)
+        if getattr(block, "shortcut", None) is None or bn is None or bn.weight is None:
+            continue
+        g = bn.weight.detach().abs().double()
+        rows.append({"block": i, "stage": int(stage), "gamma_abs_mean": float(g.mean()),
+                     "gamma_abs_min": float(g.min()), "gamma_abs_max": float(g.max())})
+    return pd.DataFrame(rows, columns=["block", "stage", "gamma_abs_mean", "gamma_abs_min", "gamma_abs_max"])
+
+
+def conflicting_branches(model: ConvNet, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
+                         batch_size: int) -> list[int]:
+    """The blocks whose branch tap has H > 0 on ``x``, ``y`` (:func:`measure_model`, :func:`layer_rows`)."""
+    rows = layer_rows(measure_model(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size))
+    return sorted(int(r["block"]) for r in rows if r.get("role") == "branch" and float(r["entropy"]) > 0)
+
+
+class DiagnosticsCallback:
+    """Training callback: adds ``w_max``, ``branch_gamma`` (rows of :func:`branch_gammas`) and
+    ``sensitivity_conflicting`` / ``sensitivity_samples`` (the conflicting branches on ``draw(epoch)``,
+    a larger sample set) to every epoch's record."""
+
+    def __init__(self, draw: Any, *, n: int, num_classes: int, lr: float, batch_size: int):
+        self.draw, self.n = draw, int(n)
+        self.kw = dict(num_classes=int(num_classes), lr=float(lr), batch_size=int(batch_size))
+
+    def __call__(self, model: nn.Module, epoch: int, record: dict) -> None:
+        x, y = self.draw(int(epoch))
+        record["w_max"] = float(weight_amplitude(model))
+        record["branch_gamma"] = branch_gammas(model).to_dict("records")
+        record["sensitivity_conflicting"] = conflicting_branches(model, x, y, **self.kw)
+        record["sensitivity_samples"] = self.n
+
+
+def diagnostics_callback(data: Any, spec: Any, *, sample_size: int, seed: int, samples: str = "fresh"
+                         ) -> DiagnosticsCallback:
+    """The :class:`DiagnosticsCallback` of a lesion run: ``min(sample_size, training set)`` samples,
+    drawn as the run's bundle measurement draws its 64 (``samples``: ``"fresh"`` batch
+    ``draw=epoch``, or ``"fixed"``), so at ``"fresh"`` the larger batch starts with the same indices."""
+    if samples not in ("fresh", "fixed"):
+        raise ValueError(f"unknown samples {samples!r}; valid choices are fresh, fixed")
+    n = min(int(sample_size), len(data.train_eval))
+    if samples == "fresh":
+        draw = lambda epoch: measurement_samples(data, n, seed, draw=epoch)  # noqa: E731
+    else:
+        fixed = measurement_samples(data, n, seed)
+        draw = lambda epoch: fixed  # noqa: E731
+    return DiagnosticsCallback(draw, n=n, num_classes=data.num_classes, lr=spec.train.lr,
+                               batch_size=spec.train.batch_size)
+
+
+def diagnostics_history(history: Sequence[dict]) -> pd.DataFrame:
+    """Per epoch with diagnostics: ``epoch, w_max, gamma_abs_mean`` (mean of the branches' means),
+    ``gamma_abs_min`` (smallest channel |gamma| of any branch), ``gamma_abs_max_min`` (the smallest
+    per-branch max: the branch closest to constant), ``conflicting`` (branches with H > 0 at the
+    run's own measurement, N = 64 released), ``conflicting_sensitivity`` and ``sensitivity_samples``."""
+    columns = ["epoch", "w_max", "gamma_abs_mean", "gamma_abs_min", "gamma_abs_max_min", "conflicting",
+               "conflicting_sensitivity", "sensitivity_samples"]
+    rows = []
+    for r in history:
+        if "w_max" not in r:
+            continue
+        g = pd.DataFrame(r.get("branch_gamma") or [], columns=["gamma_abs_mean", "gamma_abs_min", "gamma_abs_max"])
+        branch = [b for b in r.get("bundles") or () if b.get("role") == "branch"]
+        rows.append({"epoch": int(r["epoch"]), "w_max": float(r["w_max"]),
+                     "gamma_abs_mean": float(g["gamma_abs_mean"].mean()) if len(g) else math.nan,
+                     "gamma_abs_min": float(g["gamma_abs_min"].min()) if len(g) else math.nan,
+                     "gamma_abs_max_min": float(g["gamma_abs_max"].min()) if len(g) else math.nan,
+                     "conflicting": sum(float(b["entropy"]) > 0 for b in branch) if branch else math.nan,
+                     "conflicting_sensitivity": len(r.get("sensitivity_conflicting") or ()),
+                     "sensitivity_samples": int(r.get("sensitivity_samples", 0))})
+    return pd.DataFrame(rows, columns=columns)
+
+
 # --------------------------------------------------------------------------- full vs pruned
 
 
@@ -490,6 +584,9 @@ def lesion_spec(scale: Scale, config: LesionConfig) -> RunSpec:
     # bundling (this project's addition) on the run's fixed set, so its trend over epochs is smooth
     callbacks = (Hook.to("reproduce.bundles:bundle_callback", samples=scale.measurement, **measure),
                  Hook.to("reproduce.lesion:distance_callback", **measure))
+    if cfg.diagnostics:  # claim-4 diagnostics (a new hook: the run folder's name changes with it)
+        callbacks += (Hook.to("reproduce.lesion:diagnostics_callback", sample_size=cfg.sensitivity_samples,
+                              seed=cfg.seed, samples=scale.measurement),)
     return RunSpec(scale.name, EXPERIMENT, f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, data, callbacks)
 
 
@@ -657,6 +754,14 @@ class LesionStudies:
     @property
     def history(self) -> pd.DataFrame:
         return self._stack("history")
+
+    @property
+    def diagnostics(self) -> pd.DataFrame:
+        """Claim-4 diagnostics per seed and epoch (:func:`diagnostics_history` of each run; empty
+        columns for runs trained without them)."""
+        frames = [diagnostics_history(r.run.history).assign(seed=r.config.seed) for r in self.results]
+        out = pd.concat(frames, ignore_index=True)
+        return out[["seed", *[c for c in out.columns if c != "seed"]]]
 
     @property
     def removable(self) -> pd.DataFrame:

@@ -54,6 +54,8 @@ HOOKS: Mapping[str, str] = MappingProxyType({
     "reproduce.theory:dead_layer_callback": "reproduce.experiments.theory:dead_layer_callback",
     "reproduce.theory:collapse_layer": "reproduce.experiments.theory:collapse_layer",
     "reproduce.lesion:distance_callback": "reproduce.experiments.lesion:distance_callback",
+    "reproduce.depth_study:second_batch_callback": "reproduce.experiments.depth_study:second_batch_callback",
+    "reproduce.lesion:diagnostics_callback": "reproduce.experiments.lesion:diagnostics_callback",
 })
 
 
