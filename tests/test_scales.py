@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from reproduce.training.loop import TrainConfig
+
 from reproduce.models.nets import DEPTH_TABLE
 from reproduce.config.scales import SCALE_ENV, SCALE_NAMES, SCALES, get_scale, resolve_scale
 
@@ -92,19 +94,31 @@ def test_seeds_are_checked_in_one_place():
         derive_seed(0, 0, "nope")
 
 
-def test_cpu_fnns_train_the_released_fnn_scripts_optimiser_steps():
+def test_the_released_fnn_length_on_digits_counts_the_released_steps():
     """The released FNN scripts: 10 epochs of MNIST (60,000 images) at batch 64, the last partial
-    batch kept: 10 x 938 = 9,380 steps. At cpu the FNNs train the fewest whole epochs of digits
-    that are not fewer steps, counted by the training loop's own rule (drop_last, passes)."""
-    from reproduce.config.scales import RELEASED_FNN_STEPS
+    batch kept: 10 x 938 = 9,380 steps, measured after each epoch. On digits: 10 epochs too, each
+    of the fewest whole passes that are not fewer steps, counted by the training loop's own rule
+    (drop_last, passes). The cpu preset keeps 30 one-pass epochs (the budget)."""
+    from reproduce.config.scales import CPU_RELEASED_FNN_LENGTH, RELEASED_FNN_STEPS
     from reproduce.data.datasets import dataset_train_size
     from reproduce.experiments.fnn_map import train_config
+    from reproduce.experiments.theory import worst_case_spec
 
     assert RELEASED_FNN_STEPS == 9_380  # 60,000 / 64 = 937.5 -> 938 batches, x 10 epochs
     cpu = get_scale("cpu")
-    tcfg = train_config(cpu, seed=0)
+    assert (cpu.fnn_epochs, cpu.fnn_passes) == (30, 1)
+    released = cpu.replace(**CPU_RELEASED_FNN_LENGTH)
+    tcfg = train_config(released, seed=0)
+    per_pass = TrainConfig(epochs=1, batch_size=64).steps_per_epoch(dataset_train_size("digits"))
+    assert per_pass == 22  # 1,437 // 64 full batches, the 29 left over dropped
+    assert (tcfg.epochs, tcfg.passes) == (10, 43)
     per_epoch = tcfg.steps_per_epoch(dataset_train_size("digits"))
-    assert per_epoch == 22  # 1,437 // 64 full batches, the 29 left over dropped
-    assert tcfg.epochs == cpu.fnn_epochs == 427
-    assert (tcfg.epochs - 1) * per_epoch < 9_380 <= tcfg.epochs * per_epoch == 9_394
+    assert per_epoch == 43 * 22 == 946
+    assert 10 * 42 * 22 < 9_380 <= tcfg.epochs * per_epoch == 9_460
+    # the worst case trains 3 x as many epochs of the same length; the conv nets keep one pass
+    assert worst_case_spec(released, collapse=1).train.passes == 43
+    assert released.train_options()["passes"] == 1
+    # long's FNNs as before (120 epochs of 36 passes)
+    long = get_scale("long")
+    assert (train_config(long, seed=0).epochs, train_config(long, seed=0).passes) == (120, 36)
     assert get_scale("smoke").fnn_epochs == 2  # smoke's run folders (and the round-2 fixtures) keep their names

@@ -132,7 +132,7 @@ def fnn_config(data: Any, width: int, depth: int) -> ModelConfig:
 def train_config(scale: Scale, seed: int) -> TrainConfig:
     """Training of every grid cell: the scale's ``fnn_epochs``, batch size and learning rate."""
     return TrainConfig(epochs=scale.fnn_epochs, batch_size=scale.batch_size, lr=scale.lr, seed=seed,
-                       **scale.train_options())
+                       **scale.train_options(fnn=True))
 
 
 def _check_grid(name: str, values: Sequence[int]) -> tuple[int, ...]:
