@@ -258,6 +258,9 @@ def test_detection_summary_one_row_per_kind_and_seed():
     assert s.loc[("plain", 0), "conflicting_epoch0"] == 2 and s.loc[("plain", 0), "found_epoch0"] == 1
     assert s.loc[("plain", 0), "a_L_entropy_horizon"] == pytest.approx(0.2)
     assert s.loc[("plain", 0), "a_L_entropy_final"] == pytest.approx(0.2)
+    # the untrained net's H(a^(L)) (the last tap of the epoch-0 record), reported beside the stability rows
+    assert s.loc[("plain", 0), "a_L_entropy_epoch0"] == pytest.approx(0.0)
+    assert s.loc[("plain", 1), "a_L_entropy_epoch0"] == pytest.approx(0.0)
     # plain seed 1: its conflicts appear only at the last epoch (3)
     assert s.loc[("plain", 1), "first_detection"] == 3 and s.loc[("plain", 1), "found_epoch0"] == 0
     assert s.loc[("residual", 0), "conflicting_final"] == 0
@@ -577,6 +580,12 @@ def test_stability_rows_are_labelled_stricter_than_the_paper():
              "a_L_entropy_horizon": 0.5, "a_L_entropy_final": 0.4}]
     claims = ds.early_detection_claims(_summary(rows), horizon=2, depth=10)
     assert all(c.claim.startswith("stability (stricter than the paper)") for c in claims)
+    # epoch 0 (the untrained net) is reported beside the horizon row, and decides nothing
+    with_zero = [{**rows[0], "a_L_entropy_epoch0": 0.25}]
+    row = ds.early_detection_claims(_summary(with_zero), horizon=2, depth=10)[1]
+    assert "0.250 at epoch 0 (untrained, not counted)" in row.measured and row.verdict == "holds"
+    flipped = [{**rows[0], "a_L_entropy_epoch0": 0.0}]
+    assert ds.early_detection_claims(_summary(flipped), horizon=2, depth=10)[1].verdict == "holds"
 
 
 def test_second_batch_callback_measures_another_batch_only_within_the_window(toy_data):

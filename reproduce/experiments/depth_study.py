@@ -125,7 +125,7 @@ CORRELATION_COLUMNS = ("dataset", "n", "pearson_r", "pearson_p", "spearman_r", "
 #: columns of :func:`detection_summary`'s summary, in order
 SUMMARY_COLUMNS = (
     "kind", "seed", "status", "blocks", "conflicting_final", "first_detection", "first_equal",
-    "conflicting_epoch0", "found_epoch0", "a_L_entropy_horizon", "a_L_entropy_final",
+    "conflicting_epoch0", "found_epoch0", "a_L_entropy_horizon", "a_L_entropy_final", "a_L_entropy_epoch0",
 )
 _DETECTION_MODES = ("contains", "equal")
 #: the label of the claim-3 rows stricter than the paper (:func:`early_detection_claims`)
@@ -519,8 +519,10 @@ def detection_summary(runs: dict[tuple[str, int] | str, RunResult],
     epoch), ``first_detection`` / ``first_equal`` (:func:`first_detection_epoch`, trained epochs
     only), ``conflicting_epoch0`` / ``found_epoch0`` (the untrained net of an epoch-0 record: how
     many blocks conflict, how many of the final ones; None without such a record; they never count
-    as detection), ``a_L_entropy_horizon`` (H(a^(L)) at epoch ``horizon``, None if not measured)
-    and ``a_L_entropy_final`` (at the last trained epoch, None if it was not measured).
+    as detection), ``a_L_entropy_horizon`` (H(a^(L)) at epoch ``horizon``, None if not measured),
+    ``a_L_entropy_final`` (at the last trained epoch, None if it was not measured) and
+    ``a_L_entropy_epoch0`` (the untrained net's, None without an epoch-0 record; reported beside the
+    stability rows, never counted).
     """
     curves, summary = [], []
     for key, run in runs.items():
@@ -539,6 +541,7 @@ def detection_summary(runs: dict[tuple[str, int] | str, RunResult],
             "found_epoch0": len(conflicting_in(zero) & final) if zero is not None else None,
             "a_L_entropy_horizon": _at_epoch(run.history, horizon, "a_L_entropy"),
             "a_L_entropy_final": trained[-1].get("a_L_entropy") if trained else None,
+            "a_L_entropy_epoch0": _at_epoch(run.history, 0, "a_L_entropy"),
         })
     curve_columns = ["kind", "seed", "epoch", "conflicting", "final_conflicting", "found", "recall", "jaccard"]
     curves_frame = (pd.concat(curves, ignore_index=True)[curve_columns] if curves
@@ -674,7 +677,8 @@ def early_detection_claims(summary: pd.DataFrame, *, horizon: int, depth: int) -
       the seed has no plain run);
     * a^(L) at the horizon predicts the end: holds iff for every net of the seed, H(a^(L)) > 0 at
       epoch ``horizon`` exactly when it is > 0 at the last trained epoch; not testable when a net
-      was not measured at both epochs.
+      was not measured at both epochs. The untrained net's H(a^(L)) (epoch 0) is reported beside
+      it and decides nothing.
 
     Rule over seeds (:func:`reproduce.experiments.claims.over_seeds`, no pooled form): a row holds iff its
     rule holds in every seed, does not hold if it fails in any, else it is not testable.
@@ -730,8 +734,11 @@ def _claim_horizon_predicts(summary: pd.DataFrame, horizon: int, depth: int) -> 
         at = [_net_row(summary, k, s) for s in seeds]
         hh = [_number(None if r is None else r.a_L_entropy_horizon) for r in at]
         hf = [_number(None if r is None else r.a_L_entropy_final) for r in at]
+        h0 = [_number(None if r is None else r.a_L_entropy_epoch0) for r in at]
+        zero = (f", {seed_values(h0, seeds=seeds)} at epoch 0 (untrained, not counted)"
+                if any(not math.isnan(v) for v in h0) else "")
         parts.append(f"{k}: H(a^(L)) {seed_values(hh, seeds=seeds)} at epoch {horizon}, "
-                     f"{seed_values(hf, seeds=seeds)} at the end")
+                     f"{seed_values(hf, seeds=seeds)} at the end{zero}")
     return Claim(f"{STABILITY}: depth {depth}, a^(L) conflict at epoch {horizon} predicts the final one",
                  "conflicts are visible at the start of training",
                  "; ".join(parts) + f"; {seed_outcomes(agree, seeds)}", over_seeds(agree), seeds=len(seeds))
