@@ -611,3 +611,23 @@ def test_second_batch_callback_measures_another_batch_only_within_the_window(toy
     P = tiny_preset()
     hooks = {h.target: dict(h.kwargs) for h in ds.conv_spec(P, "plain", 4).callbacks}
     assert hooks["reproduce.depth_study:second_batch_callback"]["window"] == P.autotune_check_epochs
+
+
+def test_claim3_rows_say_why_a_net_is_not_testable():
+    w = 2
+    short = _a_l_history([0.1, 0.1])                          # 2 trained records: end unreadable
+    never = _a_l_history([0, 0, 0.3, 0.3, 0.3, 0.3])          # a^(L) first conflicts at 3 > W
+    no_second = _layer_history([0.1] * 5, _FINAL)
+    del no_second[1][ds.SECOND_KEY]
+    empty_f = _layer_history([0.1] * 5, [[0.0] * 5] * 4)
+    assert ds.layer_match_gap(short, w) == "fewer than 4 trained records"
+    assert ds.layer_match_gap(never, w) == "a^(L) clean at epochs 1..2"
+    assert ds.layer_match_gap(no_second, w) == "no second-batch record at e*=2"
+    assert ds.layer_match_gap(empty_f, w) == "final set F empty"
+    assert ds.layer_match_gap(_layer_history([0.1] * 5, _FINAL), w) is None   # testable
+    runs = {("plain", 0): short, ("residual", 0): never}
+    a, _, c = ds.claim3_claims(runs, window=w, depth=10)
+    assert "per seed, plain: 1; residual: none;" in a.measured
+    assert "plain unreadable (< 4 trained records), residual conflicting" in a.measured
+    assert "seed 0 plain: not testable (fewer than 4 trained records)" in c.measured
+    assert "seed 0 residual: not testable (a^(L) clean at epochs 1..2)" in c.measured

@@ -18,11 +18,13 @@
 * :func:`claim3_claims` is claim 3 as the paper states it (rules 3a-3c: detectable by the auto-tune
   window, clean early stays clean, the early per-block set on a second batch against the final set;
   :func:`final_state`, :func:`first_conflict`, :func:`clean_early`, :func:`later_fraction`,
-  :func:`final_blocks`, :func:`layer_match`, :func:`pruning_decision`); :func:`second_batch_callback`
+  :func:`final_blocks`, :func:`layer_match` (:func:`layer_match_gap`: why a net is not testable),
+  :func:`pruning_decision`); :func:`second_batch_callback`
   records the second-batch per-block rows it needs.
 * :func:`depth_claims` (claim 2), :func:`claim3_claims` and :func:`early_detection_claims` (claim 3's
-  stability rows, stricter than the paper) are the claims tables' rules, fixed before any number was seen. Each rule is decided per seed, then over seeds
-  by :func:`reproduce.experiments.claims.over_seeds` (every seed, and the pooled form where there is one).
+  stability rows, stricter than the paper) are the claims tables' rules, fixed before any number
+  was seen. Each rule is decided per seed, then over seeds by
+  :func:`reproduce.experiments.claims.over_seeds` (every seed, and the pooled form where there is one).
 
 Choices the specification leaves open (written down here):
 
@@ -102,7 +104,7 @@ __all__ = [
     "early_detection_claims", "NOTEBOOK_DEFAULTS", "notebook_jobs",
     "FINAL_RECORDS", "FINAL_MIN", "LATER_TOLERANCE", "LAYER_OVERLAP", "SECOND_BATCH_DRAW", "SECOND_KEY",
     "STABILITY", "SecondBatchCallback", "second_batch_callback", "final_state", "first_conflict", "clean_early",
-    "later_fraction", "final_blocks", "pruning_decision", "layer_match", "claim3_claims"]
+    "later_fraction", "final_blocks", "pruning_decision", "layer_match", "layer_match_gap", "claim3_claims"]
 
 #: experiment folder under ``results/<scale>/``
 EXPERIMENT = "depth"
@@ -882,19 +884,36 @@ def _rule_3b(histories: Sequence[Sequence[dict]], window: int) -> bool | None:
     return all(later_fraction(h, window) <= LATER_TOLERANCE and final_state(h) == "clean" for h in clean)
 
 
+def layer_match_gap(history: Sequence[dict], window: int) -> str | None:
+    """Why rule 3c cannot be tested on one net (None when it can), checked in this order: a^(L)
+    clean at every epoch ``1..window``; fewer than ``FINAL_RECORDS`` trained records (F undefined);
+    F empty; no second-batch record at e*."""
+    e = first_conflict(history, window)
+    if e is None:
+        return f"a^(L) clean at epochs 1..{window}"
+    final = final_blocks(history)
+    if final is None:
+        return f"fewer than {FINAL_RECORDS} trained records"
+    if not final:
+        return "final set F empty"
+    if not any(_epoch(r) == e and r.get(SECOND_KEY) for r in history):
+        return f"no second-batch record at e*={e}"
+    return None
+
+
 def layer_match(history: Sequence[dict], window: int) -> dict[str, Any] | None:
     """Rule 3c on one net: S (second-batch per-block set at e*, the first epoch <= ``window`` where
     a^(L) conflicts) against F (:func:`final_blocks`). None (not testable) when a^(L) never conflicts
-    at 1..window, when e* has no second-batch record, or when F is undefined or empty. Else a dict:
+    at 1..window, when e* has no second-batch record, or when F is undefined or empty
+    (:func:`layer_match_gap` says which). Else a dict:
     ``epoch``, ``early``/``final`` (|S|, |F|), ``recall`` = |S∩F|/|F|, ``precision`` = |S∩F|/|S|
     (0 when S is empty), ``holds`` (both >= ``LAYER_OVERLAP``) and ``same_paper``/``same_revised``
     (whether :func:`pruning_decision` from S equals the one from F)."""
-    e = first_conflict(history, window)
-    record = next((r for r in history if e is not None and _epoch(r) == e and r.get(SECOND_KEY)), None)
-    final = final_blocks(history)
-    if record is None or not final:
+    if layer_match_gap(history, window) is not None:
         return None
-    rows = record[SECOND_KEY]
+    e = first_conflict(history, window)
+    rows = next(r for r in history if _epoch(r) == e and r.get(SECOND_KEY))[SECOND_KEY]
+    final = final_blocks(history)
     early = bundles.conflicting_layers(rows)
     common = len(early & final)
     recall, precision = common / len(final), (common / len(early) if early else 0.0)
@@ -908,6 +927,11 @@ def _rule_3c(histories: Sequence[Sequence[dict]], window: int) -> tuple[bool | N
     """3c on one seed's nets: holds iff it holds for every testable net; None when none is testable."""
     matches = [m for m in (layer_match(h, window) for h in histories) if m is not None]
     return (all(m["holds"] for m in matches) if matches else None), matches
+
+
+def _text(value: Any, missing: str) -> str:
+    """``value`` as text, ``missing`` for None (the claims rows' wording of "nothing there")."""
+    return missing if value is None else str(value)
 
 
 def _by_seed(runs: dict[Any, Any]) -> dict[int, dict[str, list[dict]]]:
@@ -951,9 +975,11 @@ def claim3_claims(runs: dict[tuple[str, int], Any], *, window: int, depth: int) 
     order = list(seeds)
     out = []
     a = [_rule_3a(list(nets.values()), window) for nets in seeds.values()]
-    firsts = "; ".join(f"{k}: {'/'.join(str(first_conflict(seeds[s][k], window)) for s in order if k in seeds[s])}"
+    firsts = "; ".join(f"{k}: " + "/".join(_text(first_conflict(seeds[s][k], window), "none")
+                                           for s in order if k in seeds[s])
                        for k in dict.fromkeys(k for nets in seeds.values() for k in nets))
-    ends = "; ".join(f"seed {s}: " + ", ".join(f"{k} {final_state(h)}" for k, h in nets.items())
+    unreadable = f"unreadable (< {FINAL_RECORDS} trained records)"
+    ends = "; ".join(f"seed {s}: " + ", ".join(f"{k} {_text(final_state(h), unreadable)}" for k, h in nets.items())
                      for s, nets in seeds.items())
     out.append(Claim(f"depth {depth}, 3a: conflicts detectable by epoch {window}",
                      "conflicting layers are detected at the beginning of training",
@@ -978,7 +1004,7 @@ def _claim_3c(seeds: dict[int, dict[str, list[dict]]], window: int, depth: int) 
         outcomes.append(holds)
         for k, h in nets.items():
             m = layer_match(h, window)
-            parts.append(f"seed {s} {k}: n/a" if m is None else
+            parts.append(f"seed {s} {k}: not testable ({layer_match_gap(h, window)})" if m is None else
                          f"seed {s} {k}: e*={m['epoch']}, |S|={m['early']}, |F|={m['final']}, "
                          f"recall {m['recall']:.2f}, precision {m['precision']:.2f}, same pruning "
                          f"paper {m['same_paper']} / revised {m['same_revised']}")
