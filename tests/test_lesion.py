@@ -1,6 +1,7 @@
 """Tests of the lesion study (reproduce/experiments/lesion.py): draws, the equality check, the distance to
 bundling, the removable fraction and a tiny end-to-end run."""
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -514,3 +515,26 @@ def test_lesion_spec_declares_the_diagnostics_hook_unless_switched_off():
     assert on.run_dir != off.run_dir
     with pytest.raises(ValueError, match="sensitivity_samples"):
         lesion.LesionConfig.from_scale(smoke, sensitivity_samples=0)
+
+
+def test_last_sensitivity_reads_the_last_record_with_the_512_count():
+    history = [{"epoch": 0, "sensitivity_conflicting": [0, 1, 2], "sensitivity_samples": 512},
+               {"epoch": 1, "sensitivity_conflicting": [3], "sensitivity_samples": 512},
+               {"epoch": 2}]  # a record without diagnostics is skipped
+    assert lesion.last_sensitivity(history) == (1, 512)
+    assert lesion.last_sensitivity([{"epoch": 1}]) is None
+
+
+def test_4a_reports_the_512_count_beside_the_64_verdict_without_deciding():
+    from types import SimpleNamespace
+
+    def with_count(result, blocks):
+        hist = [{"epoch": 1, "sensitivity_conflicting": list(blocks), "sensitivity_samples": 512}]
+        return dataclasses.replace(result, run=SimpleNamespace(history=hist))
+    # at N = 64 no block conflicts (not testable); at N = 512 three and one do: still not testable
+    row = verdicts([with_count(planted(0), (0, 1, 2)), with_count(planted(1), (3,))])["4a"]
+    assert row.verdict == "not testable"
+    assert "sensitivity check, not the verdict: conflicting branches at N = 512" in row.measured
+    assert "0: 3, 1: 1" in row.measured
+    # runs trained without the diagnostics: nothing reported
+    assert "sensitivity" not in verdicts([planted(0), planted(1)])["4a"].measured

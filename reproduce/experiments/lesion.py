@@ -100,6 +100,7 @@ __all__ = [
     "removable_fraction",
     "branch_distances",
     "branch_gammas", "conflicting_branches", "DiagnosticsCallback", "diagnostics_callback", "diagnostics_history",
+    "last_sensitivity",
     "block_diagnostics",
     "BranchDistanceCallback",
     "distance_callback",
@@ -476,6 +477,13 @@ def diagnostics_history(history: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def last_sensitivity(history: Sequence[dict]) -> tuple[int, int] | None:
+    """``(conflicting branches, samples)`` of the last record carrying the sensitivity count
+    (:class:`DiagnosticsCallback`); None for a run trained without the diagnostics."""
+    r = next((r for r in reversed(list(history)) if "sensitivity_conflicting" in r), None)
+    return None if r is None else (len(r["sensitivity_conflicting"]), int(r["sensitivity_samples"]))
+
+
 # --------------------------------------------------------------------------- full vs pruned
 
 
@@ -849,7 +857,9 @@ def lesion_claims_over_seeds(studies: LesionStudies) -> list[Claim]:
 
     * **4a** holds iff at least half of the blocks are conflicting and the net without *all*
       conflicting blocks keeps test accuracy ``>= full - tolerance``; not testable when no block
-      is conflicting.
+      is conflicting. Beside it, deciding nothing: the conflicting branches at the last epoch on
+      ``sensitivity_samples`` (512) samples (:func:`last_sensitivity`), a sensitivity check of the
+      released N = 64 (this project's addition; absent for runs trained without the diagnostics).
     * **4b** holds iff both sets are non-empty and, at ``k*``, the largest lesion size both sets
       were lesioned at (``min(|conflicting|, |non-conflicting|)``, one less under the released
       ``k = 1..n-1``: adapted to that range before any of its numbers was seen), the mean accuracy after removing ``k*`` non-conflicting blocks is
@@ -895,9 +905,22 @@ def _claim_4a(studies: LesionStudies) -> Claim:
                      + (" (nan: no conflicting block)" if not all(counts) else ""))
     else:
         measured += "; nothing to remove, claim cannot be tested at this scale"
+    measured += _sensitivity_text(studies)
     return Claim("4a: most blocks are conflicting and removing all of them keeps test accuracy",
                  "about 60 % of the layers are conflicting and can be removed with no significant "
                  "increase of the test error", measured, over_seeds(per_a), seeds=len(rs))
+
+
+def _sensitivity_text(studies: LesionStudies) -> str:
+    """The N = 512 count of row 4a's measured text: a sensitivity check beside the released N = 64,
+    deciding nothing ("" when no run recorded it)."""
+    counts = [last_sensitivity(r.run.history) if r.run is not None else None for r in studies.results]
+    if all(c is None for c in counts):
+        return ""
+    sizes = "/".join(str(n) for n in sorted({c[1] for c in counts if c is not None}))
+    values = [math.nan if c is None else c[0] for c in counts]
+    return (f"; sensitivity check, not the verdict: conflicting branches at N = {sizes} at the last epoch: "
+            f"{_vals(studies, values, '{:.0f}')}")
 
 
 def _claim_4b(studies: LesionStudies) -> Claim:
