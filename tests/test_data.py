@@ -544,3 +544,33 @@ def test_default_root(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_root() == tmp_path / "home" / ".cache" / "reproduce" / "data"
+
+
+def test_the_studies_measure_unaugmented_batches_and_auto_tune_augmented_ones():
+    """Released: evaluate.py and lesion.py measure a fresh *unaugmented* training batch; only
+    auto-tune's checks see augmented ones. Planted augmentation: each clean image is the constant
+    of its index, so an unaugmented measurement holds whole numbers only."""
+    from types import SimpleNamespace
+
+    from reproduce.config.scales import get_scale
+    from reproduce.experiments import depth_study, fnn_map, lesion
+    from reproduce.metric.bundles import bundle_callback
+    from reproduce.training.loop import TrainConfig
+
+    n = 40
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
+    clean = TensorDataset(images, torch.arange(n) % 4)
+    data = DataBundle("planted", _PlantedAugmentation(clean), clean, clean, 4, 1, 2)
+    spec = SimpleNamespace(train=TrainConfig(epochs=1))
+    x, _ = bundle_callback(data, spec, sample_size=16, seed=3, augment=False).samples(5)
+    assert torch.equal(x, x.round())
+    assert torch.equal(x, measurement_samples(data, 16, seed=3, draw=5, augment=False)[0])
+    xa, _ = bundle_callback(data, spec, sample_size=16, seed=3).samples(5)  # rounds 1-3: augmented
+    assert not torch.equal(xa, xa.round())
+    # what the studies declare
+    smoke = get_scale("smoke")
+    declared = [depth_study.conv_spec(smoke, "plain", 4, seed=0), fnn_map.cell_spec(smoke, 4, 1, seed=0),
+                lesion.run_specs(smoke, seeds=[0])[0]]
+    for s in declared:
+        [hook] = [h for h in s.callbacks if h.target == "reproduce.bundles:bundle_callback"]
+        assert dict(hook.kwargs)["augment"] is False, s.label

@@ -169,7 +169,7 @@ def conv_spec(scale: Scale, kind: str, blocks_or_depth: int | Sequence[int], *, 
     data = DataSpec(dataset or scale.dataset, int(seed), scale.train_limit)
     mcfg, tcfg = conv_configs(scale, kind, blocks_or_depth, data, seed)
     measure = Hook.to("reproduce.bundles:bundle_callback", sample_size=scale.sample_size, seed=int(seed),
-                      every_tap=bool(every_tap), samples=scale.measurement)
+                      every_tap=bool(every_tap), samples=scale.measurement, augment=False)
     second = Hook.to("reproduce.depth_study:second_batch_callback", sample_size=scale.sample_size, seed=int(seed),
                      window=int(scale.autotune_check_epochs))
     return RunSpec(scale.name, EXPERIMENT, _run_label(data.name, kind, mcfg.blocks, seed), mcfg, tcfg, data,

@@ -154,7 +154,7 @@ def cell_spec(scale: Scale, width: int, depth: int, *, dataset: str | None = Non
                                                                          scale.train_limit, flat=True)
     mcfg, tcfg = fnn_config(data if data is not None else spec, width, depth), train_config(scale, seed)
     callbacks = (Hook.to("reproduce.bundles:bundle_callback", sample_size=scale.sample_size, seed=int(seed),
-                         every_tap=False, samples=scale.measurement),
+                         every_tap=False, samples=scale.measurement, augment=False),
                  Hook.to("reproduce.theory:bound_callback"))
     return RunSpec(scale.name, EXPERIMENT, mcfg.label, mcfg, tcfg, spec, callbacks,
                    extra=(("measure", _MEASURE_VERSION),))

@@ -437,16 +437,17 @@ class DiagnosticsCallback:
         record["sensitivity_samples"] = self.n
 
 
-def diagnostics_callback(data: Any, spec: Any, *, sample_size: int, seed: int, samples: str = "fresh"
-                         ) -> DiagnosticsCallback:
+def diagnostics_callback(data: Any, spec: Any, *, sample_size: int, seed: int, samples: str = "fresh",
+                         augment: bool = True) -> DiagnosticsCallback:
     """The :class:`DiagnosticsCallback` of a lesion run: ``min(sample_size, training set)`` samples,
     drawn as the run's bundle measurement draws its 64 (``samples``: ``"fresh"`` batch
-    ``draw=epoch``, or ``"fixed"``), so at ``"fresh"`` the larger batch starts with the same indices."""
+    ``draw=epoch``, or ``"fixed"``; ``augment`` as :func:`reproduce.metric.bundles.bundle_callback`), so at
+    ``"fresh"`` the larger batch starts with the same indices."""
     if samples not in ("fresh", "fixed"):
         raise ValueError(f"unknown samples {samples!r}; valid choices are fresh, fixed")
     n = min(int(sample_size), len(data.train_eval))
     if samples == "fresh":
-        draw = lambda epoch: measurement_samples(data, n, seed, draw=epoch)  # noqa: E731
+        draw = lambda epoch: measurement_samples(data, n, seed, draw=epoch, augment=augment)  # noqa: E731
     else:
         fixed = measurement_samples(data, n, seed)
         draw = lambda epoch: fixed  # noqa: E731
@@ -590,11 +591,11 @@ def lesion_spec(scale: Scale, config: LesionConfig) -> RunSpec:
     measure = dict(sample_size=cfg.sample_size, seed=cfg.seed)
     # bundles on a fresh batch per measurement (scale.measurement, released); the distance to
     # bundling (this project's addition) on the run's fixed set, so its trend over epochs is smooth
-    callbacks = (Hook.to("reproduce.bundles:bundle_callback", samples=scale.measurement, **measure),
+    callbacks = (Hook.to("reproduce.bundles:bundle_callback", samples=scale.measurement, augment=False, **measure),
                  Hook.to("reproduce.lesion:distance_callback", **measure))
     if cfg.diagnostics:  # claim-4 diagnostics (a new hook: the run folder's name changes with it)
         callbacks += (Hook.to("reproduce.lesion:diagnostics_callback", sample_size=cfg.sensitivity_samples,
-                              seed=cfg.seed, samples=scale.measurement),)
+                              seed=cfg.seed, samples=scale.measurement, augment=False),)
     return RunSpec(scale.name, EXPERIMENT, f"{mcfg.label}-{data.name}-seed{cfg.seed}", mcfg, tcfg, data, callbacks)
 
 

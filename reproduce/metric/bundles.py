@@ -668,7 +668,7 @@ class BundleCallback:
 
 
 def bundle_callback(data: Any, spec: Any, *, sample_size: int, seed: int, every_tap: bool = True,
-                    samples: str = "fresh") -> BundleCallback:
+                    samples: str = "fresh", augment: bool = True) -> BundleCallback:
     """The :class:`BundleCallback` a run declares (:class:`reproduce.training.runs.Hook`), with the run's
     learning rate and batch size, measuring ``min(sample_size, training set)`` samples:
 
@@ -676,13 +676,18 @@ def bundle_callback(data: Any, spec: Any, *, sample_size: int, seed: int, every_
       fresh seeded training batch at every measurement, ``measurement_samples(data, n, seed,
       draw=epoch)``;
     * ``samples="fixed"``: one set for the whole run, ``measurement_samples(data, n, seed)``.
+
+    ``augment`` (fresh batches only): False reads the batch without the training augmentation, as
+    the released evaluate.py and lesion.py measure (the studies declare it); True, the default of
+    runs declared before the argument existed (rounds 1-3), reads it augmented.
     """
     if samples not in MEASUREMENT_SAMPLES:
         raise ValueError(f"unknown samples {samples!r}; valid choices are {', '.join(MEASUREMENT_SAMPLES)}")
     n = min(int(sample_size), len(data.train_eval))
     kw = dict(num_classes=data.num_classes, lr=spec.train.lr, batch_size=spec.train.batch_size, every_tap=every_tap)
     if samples == "fresh":
-        return BundleCallback(None, None, draw=lambda epoch: measurement_samples(data, n, seed, draw=epoch), **kw)
+        return BundleCallback(None, None, draw=lambda epoch: measurement_samples(data, n, seed, draw=epoch,
+                                                                             augment=augment), **kw)
     x, y = measurement_samples(data, n, seed)
     return BundleCallback(x, y, **kw)
 
