@@ -658,3 +658,19 @@ def test_revised_variant_retries_the_same_blocks_from_new_weights(results_root, 
     assert res.attempts[1]["seed"] == at.attempt_seed(5, 1) != 5
     (w0, y0), (w1, y1) = seen[:2]
     assert not torch.equal(w0, w1) and not torch.equal(y0, y1)
+
+
+def test_paper_search_resumes_an_attempt_stopped_on_the_untrained_net(results_root, monkeypatch):
+    # the paper variant stops attempt 0 at record 0, before any training: its folder must still
+    # say so, so that a resumed search neither measures nor trains it again
+    P = tiny_preset()
+    calls = plant(monkeypatch, {2: 0.7, 3: 0.9, 4: 0.9, 5: 1.0})
+    part = at.search(P, "plain", seed=0, max_attempts=1, progress=False, device="cpu")
+    assert part.stop_reason == "attempt-cap" and part.attempts[0]["detection_epoch"] == 0
+    assert calls == {"last": 1, "model": 1}
+    full = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    # attempt 0 from its folder (no measurement), attempt 1 (1, 1, 0, 0) checked once at record 0, clean
+    assert calls == {"last": 2, "model": 1}
+    assert full.stop_reason == "found" and full.blocks == (1, 1, 0, 0)
+    assert full.attempts[0]["run_dir"] == part.attempts[0]["run_dir"]
+    assert full.attempts[0]["blocks_after"] == [1, 1, 0, 0]
