@@ -635,7 +635,8 @@ def test_empty_net_and_attempt_cap_are_machine_readable(results_root, monkeypatc
     assert res.stop_reason == "attempt-cap" and [a["outcome"] for a in res.attempts] == ["pruned", "pruned"]
 
 
-@pytest.mark.parametrize("status, stop, code", [("diverged", None, "diverged"), ("stopped", "lock", "unknown-stop")])
+@pytest.mark.parametrize("status, stop, code", [("diverged", None, "diverged"),
+                                               ("stopped", "other-callback", "unknown-stop")])
 def test_a_run_that_ends_otherwise_stops_the_search_with_its_reason(results_root, monkeypatch, status, stop, code):
     def fake_train(mcfg, data, tcfg, folder, **kw):
         return types.SimpleNamespace(run_dir=folder, status=status, epochs_done=1, history=[{"epoch": 0}],
@@ -645,7 +646,7 @@ def test_a_run_that_ends_otherwise_stops_the_search_with_its_reason(results_root
     res = at.search(tiny_preset(), "plain", seed=0, progress=False, device="cpu")
     assert res.status == "stopped" and res.stop_reason == code and res.blocks is None
     assert [a["outcome"] for a in res.attempts] == [code]
-    assert ("diverged at epoch 1" if code == "diverged" else "'lock'") in res.reason
+    assert ("diverged at epoch 1" if code == "diverged" else "'other-callback'") in res.reason
 
 
 def test_revised_variant_retries_the_same_blocks_from_new_weights(results_root, monkeypatch):
