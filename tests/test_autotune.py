@@ -598,3 +598,80 @@ def test_revised_logs_keep_their_names_and_an_old_log_is_resumed(results_root, m
     assert spec.state() == "partial"  # written before attempts drew their own seeds
     spec.log_path.write_text(json.dumps({"attempts": [], "status": "found", "stop_reason": "found"}))
     assert spec.state() == "finished"
+
+
+# --------------------------------------------------------------------------- stop reasons, search-level paper pruning
+
+
+def test_paper_search_cuts_every_planted_stage_at_once(results_root, monkeypatch):
+    P = tiny_preset()
+    # blocks 0 | 1 2 | 3 4 | 5 by stage. By hand, every stage at once: stage 0 keeps 1 (block 0 clean),
+    # stage 1 keeps 1 (block 1 clean, block 2 not), stage 2 keeps 0 (3, 4 conflicting), stage 3 keeps 0
+    plant(monkeypatch, {2: 0.7, 3: 0.9, 4: 0.9, 5: 1.0})
+    res = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    first, second = res.attempts
+    assert first["detection_epoch"] == 0 and first["epochs_done"] == 0  # the untrained net conflicted
+    assert first["outcome"] == "pruned" and first["pruned_stages"] == [1, 2, 3]
+    assert first["blocks_after"] == [1, 1, 0, 0] and second["blocks"] == [1, 1, 0, 0]
+    assert res.status == "found" and res.stop_reason == "found" and res.blocks == (1, 1, 0, 0)
+    assert second["outcome"] == "found" and res.restarts == 1
+
+
+def test_empty_net_and_attempt_cap_are_machine_readable(results_root, monkeypatch):
+    def fake_last(model, x, y, **kw):
+        return types.SimpleNamespace(entropy=0.5, num_bundles=2)
+
+    def fake_model(model, x, y, **kw):  # the last block conflicting: one block fewer per try
+        n = len(model.blocks)
+        return pd.DataFrame([{"tap": f"b{i}.out", "layer": i, "role": "output", "block": i, "stage": 0,
+                              "num_bundles": 2, "entropy": 0.5 if i == n - 1 else 0.0} for i in range(n)])
+
+    monkeypatch.setattr(bundles, "measure_last_layer", fake_last)
+    monkeypatch.setattr(bundles, "measure_model", fake_model)
+    res = at.search(tiny_preset(autotune_blocks=(1, 0, 0, 0)), "plain", progress=False, device="cpu")
+    assert res.stop_reason == "empty-net" and [a["outcome"] for a in res.attempts] == ["empty-net"]
+    assert json.loads(res.log_path.read_text())["stop_reason"] == "empty-net"
+    res = at.search(tiny_preset(autotune_blocks=(3, 0, 0, 0)), "plain", max_attempts=2, progress=False, device="cpu")
+    assert res.stop_reason == "attempt-cap" and [a["outcome"] for a in res.attempts] == ["pruned", "pruned"]
+
+
+@pytest.mark.parametrize("status, stop, code", [("diverged", None, "diverged"),
+                                               ("stopped", "other-callback", "unknown-stop")])
+def test_a_run_that_ends_otherwise_stops_the_search_with_its_reason(results_root, monkeypatch, status, stop, code):
+    def fake_train(mcfg, data, tcfg, folder, **kw):
+        return types.SimpleNamespace(run_dir=folder, status=status, epochs_done=1, history=[{"epoch": 0}],
+                                     diverged_epoch=1 if status == "diverged" else None, stop_reason=stop)
+
+    monkeypatch.setattr(at, "train", fake_train)
+    res = at.search(tiny_preset(), "plain", seed=0, progress=False, device="cpu")
+    assert res.status == "stopped" and res.stop_reason == code and res.blocks is None
+    assert [a["outcome"] for a in res.attempts] == [code]
+    assert ("diverged at epoch 1" if code == "diverged" else "'other-callback'") in res.reason
+
+
+def test_revised_variant_retries_the_same_blocks_from_new_weights(results_root, monkeypatch):
+    P = tiny_preset()
+    seen = _plant_clean_blocks(monkeypatch, conflicted_checks=1)
+    res = at.search(P, "plain", seed=5, config=revised(P), progress=False, device="cpu")
+    # attempt 0: a^(L) conflicted after epoch 1 with no conflicting block -> the same blocks again
+    assert [a["outcome"] for a in res.attempts] == ["retry-no-conflicting-block", "found"]
+    assert res.attempts[0]["detection_epoch"] == 1 and res.blocks == START
+    assert res.attempts[1]["seed"] == at.attempt_seed(5, 1) != 5
+    (w0, y0), (w1, y1) = seen[:2]
+    assert not torch.equal(w0, w1) and not torch.equal(y0, y1)
+
+
+def test_paper_search_resumes_an_attempt_stopped_on_the_untrained_net(results_root, monkeypatch):
+    # the paper variant stops attempt 0 at record 0, before any training: its folder must still
+    # say so, so that a resumed search neither measures nor trains it again
+    P = tiny_preset()
+    calls = plant(monkeypatch, {2: 0.7, 3: 0.9, 4: 0.9, 5: 1.0})
+    part = at.search(P, "plain", seed=0, max_attempts=1, progress=False, device="cpu")
+    assert part.stop_reason == "attempt-cap" and part.attempts[0]["detection_epoch"] == 0
+    assert calls == {"last": 1, "model": 1}
+    full = at.search(P, "plain", seed=0, progress=False, device="cpu")
+    # attempt 0 from its folder (no measurement), attempt 1 (1, 1, 0, 0) checked once at record 0, clean
+    assert calls == {"last": 2, "model": 1}
+    assert full.stop_reason == "found" and full.blocks == (1, 1, 0, 0)
+    assert full.attempts[0]["run_dir"] == part.attempts[0]["run_dir"]
+    assert full.attempts[0]["blocks_after"] == [1, 1, 0, 0]

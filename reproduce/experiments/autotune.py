@@ -42,9 +42,9 @@ Choices the specification leaves open (written down here):
 * "Measure H of every block": a block's entropy is that of the tap that decides whether it is
   conflicting (:func:`reproduce.metric.bundles.layer_rows`: a plain block's output tap, a residual
   block's branch tap). ``blocks[s]`` counts the blocks of stage ``s`` with ``H == 0`` exactly as the
-  method says (in a
-  plain net bundles never split, so this equals the index of the first conflicting block of the
-  stage); later stages keep their counts; a stage may drop to 0 blocks.
+  method says (in a plain net bundles never split, so this equals the index of the first
+  conflicting block of the stage); ``revised`` sets it for the first conflicting stage and keeps
+  the other counts, ``paper`` sets it for every stage; a stage may drop to 0 blocks.
 * Seeds: every attempt starts from a new initialisation and measures new batches, as the
   released code does (TensorFlow draws new weights). Attempt ``i`` trains with
   ``TrainConfig(seed=s_i)`` and measures with ``measurement_samples(data, n, s_i, ...)``, where
