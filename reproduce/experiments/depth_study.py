@@ -848,8 +848,11 @@ def pruning_decision(rows: Sequence[dict], conflicting: Iterable[str], rule: str
 
     ``rule="paper"``: every stage keeps its non-conflicting blocks; ``rule="revised"``: only the
     first stage holding a conflicting block is cut to its non-conflicting blocks, the others keep
-    all theirs. (A local copy of auto-tune's step, on tap sets instead of entropies.)
+    all theirs: auto-tune's two pruning steps (:func:`reproduce.experiments.autotune.prune_all_stages`,
+    :func:`~reproduce.experiments.autotune.prune_blocks`), given tap sets instead of entropies.
     """
+    from reproduce.experiments.autotune import prune_all_stages, prune_blocks  # autotune imports this module
+
     if rule not in _PRUNE_RULES:
         raise ValueError(f"unknown rule {rule!r}; valid rules are {', '.join(_PRUNE_RULES)}")
     blocks = [r for r in bundles.layer_rows(rows) if r.get("stage") is not None]
@@ -858,14 +861,12 @@ def pruning_decision(rows: Sequence[dict], conflicting: Iterable[str], rule: str
     bad = set(conflicting) - {str(r["tap"]) for r in blocks}
     if bad:
         raise ValueError(f"conflicting taps {sorted(bad)} are not blocks of these rows")
-    stages = sorted({int(r["stage"]) for r in blocks})
-    hit = [(int(r["stage"]), str(r["tap"]) in set(conflicting)) for r in blocks]
-    total = {s: sum(1 for st, _ in hit if st == s) for s in stages}
-    kept = {s: sum(1 for st, c in hit if st == s and not c) for s in stages}
-    first = next((st for st, c in hit if c), None)
-    if rule == "paper":
-        return tuple(kept[s] for s in stages)
-    return tuple(kept[s] if s == first else total[s] for s in stages)
+    per_block = [int(r["stage"]) for r in blocks]
+    counts = tuple(per_block.count(st) for st in range(4))
+    entropies = [1.0 if str(r["tap"]) in set(conflicting) else 0.0 for r in blocks]  # H > 0 iff conflicting
+    step = prune_all_stages if rule == "paper" else prune_blocks
+    new, _ = step(counts, per_block, entropies)
+    return tuple(new[st] for st in sorted(set(per_block)))
 
 
 def _rule_3a(histories: Sequence[Sequence[dict]], window: int) -> bool | None:
