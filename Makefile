@@ -53,14 +53,15 @@ install: $(VENV)/.installed
 # torch is installed first, and only when the environment has none: any torch>=2.2 works;
 # 2.14.1 / torchvision 0.29.1 are the releases this project is developed with (where a
 # local wheel cache holds them they come from disk, elsewhere from PyPI).
-UV = $(VENV)/bin/uv
-UV_INSTALL = $(UV) pip install --quiet --python $(PY) --compile-bytecode $$($(PY) tools/uv_sources.py)
+# Where uv cannot be installed (no index offers it), pip installs everything, as before.
+INSTALL = $(PY) tools/uv_sources.py install
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip uv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet uv || echo "uv could not be installed: pip installs the packages"
 	$(PY) -c "import torch, torchvision" 2>/dev/null || \
-		$(UV_INSTALL) $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
-	$(UV_INSTALL) -e '.[test]'
+		$(INSTALL) $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
+	$(INSTALL) -e '.[test]'
 	touch $@
 
 # On the CPU scales the runs are first trained by JOBS one-thread processes side by side (default:

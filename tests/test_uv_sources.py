@@ -30,3 +30,16 @@ def test_no_pip_sources_means_no_flags_and_an_index_alone_keeps_uvs_strategy():
     assert uv_sources.uv_flags(":env:.cert='/x.pem'\nglobal.timeout='60'") == []
     assert uv_sources.uv_flags("global.index-url='https://mirror.example/simple'") == [
         "--index-url", "https://mirror.example/simple"]
+
+
+def test_install_uses_uv_with_pips_sources_and_pip_without_uv(tmp_path):
+    import sys
+
+    uv = tmp_path / "uv"
+    listing = "global.find-links='/opt/wheels'"
+    assert uv_sources.install_command(["-e", ".[test]"], uv, listing)[:3] == [sys.executable, "-m", "pip"]
+    uv.write_text("#!/bin/sh\n")
+    uv.chmod(0o755)
+    command = uv_sources.install_command(["-e", ".[test]"], uv, listing)
+    assert command[:3] == [str(uv), "pip", "install"] and "--compile-bytecode" in command
+    assert command[-6:] == ["--find-links", "/opt/wheels", "--index-strategy", "unsafe-best-match", "-e", ".[test]"]

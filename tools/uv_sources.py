@@ -1,4 +1,7 @@
-"""Print the ``uv pip install`` flags that give uv the package sources pip is configured with.
+"""Install packages with uv, from the package sources pip is configured with (pip where uv is missing).
+
+    python tools/uv_sources.py                  # print the uv flags of pip's sources
+    python tools/uv_sources.py install ARGS...  # uv pip install (or pip install) ARGS into this Python
 
 ``make install`` installs with uv (its parallel unpacking sets up the 6 GB environment in about a
 tenth of pip's time) but uv does not read pip's configuration. Where pip is set up with a local
@@ -9,9 +12,11 @@ such settings: uv then reads PyPI, as pip would.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 #: pip setting -> uv flag (each value of a setting may hold several, space-separated)
 FLAGS = {"find-links": "--find-links", "extra-index-url": "--extra-index-url", "index-url": "--index-url",
@@ -35,11 +40,23 @@ def uv_flags(config_list: str) -> list[str]:
     return flags
 
 
-def main() -> int:
+def install_command(args: list[str], uv: Path | None, config_list: str) -> list[str]:
+    """The command that installs ``args`` into this Python: uv with pip's sources and byte-compiled
+    (as pip compiles) when ``uv`` is an executable, else pip itself."""
+    if uv is not None and uv.is_file() and os.access(uv, os.X_OK):
+        return [str(uv), "pip", "install", "--quiet", "--python", sys.executable, "--compile-bytecode",
+                *uv_flags(config_list), *args]
+    return [sys.executable, "-m", "pip", "install", "--quiet", *args]
+
+
+def main(argv: list[str]) -> int:
     out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    if argv[:1] == ["install"]:
+        uv = Path(sys.executable).parent / "uv"
+        return subprocess.call(install_command(argv[1:], uv, out))
     print(" ".join(shlex.quote(f) for f in uv_flags(out)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
