@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from torchvision.datasets import CIFAR10, SVHN, Imagenette
 
@@ -460,6 +460,25 @@ def _download_from(url: str, remote: RemoteFile, *, progress: bool, deadline_s: 
     os.replace(part, remote.archive)
 
 
+def _open_url(url: str, offset: int, timeout: float, timed_out: Callable[[], Exception]) -> Any:
+    """The response of a GET of ``url`` (from byte ``offset`` when > 0); None when the server
+    answers 416 to that range (the part is whole). HTTP errors raise DownloadError naming them, a
+    timeout ``timed_out()``."""
+    headers = {"User-Agent": _USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            return None
+        raise DownloadError(f"could not download {url}: HTTP {error.code} {error.reason}") from error
+    except (TimeoutError, urllib.error.URLError) as error:
+        if isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError):
+            raise timed_out() from error
+        raise
+
+
 def _http_get(url: str, part: Path, *, desc: str, progress: bool, deadline_s: float | None = None) -> bool:
     """Download ``url`` into ``part``, resuming what ``part`` holds; True when it resumed.
 
@@ -490,21 +509,9 @@ def _http_get(url: str, part: Path, *, desc: str, progress: bool, deadline_s: fl
             return stopped(f"did not finish within the overall deadline of {limit:g} s (raise it with deadline_s=...)")
         return stopped(f"stalled: no data within the read timeout of {timeout:g} s")
 
-    headers = {"User-Agent": _USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    try:
-        response = urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=max(min(timeout, limit), 0.001)
-        )
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and offset:
-            return True
-        raise DownloadError(f"could not download {url}: HTTP {error.code} {error.reason}") from error
-    except (TimeoutError, urllib.error.URLError) as error:
-        if isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError):
-            raise timed_out() from error
-        raise
+    response = _open_url(url, offset, max(min(timeout, limit), 0.001), timed_out)
+    if response is None:
+        return True  # 416 to a range request: the part already holds the whole file
     with response:
         length = response.headers.get("Content-Length")
         size = int(length) if length is not None and length.isdigit() else None

@@ -678,15 +678,7 @@ def compare_figures(scale: str, against: str | Path | None = None, tolerance: fl
     if not fresh_dir.is_dir():
         raise CompareError(f"no figures folder {fresh_dir}: run the notebooks at scale {scale!r} first "
                            f"(make reproduce), or point --root / $REPRODUCE_ROOT at the repository")
-    reference: _Side
-    if isinstance(against, Path):
-        if not against.is_dir():
-            raise CompareError(f"reference folder {against} does not exist")
-        reference = _FolderSide(against.resolve())
-    elif against is not None and os.path.isdir(against):
-        reference = _FolderSide(Path(against).resolve())
-    else:
-        reference = _git_side(root, "HEAD" if against is None else str(against), rel_folder, named=against is not None)
+    reference = _reference_side(root, against, rel_folder)
     fresh = _FolderSide(fresh_dir)
 
     report = CompareReport(scale=scale, fresh=fresh_dir, reference=reference.description,
@@ -696,35 +688,48 @@ def compare_figures(scale: str, against: str | Path | None = None, tolerance: fl
     for name in report.files:
         if name not in new_names:
             report.only_committed.append(name)
-            continue
-        if name not in old_names:
+        elif name not in old_names:
             report.only_fresh.append(name)
-            continue
-        old_bytes, new_bytes = reference.read(name), fresh.read(name)
-        if old_bytes == new_bytes:
-            report.identical.append(name)
-            continue
-        try:
-            old = _parse(old_bytes)
-        except _Unreadable as err:
-            report.problems.append(FileProblem(name, "committed", str(err)))
-            continue
-        try:
-            new = _parse(new_bytes)
-        except _Unreadable as err:
-            report.problems.append(FileProblem(name, "fresh", str(err)))
-            continue
-        before = _count(report)
-        report.problems += [FileProblem(name, "committed", p) for p in old.problems]
-        report.problems += [FileProblem(name, "fresh", p) for p in new.problems]
-        if _is_claims(name, old) and _is_claims(name, new):
-            _compare_claims(report, name, old, new)
         else:
-            _compare_table(report, name, old, new)
-        if _count(report) == before:
-            report.identical.append(name)
-            report.notes[name] = ["differs only in timing columns or within tolerance"]
+            _compare_file(report, name, reference.read(name), fresh.read(name))
     return report
+
+
+def _reference_side(root: Path, against: str | Path | None, rel_folder: str) -> "_Side":
+    """The reference of :func:`compare_figures`: a folder (a Path, or a string naming an existing
+    folder), else the git revision ``against`` (``HEAD`` when None)."""
+    if isinstance(against, Path):
+        if not against.is_dir():
+            raise CompareError(f"reference folder {against} does not exist")
+        return _FolderSide(against.resolve())
+    if against is not None and os.path.isdir(against):
+        return _FolderSide(Path(against).resolve())
+    return _git_side(root, "HEAD" if against is None else str(against), rel_folder, named=against is not None)
+
+
+def _compare_file(report: CompareReport, name: str, old_bytes: bytes, new_bytes: bytes) -> None:
+    """Add what differs between the committed and the fresh bytes of file ``name`` to ``report``."""
+    if old_bytes == new_bytes:
+        report.identical.append(name)
+        return
+    parsed = []
+    for side, data in (("committed", old_bytes), ("fresh", new_bytes)):
+        try:
+            parsed.append(_parse(data))
+        except _Unreadable as err:
+            report.problems.append(FileProblem(name, side, str(err)))
+            return
+    old, new = parsed
+    before = _count(report)
+    report.problems += [FileProblem(name, "committed", p) for p in old.problems]
+    report.problems += [FileProblem(name, "fresh", p) for p in new.problems]
+    if _is_claims(name, old) and _is_claims(name, new):
+        _compare_claims(report, name, old, new)
+    else:
+        _compare_table(report, name, old, new)
+    if _count(report) == before:
+        report.identical.append(name)
+        report.notes[name] = ["differs only in timing columns or within tolerance"]
 
 
 def _count(report: CompareReport) -> int:
