@@ -111,6 +111,30 @@ def test_hooked_branch_tap_equals_a_handwritten_recomputation(net, name):
     assert not torch.allclose(a, expected, rtol=1e-2)
 
 
+@pytest.mark.parametrize("net, name", [("resnet18", "layer2.0"), ("bottleneck", "layer3.0")])
+def test_the_branch_tap_multiplies_in_the_released_order_bit_for_bit(net, name):
+    """As the package's own residual net (``ModelConfig.branch_tap="released"``): in float32, the
+    last convolution's scale first, ``((z * s_k) * ...) * s_1``, each ``s = 1 / sqrt(var + 1e-6)``
+    by a division (not ``rsqrt``), the order of the released code."""
+    model = NETS[net]()
+    x, _ = batch()
+    blocks = {b.name: b.block for b in prune.resnet_blocks(model)}
+    block = block_module(model, name)
+    seen = {}
+    convs = [block.conv1, block.conv2] + ([block.conv3] if isinstance(block, Bottleneck) else [])
+    last_bn = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+    handles = [c.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out.detach().clone()))
+               for i, c in enumerate(convs)]
+    handles.append(last_bn.register_forward_hook(lambda m, a, out: seen.__setitem__("bn", out.detach().clone())))
+    got = prune.branch_activations(model, x, [blocks[name]])[blocks[name]]
+    for h in handles:
+        h.remove()
+    expected = seen["bn"]
+    for i in reversed(range(len(convs))):
+        expected = expected * (1.0 / torch.sqrt(seen[i].var(unbiased=False) + 1e-6))
+    assert torch.equal(got, expected)
+
+
 # --------------------------------------------------------------------------- conflicting blocks
 
 

@@ -26,9 +26,10 @@ Choices the specification leaves open (written down here):
   (``bn2``'s output for a BasicBlock, ``bn3``'s for a Bottleneck), multiplied by
   ``prod_k s_k`` with ``s_k = 1 / sqrt(var(z_k) + 1e-6)``, ``z_k`` the output of the branch's
   ``k``-th convolution (``conv1, conv2`` for a BasicBlock; ``conv1, conv2, conv3`` for a
-  Bottleneck), the population variance over the whole batch tensor. The product is taken in the
-  order ``(s_1 * s_2) * s_3``, then multiplied onto the branch, as the project's own residual net
-  does for ``k = 2``. Measured in eval mode (``reproduce.models.eval_mode``), with ``w_max`` the
+  Bottleneck), the population variance over the whole batch tensor. The scales are multiplied onto
+  the branch in the released code's float32 order, the last convolution's first,
+  ``((z * s_3) * s_2) * s_1``, each ``s`` a division ``1 / sqrt(.)`` (not ``rsqrt``), as the
+  project's own residual net does for ``k = 2`` (``ModelConfig.branch_tap="released"``). Measured in eval mode (``reproduce.models.eval_mode``), with ``w_max`` the
   largest absolute trainable parameter of the whole model.
 * **Removal rule**: a removed block computes ``relu(shortcut(x))`` -- ``shortcut`` is the identity,
   or the block's ``downsample`` (1x1 projection + batch norm) with its trained weights -- the rule
@@ -74,7 +75,7 @@ from reproduce.data.datasets import load_dataset, measurement_samples
 from reproduce.experiments.efficiency import count_all_parameters, inference_times, multiply_accumulates
 from reproduce.config.scales import Scale
 from reproduce.files.paths import run_dir
-from reproduce.models.nets import BRANCH_VAR_EPS, check_block_indices, eval_mode, model_device
+from reproduce.models.nets import branch_scale, check_block_indices, eval_mode, model_device
 from reproduce.models.torchvision import RESNET_ARCHS, SMALL_IMAGE, TorchvisionResNet, torchvision_resnet
 from reproduce.training.loop import Seeding, TrainConfig, evaluate, fit, train
 
@@ -209,19 +210,18 @@ def _hook_branches(infos: Sequence[BlockInfo], consume: Callable[[BlockInfo, tor
 
         def conv_hook(k: int, scales: list = scales) -> Callable:
             def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
-                scales[k] = torch.rsqrt(out.var(unbiased=False) + BRANCH_VAR_EPS)
+                scales[k] = branch_scale(out)
             return hook
 
         def bn_hook(info: BlockInfo = info, scales: list = scales) -> Callable:
             def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
                 if any(s is None for s in scales):
                     raise RuntimeError(f"block {info.name}: its last batch norm ran before all of its convolutions")
-                scale = scales[0]
-                for s in scales[1:]:
-                    scale = scale * s
+                tap = out  # the released order: the last convolution's scale first, ((z * s_k) * ...) * s_1
+                for s in reversed(scales):
+                    tap = tap * s  # a new tensor: the block adds the shortcut to ``out`` in place after this hook
                 scales[:] = [None] * len(scales)
-                # a new tensor: the block adds the shortcut to ``out`` in place right after this hook
-                consume(info, out * scale)
+                consume(info, tap)
             return hook
 
         handles += [conv.register_forward_hook(conv_hook(k)) for k, conv in enumerate(convs)]

@@ -70,6 +70,7 @@ __all__ = [
     "TAP_ROLES",
     "INITS",
     "BRANCH_TAPS",
+    "branch_scale",
     "PADDINGS",
     "FNN_HEAD_INITS",
     "ModelConfig",
@@ -404,7 +405,7 @@ def _rsqrt_scale(z: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(z.var(unbiased=False) + BRANCH_VAR_EPS)
 
 
-def _branch_scale(z: torch.Tensor) -> torch.Tensor:
+def branch_scale(z: torch.Tensor) -> torch.Tensor:
     """``1 / sqrt(var(z) + 1e-6)`` as the released code computes it (a division, not ``rsqrt``)."""
     return torch.reciprocal(torch.sqrt(z.var(unbiased=False) + BRANCH_VAR_EPS))
 
@@ -440,7 +441,7 @@ class ConvBlock(nn.Module):
         # read it, so the plain forward holds no more memory than the nested expression would
         tap = branch_tap and self.shortcut is not None
         released = self.branch_tap == "released"
-        scale = _branch_scale if released else _rsqrt_scale
+        scale = branch_scale if released else _rsqrt_scale
         z = self.conv1(x)
         s1 = scale(z) if tap else None
         z = self.bn1(z)
