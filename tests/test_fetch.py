@@ -29,7 +29,7 @@ from test_data import IMAGENETTE_WNIDS, _make_cifar, _make_imagenette, _make_mni
 from torchvision.datasets import CIFAR10, MNIST, SVHN, FashionMNIST, Imagenette
 
 from reproduce.data import fetch as fetch_module
-from reproduce.data.datasets import load_dataset
+from reproduce.data.datasets import DatasetIntegrityError, load_dataset
 from reproduce.data.fetch import DATASET_NAMES, ChecksumError, FetchError, fetch, is_present, remote_files, state
 from reproduce.runner.notebooks import main
 
@@ -601,3 +601,15 @@ def test_command_line_with_a_root_that_is_a_file_is_a_usage_error(mirror, tmp_pa
     assert main(["data", "status"]) == 2
     assert "$REPRODUCE_DATA" in capsys.readouterr().err
     assert mirror.state.requests == [] and file.read_text() == "a file"
+
+
+def test_load_with_download_repairs_a_file_that_does_not_verify(mirror, tiny, tmp_path):
+    fetch(["mnist"], tmp_path, progress=False)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"not the published archive")
+    with pytest.raises(DatasetIntegrityError):
+        load_dataset("mnist", root=tmp_path)  # without download: refused, naming the repair
+    mirror.state.requests.clear()
+    data = load_dataset("mnist", root=tmp_path, download=True)  # downloads what does not verify
+    assert [r.path for r in mirror.state.requests] == ["/mnist/train-labels-idx1-ubyte.gz"]
+    assert len(data.train) == len(load_dataset("mnist", root=tmp_path).train)  # verified now

@@ -557,6 +557,13 @@ def _load_torchvision(name: str, *, root: str | Path | None, download: bool, see
     spec = _SPECS[name]
 
     root_path = _root_path(root)
+    if download and verify_checksums:
+        # the project's fetch: resumable, verified, and it downloads again what does not verify
+        # (torchvision's download skips files that are there, right or wrong)
+        from reproduce.data.fetch import fetch
+
+        fetch([name], root_path)
+        download = False
     where = "" if root is None else f" --root {root}"
     if name in IDX_DATASETS:
         train_base, test_base = _idx(name, root_path, download, verify_checksums, where)
