@@ -138,9 +138,7 @@ class DataSpec:
         identity = getattr(data, "identity", None) or {}
         if not identity:
             return getattr(data, "name", None) == self.name
-        return (identity.get("name") == self.name and identity.get("seed") == self.seed
-                and identity.get("train_limit") == self.train_limit and bool(identity.get("flat")) == self.flat
-                and identity.get("content") == self.content)
+        return DataSpec.of(data) == self
 
 
 @dataclass(frozen=True)
