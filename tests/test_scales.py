@@ -98,7 +98,7 @@ def test_the_released_fnn_length_on_digits_counts_the_released_steps():
     """The released FNN scripts: 10 epochs of MNIST (60,000 images) at batch 64, the last partial
     batch kept: 10 x 938 = 9,380 steps, measured after each epoch. On digits: 10 epochs too, each
     of the fewest whole passes that are not fewer steps, counted by the training loop's own rule
-    (drop_last, passes). The cpu preset keeps 30 one-pass epochs (the budget)."""
+    (drop_last, passes). The cpu preset trains exactly that length."""
     from reproduce.config.scales import CPU_RELEASED_FNN_LENGTH, RELEASED_FNN_STEPS
     from reproduce.data.datasets import dataset_train_size
     from reproduce.experiments.fnn_map import train_config
@@ -106,8 +106,9 @@ def test_the_released_fnn_length_on_digits_counts_the_released_steps():
 
     assert RELEASED_FNN_STEPS == 9_380  # 60,000 / 64 = 937.5 -> 938 batches, x 10 epochs
     cpu = get_scale("cpu")
-    assert (cpu.fnn_epochs, cpu.fnn_passes) == (30, 1)
+    assert (cpu.fnn_epochs, cpu.fnn_passes) == (10, 43)
     released = cpu.replace(**CPU_RELEASED_FNN_LENGTH)
+    assert released == cpu
     tcfg = train_config(released, seed=0)
     per_pass = TrainConfig(epochs=1, batch_size=64).steps_per_epoch(dataset_train_size("digits"))
     assert per_pass == 22  # 1,437 // 64 full batches, the 29 left over dropped

@@ -510,12 +510,12 @@ def test_job_cost_orders_searches_and_deep_nets_first():
     shallow = depth_study.conv_spec(cpu, "plain", 10, seed=0)
     fnn = fnn_map.run_specs(cpu, seed=0)[0]
     search = autotune.search_specs(cpu, ("plain",), seeds=[0])[0]
-    # by hand: 30 epochs x 120 layers x (1/4)^2 = 225 > 30 x 10 / 16 = 18.75; an FNN 30 x depth x 0.05,
-    # at the released length (10 epochs of 43 passes) 10 x 43 x depth x 0.05
+    # by hand: 30 epochs x 120 layers x (1/4)^2 = 225 > 30 x 10 / 16 = 18.75; an FNN at cpu's released
+    # length (10 epochs of 43 passes) 10 x 43 x depth x 0.05, at 30 one-pass epochs 30 x depth x 0.05
     assert job_cost(deep) == pytest.approx(30 * 120 / 16) and job_cost(shallow) == pytest.approx(30 * 10 / 16)
-    assert job_cost(fnn) == pytest.approx(30 * fnn.model.fnn_depth * 0.05)
-    released = fnn_map.run_specs(cpu.replace(fnn_epochs=10, fnn_passes=43), seed=0)[0]
-    assert job_cost(released) == pytest.approx(10 * 43 * released.model.fnn_depth * 0.05)
+    assert job_cost(fnn) == pytest.approx(10 * 43 * fnn.model.fnn_depth * 0.05)
+    one_pass = fnn_map.run_specs(cpu.replace(fnn_epochs=30, fnn_passes=1), seed=0)[0]
+    assert job_cost(one_pass) == pytest.approx(30 * one_pass.model.fnn_depth * 0.05)
     assert sorted([shallow, fnn, search, deep], key=lambda j: -job_cost(j))[:2] == [search, deep]
 
 

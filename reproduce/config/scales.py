@@ -6,9 +6,9 @@ with :func:`resolve_scale`, which lets the environment variable ``REPRODUCE_SCAL
 
 * ``smoke`` -- seconds per notebook, for tests; tiny widths, 2 epochs, a few hundred samples.
 * ``cpu``   -- the default; the whole main job on a 2-core laptop on scikit-learn's digits, with
-  3 seeds behind every verdict; the FNNs (claims 1 and 6) train 30 epochs (660 steps), fewer than
-  the released FNN scripts' 9,380 (:data:`RELEASED_FNN_STEPS`), whose length on digits
-  (:data:`CPU_RELEASED_FNN_LENGTH`, 10 epochs of 43 passes) does not fit the job's budget.
+  3 seeds behind every verdict; the FNNs (claims 1 and 6) train the released FNN scripts' length
+  (:data:`RELEASED_FNN_STEPS`; on digits :data:`CPU_RELEASED_FNN_LENGTH`, 10 epochs of 43 passes),
+  on a 4 x 3 grid (widths 4..32, depths 1, 4, 16) that fits the job's budget at that length.
 * ``long``  -- the ``cpu`` models and data trained for the paper's number of optimiser steps
   (~94,000): 120 epochs of 36 passes over digits (36 x 22 = 792 steps, the paper's 781 steps of a
   CIFAR-10 epoch), for the lesion study and auto-tune (claims 4 and 5); one seed, within 2 h 30 min
@@ -154,10 +154,12 @@ RELEASED_FNN_STEPS = _RELEASED_FNN_EPOCHS * -(-_MNIST_TRAIN // _FNN_BATCH)  # 10
 # released scripts measure after each of their 10 epochs), each of 43 passes over digits' 1,437
 # training images = 43 x 22 = 946 steps (1,437 // 64 = 22 full batches; the partial batch of 29 is
 # dropped, TrainConfig.drop_last): 10 x 946 = 9,460 steps, the fewest whole passes that are not
-# fewer than 9,380 (42 passes: 9,240). Not the cpu preset's default: measured on this project's
-# 2-core machine (shared, load 1.3-3.4), fnn-2x1 took 9.8 s, fnn-32x16 84 s and fnn-128x48 390 s at
-# that length, so the 147 grid runs need several CPU-hours, against the 45 minutes of the whole cpu
-# job (docs/method.md#small-scales). `get_scale("cpu").replace(**CPU_RELEASED_FNN_LENGTH)` runs it.
+# fewer than 9,380 (42 passes: 9,240). The cpu preset trains it. The cost of a step is per layer,
+# not per unit: measured on this project's 2-core machine (shared, load 1.3-3.4), fnn-2x1 took
+# 9.8 s, fnn-32x16 84 s and fnn-128x48 390 s at that length, about 0.5 ms per step plus 0.5 ms per
+# layer and step. The earlier 7 x 7 grid (widths 2..128, depths 1..48) would need about 3.7 CPU-hours
+# for its 147 runs, against the 45 minutes of the whole cpu job; the 4 x 3 grid of _CPU, about
+# 24 CPU-minutes by that rate (docs/method.md#small-scales).
 _DIGITS_TRAIN = 1_437
 CPU_RELEASED_FNN_LENGTH = MappingProxyType({
     "fnn_epochs": _RELEASED_FNN_EPOCHS,  # 10
@@ -176,9 +178,11 @@ _CPU = Scale(
     repeats=3,
     last_epochs=4,
     train_limit=None,
-    fnn_widths=(2, 4, 8, 16, 32, 64, 128),
-    fnn_depths=(1, 2, 4, 8, 16, 32, 48),
-    fnn_epochs=30,  # 660 steps; the released length is CPU_RELEASED_FNN_LENGTH (not within the budget)
+    # the released FNN length (9,460 steps) on the cells that fit the budget: conflicts live at
+    # width 8 or less, so two narrow widths, and two wider ones to compare them with
+    fnn_widths=(4, 8, 16, 32),
+    fnn_depths=(1, 4, 16),
+    **CPU_RELEASED_FNN_LENGTH,  # fnn_epochs=10, fnn_passes=43
     early_depth=120,
     lesion_depth=50,
     lesion_epochs=40,
