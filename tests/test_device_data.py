@@ -413,9 +413,30 @@ def test_fast_path_reports_divergence_and_data_errors():
         train(mcfg, bad, TrainConfig(epochs=1, compile=None, precision="bf16-mixed"), device="cpu", progress=False)
 
 
+@pytest.fixture
+def isa_from_cpu_flags(monkeypatch):
+    """Inductor's x86 vector ISAs taken from the CPU's flags instead of compiled probes.
+
+    Before its first CPU kernel, inductor checks each candidate ISA (AMX, AVX-512 VNNI, AVX-512,
+    AVX2) by compiling and loading a test program with ATen's vector headers: about 17 of the
+    40 CPU-seconds of the test below on a cold inductor cache (a fresh machine). With
+    ``vec_isa_ok=True`` it trusts the flags; the ISA it picks is still the pinned
+    ``ATEN_CPU_CAPABILITY`` (AVX2), and the kernels are the same source compiled with the same
+    flags (the same files, under the same cache keys, as with the probes). The list is cached per
+    process, so it is dropped before and after."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor import cpu_vec_isa
+
+    monkeypatch.setattr(inductor_config.cpp, "vec_isa_ok", True)
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    yield
+    monkeypatch.undo()
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+
+
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
-def test_compile_reduce_overhead_runs_and_agrees_on_the_cpu():
+def test_compile_reduce_overhead_runs_and_agrees_on_the_cpu(isa_from_cpu_flags):
     data = load_dataset("digits", flat=True, train_limit=128)
     mcfg = ModelConfig("fnn", 10, 1, 8, fnn_width=8, fnn_depth=2)
     eager = train(mcfg, data, TrainConfig(epochs=1, device_data=True), device="cpu", progress=False)

@@ -1,7 +1,7 @@
 """The notebooks' first cell: installs the package where it is missing (Colab), and nothing else.
 
 Run for real in a fresh virtual environment that lacks the package but sees this environment's
-libraries (torch and friends, through a path entry), so the test installs only `reproduce`.
+libraries (torch and friends, and pip, through a path entry), so the test installs only `reproduce`.
 """
 
 import json
@@ -36,9 +36,13 @@ def test_every_notebook_and_badge_carries_the_address_of_pyproject():
 
 @pytest.fixture
 def fresh_python(tmp_path):
-    """A new venv without `reproduce`, whose path also holds this environment's site-packages."""
+    """A new venv without `reproduce`, whose path also holds this environment's site-packages.
+
+    Made without pip of its own (ensurepip: about 7 CPU-seconds a venv): the cell's
+    ``python -m pip`` is this environment's pip, found through the same path entry, and installs
+    into the new venv (the interpreter's prefix), which the tests check."""
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"
     site = subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                    text=True).strip()
