@@ -53,12 +53,13 @@ install: $(VENV)/.installed
 # torch is installed first, and only when the environment has none: any torch>=2.2 works;
 # 2.14.1 / torchvision 0.29.1 are the releases this project is developed with (where a
 # local wheel cache holds them they come from disk, elsewhere from PyPI).
-# Where uv cannot be installed (no index offers it), pip installs everything, as before.
+# Where uv cannot be installed (no index offers it), pip installs everything, as before, after
+# upgrading itself (with uv it is not upgraded: uv does the installing; 2-3 s of the set-up).
 INSTALL = $(PY) tools/uv_sources.py install
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet uv || echo "uv could not be installed: pip installs the packages"
+	$(PY) -m pip install --quiet uv || { $(PY) -m pip install --quiet --upgrade pip; \
+		echo "uv could not be installed: pip installs the packages"; }
 	$(PY) -c "import torch, torchvision" 2>/dev/null || \
 		$(INSTALL) $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
 	$(INSTALL) -e '.[test]'
