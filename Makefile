@@ -96,14 +96,15 @@ data: $(VENV)/.installed
 # process on one core: alone it leaves the other core idle for its whole length, beside the
 # library's tests it fills the gaps. Its output is kept in $(NBVAL_LOG) and printed after the
 # library's, so the output ends with pytest's summary line of the notebooks; the target fails when
-# either pass fails. --nbval-lax collects the notebooks.
+# either pass fails. --nbval-lax collects the notebooks. The library's pass lists its 15 slowest
+# tests (the 5-minute budget of make test is spent there).
 NBVAL_LOG = results/nbval-smoke.log
 test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	@mkdir -p $(dir $(NBVAL_LOG))
 	@$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks > $(NBVAL_LOG) 2>&1 & nbval=$$!; \
 	echo "notebooks under nbval beside the library's tests (output: $(NBVAL_LOG), printed at the end)"; \
-	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadscope tests; library=$$?; \
+	$(TEST_ENV) $(PY) -m pytest -n auto --dist loadscope --durations=15 tests; library=$$?; \
 	wait $$nbval; notebooks=$$?; \
 	echo; echo "== notebooks (nbval, smoke) =="; cat $(NBVAL_LOG); \
 	test $$library = 0 && test $$notebooks = 0
