@@ -154,12 +154,8 @@ RELEASED_FNN_STEPS = _RELEASED_FNN_EPOCHS * -(-_MNIST_TRAIN // _FNN_BATCH)  # 10
 # released scripts measure after each of their 10 epochs), each of 43 passes over digits' 1,437
 # training images = 43 x 22 = 946 steps (1,437 // 64 = 22 full batches; the partial batch of 29 is
 # dropped, TrainConfig.drop_last): 10 x 946 = 9,460 steps, the fewest whole passes that are not
-# fewer than 9,380 (42 passes: 9,240). The cpu preset trains it. The cost of a step is per layer,
-# not per unit: measured on this project's 2-core machine (shared, load 1.3-3.4), fnn-2x1 took
-# 9.8 s, fnn-32x16 84 s and fnn-128x48 390 s at that length, about 0.5 ms per step plus 0.5 ms per
-# layer and step. The earlier 7 x 7 grid (widths 2..128, depths 1..48) would need about 3.7 CPU-hours
-# for its 147 runs, against the 45 minutes of the whole cpu job; the 4 x 3 grid of _CPU, about
-# 24 CPU-minutes by that rate (docs/method.md#small-scales).
+# fewer than 9,380 (42 passes: 9,240). The cpu preset trains it, on the grid that fits its budget at
+# that length (the timings and the choice of cells: docs/method.md#small-scales).
 _DIGITS_TRAIN = 1_437
 CPU_RELEASED_FNN_LENGTH = MappingProxyType({
     "fnn_epochs": _RELEASED_FNN_EPOCHS,  # 10
