@@ -62,7 +62,7 @@ $(VENV)/.installed: pyproject.toml
 		echo "uv could not be installed: pip installs the packages"; }
 	$(PY) -c "import torch, torchvision" 2>/dev/null || \
 		$(INSTALL) $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
-	$(INSTALL) -e '.[test]'
+	$(INSTALL) -e '.[test,models]'
 	touch $@
 
 # On the CPU scales the runs are first trained by JOBS one-thread processes side by side (default:

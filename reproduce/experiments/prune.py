@@ -59,23 +59,21 @@ Choices the specification leaves open (written down here):
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from reproduce.metric.bundles import bundle_stats, distance_to_bundling, weight_amplitude
 from reproduce.data.datasets import load_dataset, measurement_samples
 from reproduce.experiments.efficiency import count_all_parameters, inference_times, multiply_accumulates
 from reproduce.config.scales import Scale
 from reproduce.files.paths import run_dir
-from reproduce.models.nets import branch_scale, check_block_indices, eval_mode, model_device
+from reproduce.experiments import layer_removal
+from reproduce.models.adapters import Block, RemovedResNetBlock, TorchvisionResNetAdapter, observe_blocks
+from reproduce.models.nets import check_block_indices, eval_mode, model_device
 from reproduce.models.torchvision import RESNET_ARCHS, SMALL_IMAGE, TorchvisionResNet, torchvision_resnet
 from reproduce.training.loop import Seeding, TrainConfig, evaluate, fit, train
 
@@ -103,47 +101,17 @@ __all__ = [
     "run_prune_study",
 ]
 
+#: the adapter of torchvision's ResNets (:mod:`reproduce.models.adapters`), through which this module works
+ADAPTER = TorchvisionResNetAdapter()
 #: what this module accepts, for error messages
-SUPPORTED = ("a torchvision.models.ResNet whose stages layer1..layer4 hold torchvision.models.resnet.BasicBlock "
-             "or Bottleneck blocks (resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2, "
-             "wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, or ResNet(block, layers))")
-STAGES = ("layer1", "layer2", "layer3", "layer4")
+SUPPORTED = ADAPTER.supported
+STAGES = ADAPTER.stages
 #: columns of :func:`block_table`, in order
 TABLE_COLUMNS = ("block", "name", "stage", "index", "kind", "has_downsample", "parameters", "branch_parameters",
-                 "num_bundles", "entropy", "max_accuracy", "conflicting", "distance")
-
-
-
-class RemovedResNetBlock(nn.Module):
-    """What is left of a removed torchvision block: ``relu(downsample(x))``, or ``relu(x)`` when the
-    block had no ``downsample`` (the rule of :class:`reproduce.models.RemovedBlock`). The attribute
-    keeps torchvision's name ``downsample``, so the state-dict keys of what is kept stay the same."""
-
-    def __init__(self, downsample: nn.Module | None):
-        super().__init__()
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x if self.downsample is None else self.downsample(x))
-
-
-@dataclass(frozen=True)
-class BlockInfo:
-    """One residual block: global ``block`` number, ``stage`` (``layer1``..``layer4``), ``index`` in the
-    stage, ``name`` (``layer2.0``) and the module (a BasicBlock, a Bottleneck or a removed block)."""
-
-    block: int
-    stage: str
-    index: int
-    module: nn.Module = field(repr=False)
-
-    @property
-    def name(self) -> str:
-        return f"{self.stage}.{self.index}"
-
-    @property
-    def removed(self) -> bool:
-        return isinstance(self.module, RemovedResNetBlock)
+                 "num_bundles", "entropy", "max_accuracy", "conflicting", "distance", "block_influence",
+                 "angular_distance")
+#: a residual block (``block``, ``stage``, ``index``, ``name``, ``module``, ``removed``)
+BlockInfo = Block
 
 
 # --------------------------------------------------------------------------- structure
@@ -156,34 +124,12 @@ def resnet_blocks(model: Any) -> list[BlockInfo]:
     """
     if not isinstance(model, torchvision.models.ResNet):
         raise ValueError(f"expected {SUPPORTED}; got {type(model).__module__}.{type(model).__name__}")
-    blocks: list[BlockInfo] = []
-    for stage in STAGES:
-        layer = getattr(model, stage, None)
-        if not isinstance(layer, nn.Sequential):
-            raise ValueError(f"{stage} of this ResNet is {type(layer).__name__}, not an nn.Sequential of blocks; "
-                             f"expected {SUPPORTED}")
-        for j, module in enumerate(layer):
-            if not isinstance(module, (BasicBlock, Bottleneck, RemovedResNetBlock)):
-                raise ValueError(f"block {stage}.{j} is a {type(module).__name__}; expected {SUPPORTED}")
-            blocks.append(BlockInfo(len(blocks), stage, j, module))
-    return blocks
-
-
-def _branch_parts(block: nn.Module) -> tuple[tuple[nn.Module, ...], nn.Module]:
-    """The branch's convolutions in order and its last batch norm."""
-    if isinstance(block, Bottleneck):
-        return (block.conv1, block.conv2, block.conv3), block.bn3
-    return (block.conv1, block.conv2), block.bn2
+    return ADAPTER.blocks(model)
 
 
 def branch_parameters(block: nn.Module) -> int:
     """Parameters a removal takes away: the block's parameters outside its ``downsample``."""
-    if isinstance(block, RemovedResNetBlock):
-        return 0
-    kept = set()
-    if block.downsample is not None:
-        kept = {id(p) for p in block.downsample.parameters()}
-    return sum(p.numel() for p in block.parameters() if id(p) not in kept)
+    return ADAPTER.parameters_removed(block)
 
 
 def _check_batch(x: Any, y: Any | None = None) -> None:
@@ -200,46 +146,6 @@ def _check_batch(x: Any, y: Any | None = None) -> None:
             raise ValueError(f"x holds N = {x.shape[0]} samples but y holds {y.shape[0]}; the counts must match")
 
 
-def _hook_branches(infos: Sequence[BlockInfo], consume: Callable[[BlockInfo, torch.Tensor], None]) -> list[Any]:
-    """Register the branch-tap hooks of ``infos`` (intact blocks); each forward calls
-    ``consume(info, branch_tap)`` once per block. Returns the hook handles."""
-    handles = []
-    for info in infos:
-        convs, last_bn = _branch_parts(info.module)
-        scales: list[torch.Tensor | None] = [None] * len(convs)
-
-        def conv_hook(k: int, scales: list = scales) -> Callable:
-            def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
-                scales[k] = branch_scale(out)
-            return hook
-
-        def bn_hook(info: BlockInfo = info, scales: list = scales) -> Callable:
-            def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
-                if any(s is None for s in scales):
-                    raise RuntimeError(f"block {info.name}: its last batch norm ran before all of its convolutions")
-                tap = out  # the released order: the last convolution's scale first, ((z * s_k) * ...) * s_1
-                for s in reversed(scales):
-                    tap = tap * s  # a new tensor: the block adds the shortcut to ``out`` in place after this hook
-                scales[:] = [None] * len(scales)
-                consume(info, tap)
-            return hook
-
-        handles += [conv.register_forward_hook(conv_hook(k)) for k, conv in enumerate(convs)]
-        handles.append(last_bn.register_forward_hook(bn_hook()))
-    return handles
-
-
-def _run_with_branches(model: nn.Module, x: torch.Tensor, infos: Sequence[BlockInfo],
-                       consume: Callable[[BlockInfo, torch.Tensor], None]) -> None:
-    handles = _hook_branches(infos, consume)
-    try:
-        with eval_mode(model):
-            model(x.to(model_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def branch_activations(model: nn.Module, x: torch.Tensor, blocks: Iterable[int] | None = None
                        ) -> dict[int, torch.Tensor]:
     """The branch taps (module docstring) of ``blocks`` (default: every intact block) on ``x``, in
@@ -251,7 +157,12 @@ def branch_activations(model: nn.Module, x: torch.Tensor, blocks: Iterable[int] 
     if gone:
         raise ValueError(f"blocks {gone} are removed: a removed block has no branch")
     out: dict[int, torch.Tensor] = {}
-    _run_with_branches(model, x, [infos[i] for i in wanted], lambda info, a: out.__setitem__(info.block, a))
+
+    def run() -> None:
+        with eval_mode(model):
+            model(x.to(model_device(model)))
+
+    observe_blocks(model, run, lambda info, tap, x_in, x_out: out.__setitem__(info.block, tap), wanted)
     return out
 
 
@@ -266,7 +177,10 @@ def block_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_class
     ``branch_parameters`` (what removing it saves), and the bundle statistics of its **branch tap**
     on ``x`` with labels ``y`` (``num_bundles``, ``entropy``, ``max_accuracy``, ``conflicting`` =
     entropy > 0; :func:`reproduce.metric.bundles.bundle_stats` with the training ``lr`` and
-    ``batch_size`` and the model's ``w_max``), measured in eval mode.
+    ``batch_size`` and the model's ``w_max``), measured in eval mode; with the published label-free
+    scores of the block's input and output (``block_influence``, ``angular_distance``,
+    :mod:`reproduce.metric.similarity`). :func:`reproduce.experiments.layer_removal.block_table`
+    measures it, as for any family.
 
     The branch tap follows the project's rule (``docs/method.md#taps``) **extended to k = 3**: the
     branch after its last batch norm, before the addition, times ``prod_k 1/sqrt(var(z_k) + 1e-6)``
@@ -278,28 +192,11 @@ def block_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_class
     """
     infos = resnet_blocks(model)
     _check_batch(x, y)
-    dev = model_device(model)
-    y = y.to(dev)
-    w_max = weight_amplitude(model)
-    kw = dict(lr=lr, batch_size=batch_size)
-    stats: dict[int, dict[str, Any]] = {}
-
-    def consume(info: BlockInfo, a: torch.Tensor) -> None:
-        st = bundle_stats(a, y, num_classes=num_classes, weight_amplitude=w_max, **kw)
-        d = distance_to_bundling(a, labels=y, weight_amplitude=w_max, **kw) if distance else math.nan
-        stats[info.block] = {"num_bundles": st.num_bundles, "entropy": st.entropy, "max_accuracy": st.max_accuracy,
-                             "conflicting": st.conflicting, "distance": d}
-
-    intact = [i for i in infos if not i.removed]
-    _run_with_branches(model, x, intact, consume)
-    rows = []
-    for info in intact:
-        m = info.module
-        rows.append({"block": info.block, "name": info.name, "stage": info.stage, "index": info.index,
-                     "kind": type(m).__name__, "has_downsample": m.downsample is not None,
-                     "parameters": sum(p.numel() for p in m.parameters()), "branch_parameters": branch_parameters(m),
-                     **stats[info.block]})
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table = layer_removal.block_table(model, x, y, num_classes=num_classes, lr=lr, batch_size=batch_size,
+                                      distance=distance)
+    table = table.rename(columns={"removable_parameters": "branch_parameters"})
+    table["has_downsample"] = [infos[int(b)].module.downsample is not None for b in table["block"]]
+    return table[list(TABLE_COLUMNS)]
 
 
 def conflicting_blocks(table: pd.DataFrame) -> list[int]:
@@ -324,22 +221,8 @@ def remove_blocks(model: nn.Module, blocks: Iterable[int], *, keep_downsampling:
     The copy has exactly the removed blocks' ``branch_parameters`` fewer parameters. Blocks already
     removed are left as they are.
     """
-    infos = resnet_blocks(model)
-    indices = check_block_indices(blocks, len(infos))
-    if keep_downsampling:
-        down = [i for i in indices if not infos[i].removed and infos[i].module.downsample is not None]
-        if down:
-            raise ValueError(f"blocks {down} ({', '.join(infos[i].name for i in down)}) downsample, and "
-                             f"keep_downsampling=True keeps them; leave them out or pass keep_downsampling=False "
-                             f"(then their 1x1 projection stays)")
-    smaller = copy.deepcopy(model)
-    for i in indices:
-        info = infos[i]
-        if info.removed:
-            continue
-        stage = getattr(smaller, info.stage)
-        stage[info.index] = RemovedResNetBlock(stage[info.index].downsample)
-    return smaller
+    resnet_blocks(model)
+    return ADAPTER.remove(model, blocks, keep_downsampling=keep_downsampling)
 
 
 def prune_conflicting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, lr: float,
