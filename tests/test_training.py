@@ -280,3 +280,37 @@ def test_a_run_stopped_after_epoch_zero_resumes_to_the_same_run(tmp_path, same_w
     assert same_weights(straight.model, resumed.model)
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(straight.history) == strip(resumed.history)
+
+
+def test_sequence_targets_are_counted_per_position():
+    """A sequence target [B, T] with logits [B, C, T] (a language model's next tokens): the loss and
+    accuracy of ``evaluate`` and of an epoch are per position, not per sequence (hand-computed)."""
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from reproduce.training.loop import evaluate, fit
+
+    class Fixed(nn.Module):
+        """Logits [B, 2, 3] that predict class 1 at positions 0 and 1, class 0 at position 2, by a margin log 3."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            one = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, -1.0]]) * torch.log(torch.tensor(3.0)) / 1.0
+            return (one + 0 * self.w).expand(x.shape[0], 2, 3)
+
+    x = torch.zeros(4, 1)
+    y = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]])  # right: 3 + 2 + 1 + 2 = 8 of 12
+    loss, acc = evaluate(Fixed(), TensorDataset(x, y))
+    # each position: p(predicted) = 3/4 when right, 1/4 when wrong (logits 0 and log 3)
+    expected = (8 * -torch.log(torch.tensor(0.75)) + 4 * -torch.log(torch.tensor(0.25))) / 12
+    assert acc == pytest.approx(8 / 12)
+    assert loss == pytest.approx(float(expected), rel=1e-6)
+    data = type("D", (), {"train": TensorDataset(x, y), "train_eval": TensorDataset(x, y), "test": TensorDataset(x, y),
+                          "name": "seq"})()
+    run = fit(Fixed(), data, TrainConfig(epochs=1, batch_size=4, lr=1e-3, seed=0, measure_start=False), progress=False)
+    record = run.history[-1]
+    assert record["train_acc_running"] == pytest.approx(8 / 12)
+    assert record["train_loss_running"] == pytest.approx(float(expected), rel=1e-6)

@@ -370,7 +370,9 @@ def _batches(ds: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Ge
 
 def evaluate(model: nn.Module, ds: Dataset, *, batch_size: int = 256, device: torch.device | None = None,
              num_workers: int = 0) -> tuple[float, float]:
-    """``(mean cross-entropy, accuracy)`` of ``model`` on ``ds`` under :func:`eval_mode`."""
+    """``(mean cross-entropy, accuracy)`` of ``model`` on ``ds`` under :func:`eval_mode`, per target: a
+    sample's label, or each position of a sequence target ``[B, T]`` (logits ``[B, C, T]``, the
+    K-dimensional form of ``F.cross_entropy``; a language model's next tokens)."""
     device = device or model_device(model)
     total, loss_sum, correct = 0, 0.0, 0
     with eval_mode(model):
@@ -379,7 +381,7 @@ def evaluate(model: nn.Module, ds: Dataset, *, batch_size: int = 256, device: to
             logits = model(xb)
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
             correct += (logits.argmax(1) == yb).sum().item()
-            total += len(yb)
+            total += yb.numel()
     if total == 0:
         raise ValueError("cannot evaluate on an empty dataset")
     return loss_sum / total, correct / total
@@ -674,7 +676,7 @@ def _train_epoch(run: _Run, train_set: Dataset, dev: torch.device) -> dict[str, 
         if step(xb, yb) is False:
             finite = False
             break
-        n_seen += len(yb)
+        n_seen += yb.numel()
     loss_sum, correct, bad_inputs = step.totals()
     if not finite or not math.isfinite(loss_sum):
         if bad_inputs:
@@ -698,7 +700,7 @@ class _Step:
         self.sums = torch.zeros(3, dtype=torch.float64, device=dev)
 
     def _accumulate(self, loss: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+        self.sums += torch.stack([loss.detach().double() * y.numel(), (logits.argmax(1) == y).sum().double(),
                                   (~torch.isfinite(x)).any().double()])
 
     def _after_inner_step(self) -> None:
@@ -741,7 +743,7 @@ class _SyncStep(_Step):
         self.opt.zero_grad(set_to_none=set_to_none)
         loss.backward()
         self.opt.step()
-        self.loss_sum += loss.item() * len(y)
+        self.loss_sum += loss.item() * y.numel()
         self.correct += (logits.argmax(1) == y).sum().item()
         return True
 
