@@ -578,3 +578,17 @@ def test_hook_distances_are_the_distances_of_the_hooked_outputs():
         first = torch.relu(net[0](x))
     assert got[0] == distance_to_bundling(first, labels=y, lr=1e-3, batch_size=64, weight_amplitude=weight_amplitude(net))
     assert got[0] > 0
+
+
+def test_distance_to_bundling_takes_float32_differences_exactly():
+    """2^24 and 1 are float32 numbers whose difference 2^24 - 1 is not (float32 rounds it to 2^24);
+    the distance uses the exact difference, and the smallest different-label pair (hand-picked)."""
+    from reproduce.metric.bundles import distance_to_bundling, resolution_step
+
+    a = torch.tensor([[2.0**24, 0.0], [1.0, 0.0], [2.0**24, 5.0]], dtype=torch.float32)
+    labels = torch.tensor([0, 1, 0])
+    # different-label pairs: (0, 1) max(2^24 - 1, 0); (1, 2) max(2^24 - 1, 5): both 2^24 - 1
+    got = distance_to_bundling(a, lr=1e-3, batch_size=64, weight_amplitude=1.0, labels=labels)
+    assert got == (2.0**24 - 1) * 1e-3 / 64 / resolution_step(1.0)
+    # without labels the pair (0, 2) at distance 5 is the closest
+    assert distance_to_bundling(a, lr=1e-3, batch_size=64, weight_amplitude=1.0) == 5 * 1e-3 / 64 / resolution_step(1.0)

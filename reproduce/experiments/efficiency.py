@@ -53,9 +53,11 @@ __all__ = [
     "model_bytes",
     "peak_activation_bytes",
     "multiply_accumulates",
+    "multiply_accumulates_of",
     "cuda_peak_bytes",
     "inference_time",
     "inference_times",
+    "inference_times_of",
     "efficiency_report",
 ]
 
@@ -171,12 +173,18 @@ def multiply_accumulates(model: nn.Module, input_shape: Sequence[int]) -> int:
     FLOPs per multiply-accumulate of those operations. Modules the model holds but does not call
     in its forward cost nothing. The model's mode is restored; a model on the meta device is
     counted without computing anything."""
+
+    return multiply_accumulates_of(model, _example(model, input_shape, 1))
+
+
+def multiply_accumulates_of(model: nn.Module, example: torch.Tensor) -> int:
+    """:func:`multiply_accumulates` of one forward of the batch ``example`` (token ids of a language
+    model, say), divided by its batch size: per input."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = _example(model, input_shape, 1)
     with eval_mode(model), FlopCounterMode(display=False) as counter:
-        model(x)
-    return int(counter.get_total_flops()) // 2
+        model(example)
+    return int(counter.get_total_flops()) // 2 // max(1, int(example.shape[0]))
 
 
 def cuda_peak_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int = 64) -> int | None:
@@ -220,7 +228,22 @@ def inference_times(models: Sequence[nn.Module], input_shapes: Sequence[Sequence
         raise ValueError(f"repeats must be >= 1, got {repeats!r}")
     if int(warmup) < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup!r}")
-    xs = [_example(m, shape, batch_size) for m, shape in zip(models, input_shapes)]
+    return inference_times_of(models, [_example(m, shape, batch_size) for m, shape in zip(models, input_shapes)],
+                              repeats=repeats, warmup=warmup)
+
+
+def inference_times_of(models: Sequence[nn.Module], examples: Sequence[torch.Tensor], repeats: int = 20,
+                       warmup: int = 3) -> list[float]:
+    """:func:`inference_times` on given input batches (``examples[i]`` for ``models[i]``; token ids
+    of a language model, say), timed round-robin the same way."""
+    models = list(models)
+    if len(models) != len(examples):
+        raise ValueError(f"got {len(models)} models but {len(examples)} examples")
+    if int(repeats) < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
+    if int(warmup) < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup!r}")
+    xs = list(examples)
     times: list[list[float]] = [[] for _ in models]
     with eval_mode(*models):
         for _ in range(int(warmup)):

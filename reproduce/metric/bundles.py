@@ -757,8 +757,9 @@ def distance_to_bundling(activations: torch.Tensor, *, lr: float, batch_size: in
     ``min_{i<j} max_c |a_ic - a_jc| * lr / batch_size / resolution_step(weight_amplitude)``, over
     pairs with different ``labels`` when labels are given (only such a pair can form a conflicting
     bundle), else over all pairs; ``inf`` when no pair qualifies. A distance well below 1 means the
-    pair is about to fall into one bundle. Pairwise differences are taken in float64,
-    ``chunk_elements`` at a time. (This project's addition, ``docs/method.md#distance``.)
+    pair is about to fall into one bundle. Pairwise differences are taken in float64 (exact for
+    float32 activations) by ``torch.cdist`` with ``p = inf``, ``chunk_elements``
+    distances at a time. (This project's addition, ``docs/method.md#distance``.)
     """
     if not isinstance(activations, torch.Tensor) or activations.dim() < 1:
         raise ValueError("activations must be a tensor [N, ...] with samples first")
@@ -773,11 +774,12 @@ def distance_to_bundling(activations: torch.Tensor, *, lr: float, batch_size: in
         labels = torch.as_tensor(labels).reshape(-1).to(a.device)
         if labels.numel() != n:
             raise ValueError(f"activations hold N = {n} samples but labels hold {labels.numel()}")
-    rows = max(1, int(chunk_elements) // max(1, n * a.shape[1]))
+    rows = max(1, int(chunk_elements) // max(1, n))  # a chunk holds rows x N distances
     best = math.inf
     for s in range(0, n, rows):
         e = min(n, s + rows)
-        d = (a[s:e, None, :] - a[None, :, :]).abs().amax(dim=2) if a.shape[1] else torch.zeros(e - s, n, dtype=a.dtype)
+        # Chebyshev distances of the chunk's rows to all rows; exact: the float32 values differ exactly in float64
+        d = torch.cdist(a[s:e], a, p=math.inf) if a.shape[1] else torch.zeros(e - s, n, dtype=a.dtype)
         idx = torch.arange(s, e, device=a.device)[:, None]
         mask = idx < torch.arange(n, device=a.device)[None, :]  # each pair once, i < j
         if labels is not None:
