@@ -38,6 +38,8 @@ MODULES = {
     "autotune": "reproduce.experiments.autotune", "efficiency": "reproduce.experiments.efficiency",
     "prune": "reproduce.experiments.prune", "claims": "reproduce.experiments.claims",
     "reporting": "reproduce.experiments.notebook", "compare": "reproduce.runner.compare",
+    "layer_removal": "reproduce.experiments.layer_removal", "beyond": "reproduce.experiments.beyond",
+    "adapters": "reproduce.models.adapters",
     # these four are layer packages of the same name, which re-export their modules' public names
     "data": "reproduce.data", "models": "reproduce.models", "training": "reproduce.training",
     "sweep": "reproduce.sweep",

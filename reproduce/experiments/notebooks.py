@@ -29,6 +29,7 @@ STUDIES: Mapping[str, str | None] = MappingProxyType({
     "05_lesion": "lesion",
     "06_auto_tune": "autotune",
     "07_any_resnet": None,
+    "08_beyond_resnets": None,
 })
 #: the claim notebooks, by stem (``notebooks/<stem>.ipynb``), in order
 NOTEBOOKS = tuple(STUDIES)
@@ -36,6 +37,7 @@ NOTEBOOKS = tuple(STUDIES)
 INLINE_ONLY: Mapping[str, str] = MappingProxyType({
     "00_quickstart": "trains one tiny run inline (no sweep jobs)",
     "07_any_resnet": "trains its torchvision ResNets inline (no sweep jobs)",
+    "08_beyond_resnets": "trains its timm ViT and Hugging Face GPT-2 inline (no sweep jobs)",
 })
 
 

@@ -1,0 +1,269 @@
+"""Notebook 08: conflicting-layer removal beyond ResNets -- a timm ViT and a Hugging Face GPT-2.
+
+At the CPU presets both are trained here from random initialisation: a small
+:class:`timm.models.vision_transformer.VisionTransformer` on digits (8x8 images in 2x2 patches), and
+a small character-level :class:`transformers.GPT2LMHeadModel` on the Python help topics that ship
+with every CPython (:mod:`reproduce.data.text`). Each is trained by the package's loop
+(:func:`reproduce.training.fit`: RAdam + Lookahead, the scale's ``lr`` and ``batch_size``), then
+its block table is measured (:func:`reproduce.experiments.layer_removal.block_table`: bundle
+entropy and distance to bundling of every block's update, Block Influence and the angular distance,
+on the same samples: ``sample_size`` images, or ``sample_size`` token positions labelled by the
+next character), and :func:`ranking_comparison` removes ``k`` blocks by each score and measures
+what is left (test accuracy, or perplexity), before and after a short healing fine-tune.
+
+The rule of the claims table (:func:`ranking_claims`) was written before any number was seen:
+per seed, **the label-aware ranking** (``entropy``: highest bundle entropy first, ties by the
+smaller distance to bundling) **keeps more accuracy than Block Influence at each k** (ViT: higher
+test accuracy; GPT-2: lower test perplexity) at which the two remove different blocks; a seed in
+which they remove the same blocks at every k cannot test it. Over seeds: :func:`over_seeds`. One
+row before healing, one after, per model.
+
+The sizes come from the preset (:meth:`BeyondConfig.from_scale`); at ``paper`` the pretrained
+models of the Hugging Face hub are meant (``gpt2``, ``deit_tiny_patch16_224``), which needs
+internet and is not run by this package's tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from reproduce.config.scales import Scale
+from reproduce.data.datasets import load_dataset, measurement_samples
+from reproduce.data.text import char_lm_data
+from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes
+from reproduce.experiments.efficiency import count_all_parameters, inference_times_of, multiply_accumulates_of
+from reproduce.experiments.layer_removal import IGNORE, RANKINGS, block_table, removal_order
+from reproduce.models.adapters import remove_model_blocks, require
+from reproduce.training.loop import TrainConfig, evaluate, fit
+
+__all__ = ["BeyondConfig", "LMLogits", "build_vit", "build_char_gpt2", "ranking_comparison", "BeyondStudy",
+           "run_vit_study", "run_lm_study", "ranking_claims", "COMPARISON_COLUMNS"]
+
+#: columns of :func:`ranking_comparison`
+COMPARISON_COLUMNS = ("ranking", "k", "removed", "healed", "parameters", "macs", "latency_ms", "metric", "value")
+
+
+@dataclass(frozen=True)
+class BeyondConfig:
+    """Sizes of notebook 08 (:meth:`from_scale`)."""
+
+    vit_dim: int
+    vit_depth: int
+    lm_dim: int
+    lm_layers: int
+    context: int
+    train_chars: int | None
+    epochs: int
+    heal_epochs: int
+    ks: tuple[int, ...]
+    sample_size: int
+    batch_size: int
+    lr: float
+    seeds: tuple[int, ...]
+
+    @classmethod
+    def from_scale(cls, scale: Scale, seed: int = 0) -> "BeyondConfig":
+        """``smoke``: tiny nets, 2 epochs; the CPU presets: 6 blocks 48 wide, ``scale.epochs // 2``
+        epochs, a twentieth of them (at least 1) to heal; ``k`` = 1..half the blocks (smoke: 1); ``scale.repeats``
+        seeds from ``seed``."""
+        small = scale.name == "smoke"
+        depth = 4 if small else 6
+        return cls(vit_dim=16 if small else 48, vit_depth=depth, lm_dim=16 if small else 48, lm_layers=depth,
+                   context=16 if small else 64, train_chars=4_000 if small else 100_000,
+                   epochs=max(1, int(scale.epochs) // (1 if small else 2)),
+                   heal_epochs=max(1, int(scale.epochs) // 20), ks=(1,) if small else tuple(range(1, depth // 2 + 1)),
+                   sample_size=int(scale.sample_size), batch_size=int(scale.batch_size), lr=float(scale.lr),
+                   seeds=tuple(range(int(seed), int(seed) + int(scale.repeats))))
+
+
+class LMLogits(nn.Module):
+    """A Hugging Face causal LM as a classifier of every position: ``forward(ids [B, T])`` returns
+    logits ``[B, V, T]``, the form :func:`torch.nn.functional.cross_entropy` and the package's loop
+    take with targets ``[B, T]``."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=ids).logits.transpose(1, 2)
+
+
+def build_vit(cfg: BeyondConfig, *, num_classes: int, in_channels: int, image_size: int, seed: int) -> nn.Module:
+    """A timm ViT for small images: 2x2 patches, ``cfg.vit_depth`` blocks ``cfg.vit_dim`` wide, 4 heads
+    (2 below 32 wide), MLP ratio 2, initialised from ``seed``."""
+    timm = require("timm")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=int(num_classes),
+                                 img_size=int(image_size), patch_size=2, in_chans=int(in_channels),
+                                 embed_dim=cfg.vit_dim, depth=cfg.vit_depth, num_heads=4 if cfg.vit_dim >= 32 else 2,
+                                 mlp_ratio=2.0)
+
+
+def build_char_gpt2(cfg: BeyondConfig, *, vocabulary: int, seed: int) -> nn.Module:
+    """A character-level GPT-2 of ``cfg.lm_layers`` layers ``cfg.lm_dim`` wide (4 heads, 2 below 32),
+    context ``cfg.context``, no dropout, initialised from ``seed``."""
+    transformers = require("transformers")
+    config = transformers.GPT2Config(vocab_size=int(vocabulary), n_positions=cfg.context, n_embd=cfg.lm_dim,
+                                     n_layer=cfg.lm_layers, n_head=4 if cfg.lm_dim >= 32 else 2, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return transformers.GPT2LMHeadModel(config).eval()
+
+
+def ranking_comparison(model: nn.Module, table: pd.DataFrame, measure: Callable[[nn.Module], tuple[str, float]], *,
+                       ks: Sequence[int], example: torch.Tensor, wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+                       rankings: Sequence[str] = RANKINGS, seed: int = 0,
+                       heal: Callable[[nn.Module], None] | None = None, timing_repeats: int = 10) -> pd.DataFrame:
+    """Remove the first ``k`` blocks of each ranking's :func:`removal_order` (``k`` in ``ks``; the
+    random ranking seeded by ``seed``) and measure each smaller model: ``measure(wrap(net))`` gives
+    ``(metric name, value)``; parameters, multiply-accumulates per input and latency (median ms of a
+    forward of ``example``, every net timed round-robin) of ``wrap(net)``. With ``heal`` (a function
+    that fine-tunes ``wrap(net)`` in place) each net is also measured after it, ``healed`` True.
+    One row ``ranking="none", k=0`` for the intact model (healed too, as the control). Columns
+    :data:`COMPARISON_COLUMNS`."""
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < len(table)]
+    if bad:
+        raise ValueError(f"ks {bad} outside 1..{len(table) - 1} (the table has {len(table)} blocks)")
+    nets: list[tuple[str, int, tuple[int, ...], nn.Module]] = [("none", 0, (), model)]
+    for ranking in rankings:
+        order = removal_order(table, ranking, seed=seed)
+        for k in ks:
+            removed = tuple(sorted(order[:k]))
+            nets.append((ranking, int(k), removed, remove_model_blocks(model, removed)))
+    stages = [(False, [wrap(n) for *_, n in nets])]
+    if heal is not None:
+        healed = []
+        for *_, net in nets:
+            copy_ = wrap(copy.deepcopy(net))
+            heal(copy_)
+            healed.append(copy_)
+        stages.append((True, healed))
+    rows = []
+    for is_healed, wrapped in stages:
+        seconds = inference_times_of(wrapped, [example] * len(wrapped), repeats=timing_repeats)
+        for (ranking, k, removed, _), w, t in zip(nets, wrapped, seconds):
+            name, value = measure(w)
+            rows.append({"ranking": ranking, "k": k, "removed": " ".join(map(str, removed)), "healed": is_healed,
+                         "parameters": count_all_parameters(w), "macs": multiply_accumulates_of(w, example),
+                         "latency_ms": 1e3 * t, "metric": name, "value": float(value)})
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+@dataclass
+class BeyondStudy:
+    """One trained model of notebook 08: its block table, its ranking comparison, its history."""
+
+    model_name: str
+    seed: int
+    table: pd.DataFrame
+    comparison: pd.DataFrame
+    history: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+
+
+def _train_config(cfg: BeyondConfig, epochs: int, seed: int) -> TrainConfig:
+    return TrainConfig(epochs=int(epochs), batch_size=cfg.batch_size, lr=cfg.lr, seed=int(seed), eval_train=False,
+                       measure_start=False)
+
+
+def run_vit_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None, dataset: str | None = None,
+                  progress: bool = False) -> BeyondStudy:
+    """Train :func:`build_vit` on ``dataset`` (default the preset's first) for ``cfg.epochs`` epochs,
+    measure its block table on ``cfg.sample_size`` measurement samples, and compare the rankings
+    (test accuracy), healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
+    cfg = cfg or BeyondConfig.from_scale(scale, seed)
+    data = load_dataset(dataset or scale.dataset, seed=seed, train_limit=scale.train_limit)
+    model = build_vit(cfg, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
+                      seed=seed)
+    run = fit(model, data, _train_config(cfg, cfg.epochs, seed), device="cpu", progress=progress, desc="ViT")
+    model.eval()
+    x, y = measurement_samples(data, min(cfg.sample_size, len(data.train_eval)), seed)
+    table = block_table(model, x, y, num_classes=data.num_classes, lr=cfg.lr, batch_size=cfg.batch_size)
+
+    def measure(net: nn.Module) -> tuple[str, float]:
+        return "test_acc", evaluate(net, data.test)[1]
+
+    def heal(net: nn.Module) -> None:
+        fit(net, data, _train_config(cfg, cfg.heal_epochs, seed + 1), device="cpu", progress=False)
+
+    example = torch.stack([data.test[i][0] for i in range(min(64, len(data.test)))])
+    comparison = ranking_comparison(model, table, measure, ks=cfg.ks, example=example, seed=seed, heal=heal)
+    return BeyondStudy("ViT (timm)", int(seed), table, comparison, run.history,
+                       {"test_acc": evaluate(model, data.test)[1]})
+
+
+def run_lm_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None,
+                 progress: bool = False) -> BeyondStudy:
+    """Train :func:`build_char_gpt2` on the Python help topics (:func:`reproduce.data.char_lm_data`)
+    for ``cfg.epochs`` epochs, measure its block table on ``cfg.sample_size`` token positions of
+    training windows (labelled by the next character; windows drawn with ``seed``), and compare the
+    rankings (test perplexity), healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
+    cfg = cfg or BeyondConfig.from_scale(scale, seed)
+    data = char_lm_data(context=cfg.context, train_chars=cfg.train_chars)
+    lm = build_char_gpt2(cfg, vocabulary=data.num_classes, seed=seed)
+    run = fit(LMLogits(lm), data, _train_config(cfg, cfg.epochs, seed), device="cpu", progress=progress,
+              desc="GPT-2")
+    lm.eval()
+    windows = -(-cfg.sample_size // cfg.context)
+    g = torch.Generator().manual_seed(int(seed))
+    pick = torch.randperm(len(data.train_eval), generator=g)[:windows]
+    ids = data.train_eval.tensors[0][pick]
+    labels = data.train_eval.tensors[1][pick].clone()
+    labels.view(-1)[cfg.sample_size:] = IGNORE  # exactly sample_size positions (the windows' next characters)
+    table = block_table(lm, {"input_ids": ids}, labels, num_classes=data.num_classes, lr=cfg.lr,
+                        batch_size=cfg.batch_size)
+
+    def measure(net: nn.Module) -> tuple[str, float]:
+        return "perplexity", math.exp(evaluate(net, data.test)[0])
+
+    def heal(net: nn.Module) -> None:
+        fit(net, data, _train_config(cfg, cfg.heal_epochs, seed + 1), device="cpu", progress=False)
+
+    example = data.test.tensors[0][:8]
+    comparison = ranking_comparison(lm, table, measure, ks=cfg.ks, example=example, wrap=LMLogits, seed=seed,
+                                    heal=heal)
+    return BeyondStudy("GPT-2 (transformers)", int(seed), table, comparison, run.history,
+                       {"perplexity": math.exp(evaluate(LMLogits(lm), data.test)[0])})
+
+
+def ranking_claims(studies: Sequence[BeyondStudy]) -> list[Claim]:
+    """The rule of the module docstring, per model and healing stage, over the studies' seeds."""
+    claims = []
+    for model_name in dict.fromkeys(s.model_name for s in studies):
+        mine = sorted((s for s in studies if s.model_name == model_name), key=lambda s: s.seed)
+        for healed in (False, True):
+            per_seed: list[bool | None] = []
+            for s in mine:
+                c = s.comparison[s.comparison["healed"] == healed]
+                if c.empty:
+                    per_seed.append(None)
+                    continue
+                lower_better = c["metric"].iloc[0] == "perplexity"
+                outcome: bool | None = None
+                for k in sorted(set(c["k"]) - {0}):
+                    a = c[(c["ranking"] == "entropy") & (c["k"] == k)].iloc[0]
+                    b = c[(c["ranking"] == "block_influence") & (c["k"] == k)].iloc[0]
+                    if a["removed"] == b["removed"]:
+                        continue
+                    better = a["value"] < b["value"] if lower_better else a["value"] > b["value"]
+                    outcome = bool(better) if outcome is None else outcome and bool(better)
+                per_seed.append(outcome)
+            what = "after healing" if healed else "before healing"
+            metric = "perplexity (lower)" if mine and mine[0].comparison["metric"].iloc[0] == "perplexity" \
+                else "test accuracy (higher)"
+            claims.append(Claim(
+                claim=f"{model_name}: the label-aware ranking keeps more than Block Influence at each k ({what})",
+                paper="addition (issue: label-aware against ShortGPT's Block Influence)",
+                measured=f"{metric}; {seed_outcomes(per_seed, [s.seed for s in mine])}",
+                holds=over_seeds(per_seed), seeds=len(mine)))
+    return claims
