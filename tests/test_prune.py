@@ -465,3 +465,25 @@ def test_study_defaults_follow_the_presets():
     assert [prune.default_finetune_epochs(s) for s in (smoke, cpu, paper)] == [1, 3, 12]  # epochs 2, 30, 120
     assert prune.default_archs(cpu) == ("resnet18",) and prune.default_archs(paper) == ("resnet18", "resnet50")
     assert prune.study_dataset(cpu) == "digits" and prune.study_dataset(paper) == "cifar10"
+
+
+def _study(seed, selection, full, pruned):
+    comparison = pd.DataFrame({"net": ["full", f"without {selection}", "full + fine-tune",
+                                       f"without {selection} + fine-tune"],
+                               "test_acc": [full, 0.3, full, pruned]})
+    return prune.PruneStudy("resnet18", "digits", seed, pd.DataFrame(), selection, (1,), comparison)
+
+
+def test_claims_rule_on_hand_made_studies():
+    """Removal may cost at most 0.01 test accuracy after the fine-tune; a seed without conflicting
+    blocks cannot test the paper's row, a seed with them cannot test the addition's."""
+    ok = [_study(0, "conflicting", 0.95, 0.945), _study(1, "conflicting", 0.95, 0.96)]
+    paper, addition = prune.prune_claims(ok)
+    assert paper.verdict == "holds" and addition.verdict == "not testable" and paper.seeds == 2
+    assert "0: +0.005" in paper.measured and "1: -0.010" in paper.measured
+    paper, _ = prune.prune_claims([_study(0, "conflicting", 0.95, 0.93), _study(1, "conflicting", 0.95, 0.95)])
+    assert paper.verdict == "does not hold"
+    paper, addition = prune.prune_claims([_study(0, "closest", 0.95, 0.95), _study(1, "conflicting", 0.95, 0.95)])
+    assert paper.verdict == "not testable" and addition.verdict == "not testable"
+    paper, addition = prune.prune_claims([_study(0, "closest", 0.95, 0.90)] * 1)
+    assert paper.verdict == "not testable" and addition.verdict == "does not hold"

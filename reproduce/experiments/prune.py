@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -72,6 +72,7 @@ from reproduce.experiments.efficiency import count_all_parameters, inference_tim
 from reproduce.config.scales import Scale
 from reproduce.files.paths import run_dir
 from reproduce.experiments import layer_removal
+from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes
 from reproduce.models.adapters import Block, RemovedResNetBlock, TorchvisionResNetAdapter, observe_blocks
 from reproduce.models.nets import check_block_indices, eval_mode, model_device
 from reproduce.models.torchvision import RESNET_ARCHS, SMALL_IMAGE, TorchvisionResNet, torchvision_resnet
@@ -99,6 +100,8 @@ __all__ = [
     "default_finetune_epochs",
     "PruneStudy",
     "run_prune_study",
+    "PRUNE_TOLERANCE",
+    "prune_claims",
 ]
 
 #: the adapter of torchvision's ResNets (:mod:`reproduce.models.adapters`), through which this module works
@@ -360,3 +363,54 @@ def run_prune_study(scale: Scale, arch: str, *, seed: int = 0, dataset: str | No
     comparison = pd.DataFrame(rows, columns=["net", "removed", "blocks", "parameters", "macs", "test_acc",
                                              "latency_ms"])
     return PruneStudy(arch, dataset, int(seed), table, selection, removed, comparison, history)
+
+
+# --------------------------------------------------------------------------- the claims table
+
+#: the test accuracy a removal may cost against the fine-tuned full net (the rule of :func:`prune_claims`)
+PRUNE_TOLERANCE = 0.01
+
+
+def _fine_tuned(study: PruneStudy, removed: bool) -> float | None:
+    c = study.comparison
+    name = f"without {study.selection} + fine-tune" if removed else "full + fine-tune"
+    hit = c.loc[c["net"] == name, "test_acc"]
+    return float(hit.iloc[0]) if len(hit) else None
+
+
+def prune_claims(studies: Sequence[PruneStudy]) -> list[Claim]:
+    """Notebook 07's claims table, one pair of rows per architecture, by a rule fixed before any run:
+
+    * **removing the conflicting blocks** of a trained net and fine-tuning costs at most
+      :data:`PRUNE_TOLERANCE` test accuracy against the fine-tuned full net (the paper's lesion
+      claim, section 5, on torchvision's nets); a seed in which no block conflicts cannot test it;
+    * **addition**: where no block conflicts, removing the ``fallback_k`` blocks closest to
+      bundling and fine-tuning costs at most the same (a seed with conflicting blocks cannot test it).
+
+    Per seed, then :func:`reproduce.experiments.claims.over_seeds`; without a fine-tune
+    (``finetune_epochs=0``) neither can be tested."""
+    claims = []
+    for arch in dict.fromkeys(s.arch for s in studies):
+        mine = sorted((s for s in studies if s.arch == arch), key=lambda s: s.seed)
+        seeds = [s.seed for s in mine]
+        for selection, what, paper in (
+                ("conflicting", "the conflicting blocks", "section 5: conflicting layers can be removed without "
+                                                          "hurting accuracy"),
+                ("closest", f"the blocks closest to bundling (none conflicting)", "addition")):
+            per_seed: list[bool | None] = []
+            for s in mine:
+                full, pruned = _fine_tuned(s, False), _fine_tuned(s, True)
+                if s.selection != selection or full is None or pruned is None:
+                    per_seed.append(None)
+                else:
+                    per_seed.append(pruned >= full - PRUNE_TOLERANCE)
+            costs = [f"{s.seed}: {_fine_tuned(s, False) - _fine_tuned(s, True):+.3f}" for s in mine
+                     if s.selection == selection and _fine_tuned(s, True) is not None]
+            claims.append(Claim(
+                claim=f"{arch}: removing {what}, then fine-tuning, costs at most {PRUNE_TOLERANCE:.2f} test accuracy "
+                      f"against the fine-tuned full net",
+                paper=paper,
+                measured=(f"accuracy cost per seed ({', '.join(costs) or 'no seed with such blocks'}); "
+                          f"{seed_outcomes(per_seed, seeds)}"),
+                holds=over_seeds(per_seed), seeds=len(mine)))
+    return claims
