@@ -383,7 +383,7 @@ def prune_claims(studies: Sequence[PruneStudy]) -> list[Claim]:
 
     * **removing the conflicting blocks** of a trained net and fine-tuning costs at most
       :data:`PRUNE_TOLERANCE` test accuracy against the fine-tuned full net (the paper's lesion
-      claim, section 5, on torchvision's nets); a seed in which no block conflicts cannot test it;
+      claim, claim 4, on torchvision's nets); a seed in which no block conflicts cannot test it;
     * **addition**: where no block conflicts, removing the ``fallback_k`` blocks closest to
       bundling and fine-tuning costs at most the same (a seed with conflicting blocks cannot test it).
 
@@ -394,8 +394,9 @@ def prune_claims(studies: Sequence[PruneStudy]) -> list[Claim]:
         mine = sorted((s for s in studies if s.arch == arch), key=lambda s: s.seed)
         seeds = [s.seed for s in mine]
         for selection, what, paper in (
-                ("conflicting", "the conflicting blocks", "section 5: conflicting layers can be removed without "
-                                                          "hurting accuracy"),
+                ("conflicting", "the conflicting blocks", "claim 4: conflicting layers of a trained residual net "
+                                                          "can be removed with no significant increase of the test "
+                                                          "error"),
                 ("closest", f"the blocks closest to bundling (none conflicting)", "addition")):
             per_seed: list[bool | None] = []
             for s in mine:
