@@ -1,4 +1,5 @@
-"""Residual blocks of other libraries' models: where they are, what their tap is, how one is removed.
+"""Residual blocks of other libraries' models: where they are, what their tap is, how one is removed
+(``docs/method.md#beyond``).
 
 One adapter per model family (:data:`FAMILIES`), found by :func:`adapter_for`:
 
