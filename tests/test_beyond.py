@@ -71,8 +71,9 @@ def test_text_windows_by_hand():
 
 def test_presets_sizes():
     smoke, cpu = beyond.BeyondConfig.from_scale(get_scale("smoke")), beyond.BeyondConfig.from_scale(get_scale("cpu"), 5)
-    assert smoke.ks == (1,) and smoke.seeds == (0,) and smoke.epochs == 2
+    assert smoke.ks == (1,) and smoke.seeds == (0,) and smoke.vit_epochs == smoke.lm_epochs == 2
     assert cpu.seeds == (5, 6, 7) and cpu.ks == (1, 2, 3) and cpu.vit_depth == cpu.lm_layers == 6
+    assert (cpu.vit_epochs, cpu.lm_epochs, cpu.heal_epochs, cpu.lm_positions) == (60, 15, 1, 512)
 
 
 def test_lm_logits_are_batch_classes_positions():

@@ -7,7 +7,7 @@ with every CPython (:mod:`reproduce.data.text`). Each is trained by the package'
 (:func:`reproduce.training.fit`: RAdam + Lookahead, the scale's ``lr`` and ``batch_size``), then
 its block table is measured (:func:`reproduce.experiments.layer_removal.block_table`: bundle
 entropy and distance to bundling of every block's update, Block Influence and the angular distance,
-on the same samples: ``sample_size`` images, or ``sample_size`` token positions labelled by the
+on the same samples: ``sample_size`` images, or ``lm_positions`` token positions labelled by the
 next character), and :func:`ranking_comparison` removes ``k`` blocks by each score and measures
 what is left (test accuracy, or perplexity), before and after a short healing fine-tune.
 
@@ -60,26 +60,33 @@ class BeyondConfig:
     lm_layers: int
     context: int
     train_chars: int | None
-    epochs: int
+    vit_epochs: int
+    lm_epochs: int
     heal_epochs: int
     ks: tuple[int, ...]
     sample_size: int
+    lm_positions: int
     batch_size: int
     lr: float
     seeds: tuple[int, ...]
 
     @classmethod
     def from_scale(cls, scale: Scale, seed: int = 0) -> "BeyondConfig":
-        """``smoke``: tiny nets, 2 epochs; the CPU presets: 6 blocks 48 wide, ``scale.epochs // 2``
-        epochs, a twentieth of them (at least 1) to heal; ``k`` = 1..half the blocks (smoke: 1); ``scale.repeats``
-        seeds from ``seed``."""
+        """``smoke``: tiny nets (4 blocks 16 wide, context 16), ``scale.epochs`` epochs, ``k = 1``. The
+        other presets: 6 blocks 32 wide (context 32, the first 100,000 characters); the ViT trains
+        ``2 * scale.epochs`` epochs (a ViT learns digits more slowly than a conv net), the GPT-2
+        ``scale.epochs // 2``; a twentieth of ``scale.epochs`` (at least 1) heals; ``k`` = 1..half the
+        blocks. Samples: ``scale.sample_size`` images, and 8 times as many token positions (a position
+        is a much smaller sample than an image). ``scale.repeats`` seeds from ``seed``."""
         small = scale.name == "smoke"
         depth = 4 if small else 6
-        return cls(vit_dim=16 if small else 48, vit_depth=depth, lm_dim=16 if small else 48, lm_layers=depth,
-                   context=16 if small else 64, train_chars=4_000 if small else 100_000,
-                   epochs=max(1, int(scale.epochs) // (1 if small else 2)),
-                   heal_epochs=max(1, int(scale.epochs) // 20), ks=(1,) if small else tuple(range(1, depth // 2 + 1)),
-                   sample_size=int(scale.sample_size), batch_size=int(scale.batch_size), lr=float(scale.lr),
+        epochs = int(scale.epochs)
+        return cls(vit_dim=16 if small else 32, vit_depth=depth, lm_dim=16 if small else 32, lm_layers=depth,
+                   context=16 if small else 32, train_chars=4_000 if small else 100_000,
+                   vit_epochs=epochs if small else 2 * epochs, lm_epochs=epochs if small else max(1, epochs // 2),
+                   heal_epochs=max(1, epochs // 20), ks=(1,) if small else tuple(range(1, depth // 2 + 1)),
+                   sample_size=int(scale.sample_size), lm_positions=8 * int(scale.sample_size),
+                   batch_size=int(scale.batch_size), lr=float(scale.lr),
                    seeds=tuple(range(int(seed), int(seed) + int(scale.repeats))))
 
 
@@ -178,14 +185,14 @@ def _train_config(cfg: BeyondConfig, epochs: int, seed: int) -> TrainConfig:
 
 def run_vit_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None, dataset: str | None = None,
                   progress: bool = False) -> BeyondStudy:
-    """Train :func:`build_vit` on ``dataset`` (default the preset's first) for ``cfg.epochs`` epochs,
+    """Train :func:`build_vit` on ``dataset`` (default the preset's first) for ``cfg.vit_epochs`` epochs,
     measure its block table on ``cfg.sample_size`` measurement samples, and compare the rankings
     (test accuracy), healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
     cfg = cfg or BeyondConfig.from_scale(scale, seed)
     data = load_dataset(dataset or scale.dataset, seed=seed, train_limit=scale.train_limit)
     model = build_vit(cfg, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
                       seed=seed)
-    run = fit(model, data, _train_config(cfg, cfg.epochs, seed), device="cpu", progress=progress, desc="ViT")
+    run = fit(model, data, _train_config(cfg, cfg.vit_epochs, seed), device="cpu", progress=progress, desc="ViT")
     model.eval()
     x, y = measurement_samples(data, min(cfg.sample_size, len(data.train_eval)), seed)
     table = block_table(model, x, y, num_classes=data.num_classes, lr=cfg.lr, batch_size=cfg.batch_size)
@@ -205,21 +212,21 @@ def run_vit_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = Non
 def run_lm_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None,
                  progress: bool = False) -> BeyondStudy:
     """Train :func:`build_char_gpt2` on the Python help topics (:func:`reproduce.data.char_lm_data`)
-    for ``cfg.epochs`` epochs, measure its block table on ``cfg.sample_size`` token positions of
+    for ``cfg.lm_epochs`` epochs, measure its block table on ``cfg.lm_positions`` token positions of
     training windows (labelled by the next character; windows drawn with ``seed``), and compare the
     rankings (test perplexity), healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
     cfg = cfg or BeyondConfig.from_scale(scale, seed)
     data = char_lm_data(context=cfg.context, train_chars=cfg.train_chars)
     lm = build_char_gpt2(cfg, vocabulary=data.num_classes, seed=seed)
-    run = fit(LMLogits(lm), data, _train_config(cfg, cfg.epochs, seed), device="cpu", progress=progress,
+    run = fit(LMLogits(lm), data, _train_config(cfg, cfg.lm_epochs, seed), device="cpu", progress=progress,
               desc="GPT-2")
     lm.eval()
-    windows = -(-cfg.sample_size // cfg.context)
+    windows = -(-cfg.lm_positions // cfg.context)
     g = torch.Generator().manual_seed(int(seed))
     pick = torch.randperm(len(data.train_eval), generator=g)[:windows]
     ids = data.train_eval.tensors[0][pick]
     labels = data.train_eval.tensors[1][pick].clone()
-    labels.view(-1)[cfg.sample_size:] = IGNORE  # exactly sample_size positions (the windows' next characters)
+    labels.view(-1)[cfg.lm_positions:] = IGNORE  # exactly lm_positions positions (the windows' next characters)
     table = block_table(lm, {"input_ids": ids}, labels, num_classes=data.num_classes, lr=cfg.lr,
                         batch_size=cfg.batch_size)
 
