@@ -84,3 +84,23 @@ def test_lm_logits_are_batch_classes_positions():
     assert out.shape == (2, 11, 5)
     again = beyond.build_char_gpt2(cfg, vocabulary=11, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(lm.state_dict().values(), again.state_dict().values()))
+
+
+def test_distinct_positions_drop_repeated_visible_inputs_by_hand():
+    # visible inputs (t, prefix): window 0 (0,1) (1,1,2) (2,1,2,3); window 1 repeats the first two and
+    # adds (2,1,2,4); window 2 (0,5) (1,5,2) (2,5,2,3): 9 positions, 7 distinct
+    x = torch.tensor([[1, 2, 3], [1, 2, 4], [5, 2, 3]])
+    y = torch.tensor([[2, 3, 9], [2, 4, 8], [2, 3, 7]])
+    for seed in range(4):
+        ids, labels = beyond.distinct_positions(x, y, 7, seed=seed)
+        order = [next(w for w in range(3) if torch.equal(ids[i], x[w])) for i in range(len(ids))]
+        assert sorted(order) == [0, 1, 2]
+        first, second = (0, 1) if order.index(0) < order.index(1) else (1, 0)
+        expected = {(first, 0), (first, 1), (first, 2), (second, 2), (2, 0), (2, 1), (2, 2)}
+        got = {(order[i], t) for i in range(3) for t in range(3) if labels[i, t] != -100}
+        assert got == expected
+        assert all(labels[i, t] == y[order[i], t] for i in range(3) for t in range(3) if labels[i, t] != -100)
+    ids, labels = beyond.distinct_positions(x, y, 2, seed=0)
+    assert len(ids) == 1 and int((labels != -100).sum()) == 2  # the first window's first two positions
+    with pytest.raises(ValueError, match=r"only 7 distinct positions, fewer than n = 8"):
+        beyond.distinct_positions(x, y, 8, seed=0)

@@ -44,7 +44,7 @@ from reproduce.models.adapters import remove_model_blocks, require
 from reproduce.training.loop import TrainConfig, evaluate, fit
 
 __all__ = ["BeyondConfig", "LMLogits", "build_vit", "build_char_gpt2", "ranking_comparison", "BeyondStudy",
-           "run_vit_study", "run_lm_study", "ranking_claims", "COMPARISON_COLUMNS"]
+           "run_vit_study", "run_lm_study", "ranking_claims", "distinct_positions", "COMPARISON_COLUMNS"]
 
 #: columns of :func:`ranking_comparison`
 COMPARISON_COLUMNS = ("ranking", "k", "removed", "healed", "parameters", "macs", "latency_ms", "metric", "value")
@@ -125,6 +125,43 @@ def build_char_gpt2(cfg: BeyondConfig, *, vocabulary: int, seed: int) -> nn.Modu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return transformers.GPT2LMHeadModel(config).eval()
+
+
+def distinct_positions(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows ``x [W, T]`` (next characters ``y``) drawn in a permutation seeded by ``seed``, and their
+    labels with all but ``n`` token positions set to :data:`IGNORE`: the first ``n`` positions, in
+    that order, whose visible input -- the position ``t`` and the characters ``x[w, :t + 1]`` -- no
+    earlier kept position had. A causal LM computes the same activations at two positions with the
+    same visible input, so if their next characters differed they would form a conflicting bundle at
+    every layer: a conflict of the text, not of any block. Returns ``(windows used, labels)``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed))).tolist()
+    seen: set[tuple[int, ...]] = set()
+    windows: list[int] = []
+    keep: list[tuple[int, int]] = []
+    for w in order:
+        row = x[w].tolist()
+        taken = False
+        for t in range(len(row)):
+            key = (t, *row[: t + 1])
+            if key in seen:
+                continue
+            seen.add(key)
+            if not taken:
+                windows.append(w)
+                taken = True
+            keep.append((len(windows) - 1, t))
+            if len(keep) == n:
+                break
+        if len(keep) == n:
+            break
+    if len(keep) < n:
+        raise ValueError(f"the {len(x)} windows hold only {len(keep)} distinct positions, fewer than n = {n}")
+    labels = torch.full((len(windows), x.shape[1]), IGNORE, dtype=torch.int64)
+    for i, t in keep:
+        labels[i, t] = y[windows[i], t]
+    return x[windows], labels
 
 
 def ranking_comparison(model: nn.Module, table: pd.DataFrame, measure: Callable[[nn.Module], tuple[str, float]], *,
@@ -212,8 +249,9 @@ def run_vit_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = Non
 def run_lm_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None,
                  progress: bool = False) -> BeyondStudy:
     """Train :func:`build_char_gpt2` on the Python help topics (:func:`reproduce.data.char_lm_data`)
-    for ``cfg.lm_epochs`` epochs, measure its block table on ``cfg.lm_positions`` token positions of
-    training windows (labelled by the next character; windows drawn with ``seed``), and compare the
+    for ``cfg.lm_epochs`` epochs, measure its block table on ``cfg.lm_positions`` distinct token
+    positions of training windows (:func:`distinct_positions`, labelled by the next character;
+    windows drawn with ``seed``), and compare the
     rankings (test perplexity), healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
     cfg = cfg or BeyondConfig.from_scale(scale, seed)
     data = char_lm_data(context=cfg.context, train_chars=cfg.train_chars)
@@ -221,12 +259,7 @@ def run_lm_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None
     run = fit(LMLogits(lm), data, _train_config(cfg, cfg.lm_epochs, seed), device="cpu", progress=progress,
               desc="GPT-2")
     lm.eval()
-    windows = -(-cfg.lm_positions // cfg.context)
-    g = torch.Generator().manual_seed(int(seed))
-    pick = torch.randperm(len(data.train_eval), generator=g)[:windows]
-    ids = data.train_eval.tensors[0][pick]
-    labels = data.train_eval.tensors[1][pick].clone()
-    labels.view(-1)[cfg.lm_positions:] = IGNORE  # exactly lm_positions positions (the windows' next characters)
+    ids, labels = distinct_positions(data.train_eval.tensors[0], data.train_eval.tensors[1], cfg.lm_positions, seed)
     table = block_table(lm, {"input_ids": ids}, labels, num_classes=data.num_classes, lr=cfg.lr,
                         batch_size=cfg.batch_size)
 
