@@ -109,6 +109,14 @@ test: $(VENV)/.installed
 	echo; echo "== notebooks (nbval, smoke) =="; cat $(NBVAL_LOG); \
 	test $$library = 0 && test $$notebooks = 0
 
+# The heavy tests marked `integration` (not part of `make test`, where they show as skipped): the
+# sweep's jobs checked against notebooks 03 and 04 executed by papermill (nbval executes them in
+# `make test` too), torch.compile's reduce-overhead step with a cold inductor cache, and the
+# notebooks' install cell in fresh virtual environments. About two CPU-minutes.
+.PHONY: test-integration
+test-integration: $(VENV)/.installed
+	$(TEST_ENV) $(PY) -m pytest -m integration -v -rA --durations=0 tests
+
 # The SLURM integration tests: a one-node cluster on this machine (tools/slurm-local; `start
 # --install` apt-installs slurm-wlm and munge when missing, so run as root), the tests marked
 # `slurm` against it through submitit (among them a sweep of notebook 03's runs with one job

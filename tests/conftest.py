@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules: a results root of their own, toy data, weight equality."""
+"""Fixtures shared by the test modules: a results root of their own, toy data, weight equality; the
+``integration`` marker (heavy tests that run only under ``-m integration``: ``make test-integration``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,17 @@ import torch
 from torch.utils.data import TensorDataset
 
 from reproduce.config.scales import ROOT_ENV
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``integration`` (whole notebooks executed, a cold compiler, fresh virtual
+    environments) run only when the marker expression asks for them; elsewhere they show as skipped."""
+    if "integration" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="integration test: runs under `make test-integration` (pytest -m integration)")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

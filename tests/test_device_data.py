@@ -434,6 +434,7 @@ def isa_from_cpu_flags(monkeypatch):
     cpu_vec_isa.valid_vec_isa_list.cache_clear()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
 def test_compile_reduce_overhead_runs_and_agrees_on_the_cpu(isa_from_cpu_flags):

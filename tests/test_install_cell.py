@@ -65,6 +65,7 @@ def installed_from(py: Path) -> str:
                                    cwd=py.parent).strip()
 
 
+@pytest.mark.integration
 def test_inside_the_repository_the_cell_installs_the_checkout(fresh_python):
     out = run_cell(fresh_python, ROOT / "notebooks")
     assert out.returncode == 0, out.stderr
@@ -74,6 +75,7 @@ def test_inside_the_repository_the_cell_installs_the_checkout(fresh_python):
     assert again.returncode == 0 and again.stdout == ""
 
 
+@pytest.mark.integration
 def test_outside_the_repository_the_cell_installs_from_the_repository_address(fresh_python, tmp_path):
     # the address of pyproject, pointed at this checkout's git history (no network here)
     out = run_cell(fresh_python, tmp_path, REPRODUCE_GIT_URL=f"git+file://{ROOT}")

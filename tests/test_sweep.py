@@ -93,6 +93,7 @@ def test_notebook_jobs_per_notebook_and_deduplicated(root):
         "03_depth_vgg_vs_resnet", NB04]
 
 
+@pytest.mark.integration
 def test_jobs_of_notebooks_03_and_04_are_exactly_the_runs_the_notebooks_train(tmp_path):
     """Run the notebooks at smoke in a fresh root: the run folders they create are the jobs' keys,
     and every job then reports its run done."""
