@@ -224,10 +224,6 @@ def inference_times(models: Sequence[nn.Module], input_shapes: Sequence[Sequence
     models = list(models)
     if len(models) != len(input_shapes):
         raise ValueError(f"got {len(models)} models but {len(input_shapes)} input shapes")
-    if int(repeats) < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
-    if int(warmup) < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup!r}")
     return inference_times_of(models, [_example(m, shape, batch_size) for m, shape in zip(models, input_shapes)],
                               repeats=repeats, warmup=warmup)
 
