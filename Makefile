@@ -166,7 +166,7 @@ clean-results:
 	rm -rf results/
 
 # binder/requirements.txt: every package Binder installs, pinned: pyproject.toml with its test
-# extra, resolved by pip-compile (in a throwaway venv) for this Python, with torch/torchvision held
+# and models extras, resolved by pip-compile (in a throwaway venv) for this Python, with torch/torchvision held
 # at $(TORCH_PINS). Binder has no GPU, so the CUDA-only packages (nvidia-*, cuda-*, triton) are
 # dropped and torch/torchvision pinned to the +cpu builds of PyTorch's CPU index, which depend on
 # nothing else (their requirements are the CUDA build's minus those packages).
@@ -176,7 +176,7 @@ binder-lock:
 	$(LOCK_VENV)/bin/python -m pip install --quiet pip-tools
 	printf '%s\n' $(TORCH_PINS) > $(LOCK_VENV)/torch-pins.txt
 	$(LOCK_VENV)/bin/pip-compile --quiet --no-header --strip-extras --no-emit-index-url --no-emit-find-links \
-		--extra test --constraint $(LOCK_VENV)/torch-pins.txt \
+		--extra test --extra models --constraint $(LOCK_VENV)/torch-pins.txt \
 		--output-file $(LOCK_VENV)/resolved.txt pyproject.toml
 	{ printf '%s\n' '# Binder (repo2docker) installs exactly these versions; binder/postBuild then installs' \
 		'# the repository itself with --no-deps. Regenerate with: make binder-lock' \
