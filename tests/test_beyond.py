@@ -1,13 +1,20 @@
 """Notebook 08's study (reproduce.experiments.beyond) and its offline text (reproduce.data.text):
-the claims rule on hand-made comparisons, the windows of the text by hand, the presets' sizes."""
+the claims rule on hand-made comparisons, the windows of the text by hand, the presets' sizes, and
+the paper preset's pretrained-model path run offline on tiny models saved locally."""
+
+import dataclasses
+import math
 
 import pandas as pd
 import pytest
 import torch
 
 from reproduce.config.scales import get_scale
+from reproduce.data import text as text_mod
+from reproduce.data.datasets import load_dataset
 from reproduce.data.text import char_lm_data, python_topics_text
 from reproduce.experiments import beyond
+from reproduce.training.loop import evaluate
 
 
 def comparison(values: dict, removed: dict, metric: str = "test_acc", healed: bool = False) -> pd.DataFrame:
@@ -104,3 +111,105 @@ def test_distinct_positions_drop_repeated_visible_inputs_by_hand():
     assert len(ids) == 1 and int((labels != -100).sum()) == 2  # the first window's first two positions
     with pytest.raises(ValueError, match=r"only 7 distinct positions, fewer than n = 8"):
         beyond.distinct_positions(x, y, 8, seed=0)
+
+
+# --------------------------------------------------------------------------- the paper preset's hub path
+
+
+def test_paper_preset_uses_pretrained_hub_models_untrained():
+    paper = beyond.BeyondConfig.from_scale(get_scale("paper"), 2)
+    assert (paper.vit_hub, paper.lm_hub, paper.vit_dataset) == ("deit_tiny_patch16_224.fb_in1k", "gpt2", "imagenette")
+    assert paper.vit_epochs == paper.lm_epochs == 0 and paper.heal_epochs == 1 and paper.ks == (1, 2, 3, 4, 5, 6)
+    assert paper.heal_lr == 1e-4 and paper.device == "auto" and paper.vit_classes[:3] == (0, 217, 482)
+    cpu = beyond.BeyondConfig.from_scale(get_scale("cpu"))
+    assert cpu.vit_hub is cpu.lm_hub is cpu.heal_lr is None and cpu.device == "cpu"
+
+
+def test_token_lm_data_windows_by_hand():
+    # a "tokenizer" giving each character's code point mod 5: the windows are that sequence cut by hand
+    text = python_topics_text()
+    ids = [ord(c) % 5 for c in text]
+    data = text_mod.token_lm_data(lambda t: [ord(c) % 5 for c in t], vocabulary_size=5, tokenizer="mod5", context=4,
+                                  train_tokens=13)
+    x, y = data.train.tensors
+    assert x.tolist() == [ids[0:4], ids[4:8], ids[8:12]] and y.tolist() == [ids[1:5], ids[5:9], ids[9:13]]
+    cut = int(round(len(ids) * 0.9))
+    assert data.test.tensors[0][0].tolist() == ids[cut:cut + 4] and data.num_classes == 5
+    assert data.identity["tokenizer"] == "mod5" and data.identity["train_tokens"] == 13
+    with pytest.raises(ValueError, match=r"'mod5' gave token ids outside 0..3, e.g. 4"):
+        text_mod.token_lm_data(lambda t: [ord(c) % 5 for c in t], vocabulary_size=4, tokenizer="mod5", context=4)
+    with pytest.raises(ValueError, match="decode with it"):
+        data.decode(x[0])
+
+
+def test_class_subset_picks_and_orders_logits():
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.arange(6.0).repeat(len(x), 1)
+
+    out = beyond.ClassSubset(Fixed(), (4, 0, 2))(torch.zeros(2, 1))
+    assert out.tolist() == [[4.0, 0.0, 2.0]] * 2
+    with pytest.raises(ValueError, match="class 7 asked for, but the model has 6 logits"):
+        beyond.ClassSubset(Fixed(), (7,))(torch.zeros(1, 1))
+    with pytest.raises(ValueError, match="distinct"):
+        beyond.ClassSubset(Fixed(), (1, 1))
+
+
+def tiny_hub_config(**fields):
+    return dataclasses.replace(beyond.BeyondConfig.from_scale(get_scale("smoke")), vit_epochs=0, lm_epochs=0,
+                               ks=(1,), **fields)
+
+
+def test_pretrained_lm_from_a_local_folder_is_measured_as_saved(tmp_path):
+    """The hub path offline: a tiny GPT-2 and a byte-level BPE tokenizer saved by save_pretrained are
+    loaded back, the text tokenized by that tokenizer, and the intact model's perplexity in the
+    comparison is the saved model's, computed here independently."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    bpe.train_from_iterator([python_topics_text()[:20_000]], tokenizers.trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe)
+    config = transformers.GPT2Config(vocab_size=bpe.get_vocab_size(), n_positions=32, n_embd=16, n_layer=3, n_head=2,
+                                    bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    saved = transformers.GPT2LMHeadModel(config).eval()
+    saved.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, loaded_tok = beyond.load_hub_lm(str(tmp_path))
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in saved.state_dict().items())
+    assert loaded_tok.encode("def f(x):") == tok.encode("def f(x):")
+    cfg = tiny_hub_config(lm_hub=str(tmp_path), context=16, train_chars=1_100, lm_positions=64, heal_lr=1e-4)
+    s = beyond.run_lm_study(get_scale("smoke"), cfg=cfg)
+    assert s.model_name == f"{tmp_path} (transformers, pretrained)" and len(s.table) == 3 and s.history == []
+    data = text_mod.token_lm_data(tok.encode, vocabulary_size=bpe.get_vocab_size(), tokenizer=str(tmp_path),
+                                  context=16, train_tokens=1_100)
+    expected = math.exp(evaluate(beyond.LMLogits(saved), data.test)[0])
+    intact = s.comparison[(s.comparison["ranking"] == "none") & ~s.comparison["healed"]]
+    assert intact["value"].iloc[0] == pytest.approx(expected, rel=1e-6) and s.final["perplexity"] == intact["value"].iloc[0]
+    assert set(s.comparison["k"]) == {0, 1} and s.comparison["healed"].any()
+
+
+def test_pretrained_vit_from_a_local_weights_file_is_measured_as_saved(tmp_path):
+    """The timm hub path offline: a shrunken DeiT's weights saved to a file are loaded through timm's
+    pretrained machinery (pretrained_cfg_overlay), its logits cut to the given classes; the intact
+    model's test accuracy in the comparison is the saved model's, computed here independently."""
+    timm = pytest.importorskip("timm")
+    shrink = dict(patch_size=2, embed_dim=16, depth=2, num_heads=2)
+    torch.manual_seed(0)
+    saved = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=8, in_chans=1, **shrink).eval()
+    weights = tmp_path / "deit.pth"
+    torch.save(saved.state_dict(), weights)
+    loaded = beyond.load_hub_vit("deit_tiny_patch16_224", image_size=8, in_channels=1, weights=str(weights), **shrink)
+    assert saved.state_dict().keys() == loaded.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in saved.state_dict().items())
+    classes = (5, 900, 1, 42, 7, 3, 999, 8, 0, 64)
+    cfg = tiny_hub_config(vit_hub="deit_tiny_patch16_224", vit_classes=classes)
+    s = beyond.run_vit_study(get_scale("smoke"), cfg=cfg, hub_weights=str(weights), hub_overrides=shrink)
+    data = load_dataset("digits", seed=0, train_limit=get_scale("smoke").train_limit)
+    expected = evaluate(beyond.ClassSubset(saved, classes), data.test)[1]
+    intact = s.comparison[(s.comparison["ranking"] == "none") & ~s.comparison["healed"]]
+    assert s.model_name == "deit_tiny_patch16_224 (timm, pretrained)" and len(s.table) == 2 and s.history == []
+    assert intact["value"].iloc[0] == expected == s.final["test_acc"]

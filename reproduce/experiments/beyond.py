@@ -18,9 +18,20 @@ test accuracy; GPT-2: lower test perplexity) at which the two remove different b
 which they remove the same blocks at every k cannot test it. Over seeds: :func:`over_seeds`. One
 row before healing, one after, per model.
 
-The sizes come from the preset (:meth:`BeyondConfig.from_scale`); at ``paper`` the pretrained
-models of the Hugging Face hub are meant (``gpt2``, ``deit_tiny_patch16_224``), which needs
-internet and is not run by this package's tests.
+The sizes come from the preset (:meth:`BeyondConfig.from_scale`). At ``paper`` nothing is trained
+from scratch: the models are **pretrained ones from the Hugging Face hub** (downloaded on first use,
+so that preset needs internet; :data:`PAPER_VIT`, :data:`PAPER_LM`), measured as they are and healed
+with a fine-tuning rate (:data:`PAPER_HEAL_LR`):
+
+* timm's DeiT-tiny (ImageNet-1k) on Imagenette's validation images (``make data DATASETS=imagenette``)
+  at the package's 128 px (timm resamples the position embedding), its 1,000 logits cut to the 10
+  Imagenette classes (:data:`IMAGENETTE_IN_IMAGENET`, :class:`ClassSubset`); the images are
+  standardised by Imagenette's own statistics, not ImageNet's, which the healing adapts to;
+* GPT-2 (124M) on the same Python help topics, tokenized by its own byte-level BPE
+  (:func:`reproduce.data.token_lm_data`), windows of 256 tokens.
+
+The tests run this path offline on tiny models saved to a local folder (:func:`load_hub_vit` takes a
+local weights file, :func:`load_hub_lm` a local folder): nothing is downloaded by them.
 """
 
 from __future__ import annotations
@@ -36,18 +47,32 @@ from torch import nn
 
 from reproduce.config.scales import Scale
 from reproduce.data.datasets import load_dataset, measurement_samples
-from reproduce.data.text import char_lm_data
+from reproduce.data.text import char_lm_data, token_lm_data
 from reproduce.experiments.claims import Claim, over_seeds, seed_outcomes
 from reproduce.experiments.efficiency import count_all_parameters, inference_times_of, multiply_accumulates_of
 from reproduce.experiments.layer_removal import IGNORE, RANKINGS, block_table, removal_order
 from reproduce.models.adapters import remove_model_blocks, require
-from reproduce.training.loop import TrainConfig, evaluate, fit
+from reproduce.training.loop import TrainConfig, evaluate, fit, resolve_device
 
 __all__ = ["BeyondConfig", "LMLogits", "build_vit", "build_char_gpt2", "ranking_comparison", "BeyondStudy",
-           "run_vit_study", "run_lm_study", "ranking_claims", "distinct_positions", "COMPARISON_COLUMNS"]
+           "run_vit_study", "run_lm_study", "ranking_claims", "distinct_positions", "COMPARISON_COLUMNS",
+           "ClassSubset", "load_hub_vit", "load_hub_lm", "IMAGENETTE_IN_IMAGENET", "PAPER_VIT", "PAPER_LM",
+           "PAPER_HEAL_LR"]
 
 #: columns of :func:`ranking_comparison`
 COMPARISON_COLUMNS = ("ranking", "k", "removed", "healed", "parameters", "macs", "latency_ms", "metric", "value")
+
+#: the pretrained models of the ``paper`` preset (Hugging Face hub names; timm's, and transformers')
+PAPER_VIT = "deit_tiny_patch16_224.fb_in1k"
+PAPER_LM = "gpt2"
+#: the healing rate of a pretrained model at ``paper`` (a fine-tuning rate, chosen before any run;
+#: the presets' 1e-3 is a rate for training from scratch)
+PAPER_HEAL_LR = 1e-4
+#: the ImageNet-1k index of each Imagenette class, in torchvision's order of Imagenette's classes (its
+#: sorted WordNet ids n01440764 tench, n02102040 English springer, n02979186 cassette player,
+#: n03000684 chain saw, n03028079 church, n03394916 French horn, n03417042 garbage truck, n03425413
+#: gas pump, n03445777 golf ball, n03888605 parachute)
+IMAGENETTE_IN_IMAGENET = (0, 217, 482, 491, 497, 566, 569, 571, 574, 701)
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,17 @@ class BeyondConfig:
     batch_size: int
     lr: float
     seeds: tuple[int, ...]
+    #: a pretrained timm model (hub name) instead of :func:`build_vit`, its logits cut to
+    #: ``vit_classes`` when given, on ``vit_dataset`` (default: the preset's first dataset)
+    vit_hub: str | None = None
+    vit_classes: tuple[int, ...] | None = None
+    vit_dataset: str | None = None
+    #: a pretrained causal LM (hub name or local folder) and its tokenizer instead of :func:`build_char_gpt2`
+    lm_hub: str | None = None
+    #: the healing fine-tune's learning rate (None: ``lr``)
+    heal_lr: float | None = None
+    #: where the study computes (``"auto"``: a GPU when there is one; :func:`reproduce.training.resolve_device`)
+    device: str = "cpu"
 
     @classmethod
     def from_scale(cls, scale: Scale, seed: int = 0) -> "BeyondConfig":
@@ -77,7 +113,19 @@ class BeyondConfig:
         ``2 * scale.epochs`` epochs (a ViT learns digits more slowly than a conv net), the GPT-2
         ``scale.epochs // 2``; a twentieth of ``scale.epochs`` (at least 1) heals; ``k`` = 1..half the
         blocks. Samples: ``scale.sample_size`` images, and 8 times as many token positions (a position
-        is a much smaller sample than an image). ``scale.repeats`` seeds from ``seed``."""
+        is a much smaller sample than an image). ``scale.repeats`` seeds from ``seed``.
+
+        ``paper``: the pretrained models of the module docstring (12 blocks each, no training, ``k`` =
+        1..6, one epoch of healing at :data:`PAPER_HEAL_LR`, context 256 tokens); the seeds then
+        change the measurement samples, the random ranking and the healing's shuffle, not the model."""
+        seeds = tuple(range(int(seed), int(seed) + int(scale.repeats)))
+        if scale.name == "paper":
+            return cls(vit_dim=192, vit_depth=12, lm_dim=768, lm_layers=12, context=256, train_chars=None,
+                       vit_epochs=0, lm_epochs=0, heal_epochs=1, ks=tuple(range(1, 7)),
+                       sample_size=int(scale.sample_size), lm_positions=8 * int(scale.sample_size),
+                       batch_size=int(scale.batch_size), lr=float(scale.lr), seeds=seeds, vit_hub=PAPER_VIT,
+                       vit_classes=IMAGENETTE_IN_IMAGENET, vit_dataset="imagenette", lm_hub=PAPER_LM,
+                       heal_lr=PAPER_HEAL_LR, device="auto")
         small = scale.name == "smoke"
         depth = 4 if small else 6
         epochs = int(scale.epochs)
@@ -86,8 +134,7 @@ class BeyondConfig:
                    vit_epochs=epochs if small else 2 * epochs, lm_epochs=epochs if small else max(1, epochs // 2),
                    heal_epochs=max(1, epochs // 20), ks=(1,) if small else tuple(range(1, depth // 2 + 1)),
                    sample_size=int(scale.sample_size), lm_positions=8 * int(scale.sample_size),
-                   batch_size=int(scale.batch_size), lr=float(scale.lr),
-                   seeds=tuple(range(int(seed), int(seed) + int(scale.repeats))))
+                   batch_size=int(scale.batch_size), lr=float(scale.lr), seeds=seeds)
 
 
 class LMLogits(nn.Module):
@@ -101,6 +148,46 @@ class LMLogits(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=ids).logits.transpose(1, 2)
+
+
+class ClassSubset(nn.Module):
+    """A classifier restricted to some of its classes: ``forward(x)`` returns ``model(x)[:, classes]``
+    (so class ``i`` of the data is the model's class ``classes[i]``)."""
+
+    def __init__(self, model: nn.Module, classes: Sequence[int]):
+        super().__init__()
+        if not classes or len(set(classes)) != len(classes) or any(int(c) < 0 for c in classes):
+            raise ValueError(f"classes must be distinct indices >= 0, got {tuple(classes)!r}")
+        self.model = model
+        self.register_buffer("classes", torch.as_tensor([int(c) for c in classes]), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if int(self.classes.max()) >= logits.shape[1]:
+            raise ValueError(f"class {int(self.classes.max())} asked for, but the model has {logits.shape[1]} logits")
+        return logits.index_select(1, self.classes.to(logits.device))
+
+
+def load_hub_vit(name: str, *, image_size: int, in_channels: int, weights: str | None = None,
+                 **overrides: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=True)`` at ``image_size`` px and ``in_channels`` channels
+    (timm resamples the position embedding and, for other channels, the patch embedding). The weights
+    come from the hub (needs internet the first time; then timm's cache), or from the local file
+    ``weights`` (timm's ``pretrained_cfg_overlay``). ``overrides`` go to ``create_model`` (the tests
+    shrink the architecture with them)."""
+    timm = require("timm")
+    extra = {"pretrained_cfg_overlay": {"file": str(weights)}} if weights is not None else {}
+    return timm.create_model(name, pretrained=True, img_size=int(image_size), in_chans=int(in_channels),
+                             **extra, **overrides).eval()
+
+
+def load_hub_lm(name: str) -> tuple[nn.Module, Any]:
+    """A pretrained causal LM and its tokenizer: ``AutoModelForCausalLM.from_pretrained(name)`` and
+    ``AutoTokenizer.from_pretrained(name)`` (a hub name: needs internet the first time; or a local
+    folder written by ``save_pretrained``)."""
+    transformers = require("transformers")
+    model = transformers.AutoModelForCausalLM.from_pretrained(name)
+    return model.eval(), transformers.AutoTokenizer.from_pretrained(name)
 
 
 def build_vit(cfg: BeyondConfig, *, num_classes: int, in_channels: int, image_size: int, seed: int) -> nn.Module:
@@ -215,21 +302,53 @@ class BeyondStudy:
     final: dict = field(default_factory=dict)
 
 
-def _train_config(cfg: BeyondConfig, epochs: int, seed: int) -> TrainConfig:
-    return TrainConfig(epochs=int(epochs), batch_size=cfg.batch_size, lr=cfg.lr, seed=int(seed), eval_train=False,
+def _train_config(cfg: BeyondConfig, epochs: int, seed: int, *, heal: bool = False) -> TrainConfig:
+    lr = cfg.heal_lr if heal and cfg.heal_lr is not None else cfg.lr
+    return TrainConfig(epochs=int(epochs), batch_size=cfg.batch_size, lr=lr, seed=int(seed), eval_train=False,
                        measure_start=False)
 
 
+def _trained(model: nn.Module, data: Any, cfg: BeyondConfig, epochs: int, seed: int, progress: bool,
+             desc: str) -> list[dict]:
+    """``epochs`` epochs of :func:`fit` (none for a pretrained model at ``epochs`` = 0); the history."""
+    if int(epochs) == 0:
+        return []
+    return fit(model, data, _train_config(cfg, epochs, seed), device=cfg.device, progress=progress,
+               desc=desc).history
+
+
+def _vit(cfg: BeyondConfig, data: Any, seed: int, hub_weights: str | None,
+         hub_overrides: dict | None) -> tuple[nn.Module, Callable[[nn.Module], nn.Module], str]:
+    """The ViT of the study, the wrap its measurements and healing see, and its name."""
+    if cfg.vit_hub is None:
+        model = build_vit(cfg, num_classes=data.num_classes, in_channels=data.in_channels,
+                          image_size=data.image_size, seed=seed)
+        return model, (lambda m: m), "ViT (timm)"
+    model = load_hub_vit(cfg.vit_hub, image_size=data.image_size, in_channels=data.in_channels, weights=hub_weights,
+                         **(hub_overrides or {}))
+    classes = cfg.vit_classes
+
+    def wrap(m: nn.Module) -> nn.Module:
+        return ClassSubset(m, classes) if classes is not None else m
+
+    return model, wrap, f"{cfg.vit_hub} (timm, pretrained)"
+
+
 def run_vit_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None, dataset: str | None = None,
-                  progress: bool = False) -> BeyondStudy:
-    """Train :func:`build_vit` on ``dataset`` (default the preset's first) for ``cfg.vit_epochs`` epochs,
-    measure its block table on ``cfg.sample_size`` measurement samples, and compare the rankings
-    (test accuracy), healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
+                  progress: bool = False, hub_weights: str | None = None,
+                  hub_overrides: dict | None = None) -> BeyondStudy:
+    """Train :func:`build_vit` on ``dataset`` (default ``cfg.vit_dataset``, else the preset's first) for
+    ``cfg.vit_epochs`` epochs -- or, with ``cfg.vit_hub``, load that pretrained model
+    (:func:`load_hub_vit` with ``hub_weights`` and ``hub_overrides``; its logits cut to
+    ``cfg.vit_classes``) and train it ``cfg.vit_epochs`` epochs (0 at ``paper``) -- measure its block
+    table on ``cfg.sample_size`` measurement samples, and compare the rankings (test accuracy),
+    healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
     cfg = cfg or BeyondConfig.from_scale(scale, seed)
-    data = load_dataset(dataset or scale.dataset, seed=seed, train_limit=scale.train_limit)
-    model = build_vit(cfg, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                      seed=seed)
-    run = fit(model, data, _train_config(cfg, cfg.vit_epochs, seed), device="cpu", progress=progress, desc="ViT")
+    data = load_dataset(dataset or cfg.vit_dataset or scale.dataset, seed=seed, train_limit=scale.train_limit)
+    model, wrap, name = _vit(cfg, data, seed, hub_weights, hub_overrides)
+    dev = resolve_device(cfg.device)
+    model.to(dev)
+    history = _trained(wrap(model), data, cfg, cfg.vit_epochs, seed, progress, "ViT")
     model.eval()
     x, y = measurement_samples(data, min(cfg.sample_size, len(data.train_eval)), seed)
     table = block_table(model, x, y, num_classes=data.num_classes, lr=cfg.lr, batch_size=cfg.batch_size)
@@ -238,26 +357,40 @@ def run_vit_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = Non
         return "test_acc", evaluate(net, data.test)[1]
 
     def heal(net: nn.Module) -> None:
-        fit(net, data, _train_config(cfg, cfg.heal_epochs, seed + 1), device="cpu", progress=False)
+        fit(net, data, _train_config(cfg, cfg.heal_epochs, seed + 1, heal=True), device=cfg.device, progress=False)
 
-    example = torch.stack([data.test[i][0] for i in range(min(64, len(data.test)))])
-    comparison = ranking_comparison(model, table, measure, ks=cfg.ks, example=example, seed=seed, heal=heal)
-    return BeyondStudy("ViT (timm)", int(seed), table, comparison, run.history,
-                       {"test_acc": evaluate(model, data.test)[1]})
+    example = torch.stack([data.test[i][0] for i in range(min(64, len(data.test)))]).to(dev)
+    comparison = ranking_comparison(model, table, measure, ks=cfg.ks, example=example, wrap=wrap, seed=seed,
+                                    heal=heal)
+    return BeyondStudy(name, int(seed), table, comparison, history, {"test_acc": evaluate(wrap(model), data.test)[1]})
+
+
+def _lm(cfg: BeyondConfig, seed: int) -> tuple[nn.Module, Any, str]:
+    """The language model of the study, its data and its name."""
+    if cfg.lm_hub is None:
+        data = char_lm_data(context=cfg.context, train_chars=cfg.train_chars)
+        return build_char_gpt2(cfg, vocabulary=data.num_classes, seed=seed), data, "GPT-2 (transformers)"
+    lm, tokenizer = load_hub_lm(cfg.lm_hub)
+    vocabulary = int(lm.get_output_embeddings().weight.shape[0])
+    data = token_lm_data(tokenizer.encode, vocabulary_size=vocabulary, tokenizer=cfg.lm_hub, context=cfg.context,
+                         train_tokens=cfg.train_chars)
+    return lm, data, f"{cfg.lm_hub} (transformers, pretrained)"
 
 
 def run_lm_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None,
                  progress: bool = False) -> BeyondStudy:
     """Train :func:`build_char_gpt2` on the Python help topics (:func:`reproduce.data.char_lm_data`)
-    for ``cfg.lm_epochs`` epochs, measure its block table on ``cfg.lm_positions`` distinct token
-    positions of training windows (:func:`distinct_positions`, labelled by the next character;
-    windows drawn with ``seed``), and compare the
-    rankings (test perplexity), healing ``cfg.heal_epochs`` epochs (seed ``seed + 1``)."""
+    for ``cfg.lm_epochs`` epochs -- or, with ``cfg.lm_hub``, load that pretrained model and tokenize
+    the topics with its tokenizer (:func:`load_hub_lm`, :func:`reproduce.data.token_lm_data`; 0 epochs
+    at ``paper``) -- measure its block table on ``cfg.lm_positions`` distinct token positions of
+    training windows (:func:`distinct_positions`, labelled by the next token; windows drawn with
+    ``seed``), and compare the rankings (test perplexity), healing ``cfg.heal_epochs`` epochs (seed
+    ``seed + 1``)."""
     cfg = cfg or BeyondConfig.from_scale(scale, seed)
-    data = char_lm_data(context=cfg.context, train_chars=cfg.train_chars)
-    lm = build_char_gpt2(cfg, vocabulary=data.num_classes, seed=seed)
-    run = fit(LMLogits(lm), data, _train_config(cfg, cfg.lm_epochs, seed), device="cpu", progress=progress,
-              desc="GPT-2")
+    lm, data, name = _lm(cfg, seed)
+    dev = resolve_device(cfg.device)
+    lm.to(dev)
+    history = _trained(LMLogits(lm), data, cfg, cfg.lm_epochs, seed, progress, "GPT-2")
     lm.eval()
     ids, labels = distinct_positions(data.train_eval.tensors[0], data.train_eval.tensors[1], cfg.lm_positions, seed)
     table = block_table(lm, {"input_ids": ids}, labels, num_classes=data.num_classes, lr=cfg.lr,
@@ -267,12 +400,12 @@ def run_lm_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None
         return "perplexity", math.exp(evaluate(net, data.test)[0])
 
     def heal(net: nn.Module) -> None:
-        fit(net, data, _train_config(cfg, cfg.heal_epochs, seed + 1), device="cpu", progress=False)
+        fit(net, data, _train_config(cfg, cfg.heal_epochs, seed + 1, heal=True), device=cfg.device, progress=False)
 
-    example = data.test.tensors[0][:8]
+    example = data.test.tensors[0][:8].to(dev)
     comparison = ranking_comparison(lm, table, measure, ks=cfg.ks, example=example, wrap=LMLogits, seed=seed,
                                     heal=heal)
-    return BeyondStudy("GPT-2 (transformers)", int(seed), table, comparison, run.history,
+    return BeyondStudy(name, int(seed), table, comparison, history,
                        {"perplexity": math.exp(evaluate(LMLogits(lm), data.test)[0])})
 
 
