@@ -33,6 +33,9 @@ ifneq ($(filter-out cpu,$(TORCH)),)
 $(error unknown TORCH=$(TORCH); valid values are cpu or empty (the default build from PyPI))
 endif
 
+# Every Python that make starts may write bytecode (see the install step below).
+unexport PYTHONDONTWRITEBYTECODE
+
 # Environment of the test run: notebooks at smoke scale, no GUI backend, no progress bars.
 TEST_ENV = REPRODUCE_SCALE=smoke MPLBACKEND=agg TQDM_DISABLE=1
 
@@ -47,9 +50,13 @@ install: $(VENV)/.installed
 # 6 GB of torch's CUDA build in parallel, about 15 s here against pip's 2 to 3 minutes, which
 # were half of `make test` on a fresh clone. uv does not read pip's configuration, so
 # tools/uv_sources.py hands it pip's sources (a local wheel folder, extra indexes, constraints;
-# nothing where pip has none). --compile-bytecode as pip does by default: where
-# PYTHONDONTWRITEBYTECODE is set (as on this project's machines) Python would otherwise compile
-# every imported module again in every process; the tests start hundreds, and took 1.7x as long.
+# nothing where pip has none). Neither uv nor pip byte-compiles every installed file (17,300 with
+# the models extra, about a minute of CPU here, most of it code nothing imports): the last step,
+# tools/warm_bytecode.py, imports the package and what its notebooks and tests use once and writes
+# the bytecode of those modules (about 4,600) even where PYTHONDONTWRITEBYTECODE is set (as on this
+# project's machines, where every process would otherwise compile every module it imports again;
+# the tests start hundreds). Processes run by make write the bytecode of anything else on first
+# import: the variable is unexported below.
 # torch is installed first, and only when the environment has none: any torch>=2.2 works;
 # 2.14.1 / torchvision 0.29.1 are the releases this project is developed with (where a
 # local wheel cache holds them they come from disk, elsewhere from PyPI).
@@ -63,6 +70,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -c "import torch, torchvision" 2>/dev/null || \
 		$(INSTALL) $(TORCH_INDEX_$(TORCH)) $(TORCH_PINS)
 	$(INSTALL) -e '.[test,models]'
+	$(PY) tools/warm_bytecode.py
 	touch $@
 
 # On the CPU scales the runs are first trained by JOBS one-thread processes side by side (default:

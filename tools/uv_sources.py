@@ -41,12 +41,12 @@ def uv_flags(config_list: str) -> list[str]:
 
 
 def install_command(args: list[str], uv: Path | None, config_list: str) -> list[str]:
-    """The command that installs ``args`` into this Python: uv with pip's sources and byte-compiled
-    (as pip compiles) when ``uv`` is an executable, else pip itself."""
+    """The command that installs ``args`` into this Python: uv with pip's sources when ``uv`` is an
+    executable, else pip itself. Neither byte-compiles every installed file (tools/warm_bytecode.py
+    compiles what is imported)."""
     if uv is not None and uv.is_file() and os.access(uv, os.X_OK):
-        return [str(uv), "pip", "install", "--quiet", "--python", sys.executable, "--compile-bytecode",
-                *uv_flags(config_list), *args]
-    return [sys.executable, "-m", "pip", "install", "--quiet", *args]
+        return [str(uv), "pip", "install", "--quiet", "--python", sys.executable, *uv_flags(config_list), *args]
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", *args]
 
 
 def main(argv: list[str]) -> int:
