@@ -15,8 +15,14 @@ _SIDES = [(9, 0, "left", "center"), (-9, 0, "right", "center"), (0, 9, "center",
 def label_points(ax: Any, points: Sequence[tuple[float, float, str, Any]], fontsize: int = 9) -> None:
     """Write each ``(x, y, text, colour)`` beside its point, on the side (right, left, above, below)
     that keeps the label inside the axes and farthest from the other points and the labels
-    already placed (text widths estimated from the character count)."""
+    already placed (text widths estimated from the character count). Points of one colour that
+    fall on the same pixel (the same net under two names) get one label, their texts joined by " / "."""
     ax.figure.canvas.draw()  # final limits and layout, so that data map to display pixels
+    merged: dict[tuple, list] = {}
+    for (x, y, text, colour), (px, py) in zip(points, ax.transData.transform([(x, y) for x, y, _, _ in points])):
+        key = (round(float(px)), round(float(py)), str(colour))
+        merged.setdefault(key, [x, y, [], colour])[2].append(text)
+    points = [(x, y, " / ".join(texts), colour) for x, y, texts, colour in merged.values()]
     xy = ax.transData.transform([(x, y) for x, y, _, _ in points])
     box, k, placed = ax.get_window_extent(), ax.figure.dpi / 72, []
     for i, (x, y, text, colour) in enumerate(points):
