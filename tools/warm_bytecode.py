@@ -11,8 +11,8 @@ so every later process -- even one where ``PYTHONDONTWRITEBYTECODE`` is set, as 
 machines -- reads them instead of compiling again. A module not imported here is compiled on its
 first import by a process that may write bytecode (the Makefile unexports the variable).
 
-Optional libraries that are missing are reported and skipped; the exit status is 0 unless the
-package itself fails to import.
+Libraries that are missing (or fail to import) are reported and skipped; the exit status is 0
+unless the package itself fails to import.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ def main() -> int:
     for name in OTHERS:
         try:
             importlib.import_module(name)
-        except ImportError as err:
+        except Exception as err:  # an optional library that fails to import must not fail the install
             skipped.append(f"{name} ({err.__class__.__name__}: {err})")
     print(f"bytecode written for {len(names)} modules of reproduce and {len(OTHERS) - len(skipped)} others"
-          + (f"; not installed: {'; '.join(skipped)}" if skipped else ""))
+          + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
     return 0
 
 
