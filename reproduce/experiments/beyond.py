@@ -159,13 +159,14 @@ class ClassSubset(nn.Module):
         if not classes or len(set(classes)) != len(classes) or any(int(c) < 0 for c in classes):
             raise ValueError(f"classes must be distinct indices >= 0, got {tuple(classes)!r}")
         self.model = model
+        self.largest = max(int(c) for c in classes)  # a Python int: the check below needs no device sync
         self.register_buffer("classes", torch.as_tensor([int(c) for c in classes]), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
-        if int(self.classes.max()) >= logits.shape[1]:
-            raise ValueError(f"class {int(self.classes.max())} asked for, but the model has {logits.shape[1]} logits")
-        return logits.index_select(1, self.classes.to(logits.device))
+        if self.largest >= logits.shape[1]:
+            raise ValueError(f"class {self.largest} asked for, but the model has {logits.shape[1]} logits")
+        return logits.index_select(1, self.classes)
 
 
 def load_hub_vit(name: str, *, image_size: int, in_channels: int, weights: str | None = None,
@@ -317,20 +318,26 @@ def _trained(model: nn.Module, data: Any, cfg: BeyondConfig, epochs: int, seed: 
                desc=desc).history
 
 
+def _intact(comparison: pd.DataFrame) -> float:
+    """The intact model's measured value (``ranking = none``, before healing): the comparison has it already."""
+    row = comparison[(comparison["ranking"] == "none") & ~comparison["healed"].astype(bool)]
+    return float(row["value"].iloc[0])
+
+
 def _vit(cfg: BeyondConfig, data: Any, seed: int, hub_weights: str | None,
          hub_overrides: dict | None) -> tuple[nn.Module, Callable[[nn.Module], nn.Module], str]:
     """The ViT of the study, the wrap its measurements and healing see, and its name."""
-    if cfg.vit_hub is None:
-        model = build_vit(cfg, num_classes=data.num_classes, in_channels=data.in_channels,
-                          image_size=data.image_size, seed=seed)
-        return model, (lambda m: m), "ViT (timm)"
-    model = load_hub_vit(cfg.vit_hub, image_size=data.image_size, in_channels=data.in_channels, weights=hub_weights,
-                         **(hub_overrides or {}))
     classes = cfg.vit_classes
 
     def wrap(m: nn.Module) -> nn.Module:
         return ClassSubset(m, classes) if classes is not None else m
 
+    if cfg.vit_hub is None:
+        model = build_vit(cfg, num_classes=data.num_classes, in_channels=data.in_channels,
+                          image_size=data.image_size, seed=seed)
+        return model, wrap, "ViT (timm)"
+    model = load_hub_vit(cfg.vit_hub, image_size=data.image_size, in_channels=data.in_channels, weights=hub_weights,
+                         **(hub_overrides or {}))
     return model, wrap, f"{cfg.vit_hub} (timm, pretrained)"
 
 
@@ -362,7 +369,7 @@ def run_vit_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = Non
     example = torch.stack([data.test[i][0] for i in range(min(64, len(data.test)))]).to(dev)
     comparison = ranking_comparison(model, table, measure, ks=cfg.ks, example=example, wrap=wrap, seed=seed,
                                     heal=heal)
-    return BeyondStudy(name, int(seed), table, comparison, history, {"test_acc": evaluate(wrap(model), data.test)[1]})
+    return BeyondStudy(name, int(seed), table, comparison, history, {"test_acc": _intact(comparison)})
 
 
 def _lm(cfg: BeyondConfig, seed: int) -> tuple[nn.Module, Any, str]:
@@ -405,8 +412,7 @@ def run_lm_study(scale: Scale, seed: int = 0, *, cfg: BeyondConfig | None = None
     example = data.test.tensors[0][:8].to(dev)
     comparison = ranking_comparison(lm, table, measure, ks=cfg.ks, example=example, wrap=LMLogits, seed=seed,
                                     heal=heal)
-    return BeyondStudy(name, int(seed), table, comparison, history,
-                       {"perplexity": math.exp(evaluate(LMLogits(lm), data.test)[0])})
+    return BeyondStudy(name, int(seed), table, comparison, history, {"perplexity": _intact(comparison)})
 
 
 def ranking_claims(studies: Sequence[BeyondStudy]) -> list[Claim]:
